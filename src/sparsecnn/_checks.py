@@ -1,0 +1,104 @@
+"""Input validation shared by the whole package.
+
+Every error names the argument, what was expected and what was received, so that a user
+reading a traceback learns how to fix the call without opening the source.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def describe(value: Any) -> str:
+    """Short human description of a value for error messages."""
+    if isinstance(value, torch.Tensor):
+        return f"tensor of shape {tuple(value.shape)}, dtype {value.dtype}, device {value.device}"
+    if isinstance(value, np.ndarray):
+        return f"numpy array of shape {value.shape}, dtype {value.dtype}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def as_tensor(value: Any, name: str, *, dtype: torch.dtype | None = None,
+              device: torch.device | str | None = None) -> tuple[torch.Tensor, bool]:
+    """Convert ``value`` to a floating tensor; return it and whether the input was numpy.
+
+    Python scalars and numpy arrays are accepted; anything else raises ``TypeError``.
+    """
+    was_numpy = isinstance(value, np.ndarray)
+    if isinstance(value, torch.Tensor):
+        tensor = value
+    elif was_numpy or isinstance(value, (int, float, np.floating, np.integer, list, tuple)):
+        array = np.asarray(value)
+        if array.dtype == object or not np.issubdtype(array.dtype, np.number):
+            raise TypeError(f"{name} must be numeric; got {describe(value)}")
+        if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+            array = array.astype(np.float64)
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    else:
+        raise TypeError(
+            f"{name} must be a torch.Tensor, numpy array or number; got {type(value).__name__}"
+        )
+    if not tensor.is_floating_point():
+        if tensor.is_complex():
+            raise TypeError(f"{name} must be real-valued; got {describe(tensor)}")
+        tensor = tensor.to(torch.get_default_dtype() if dtype is None else dtype)
+    if dtype is not None and tensor.dtype != dtype:
+        tensor = tensor.to(dtype)
+    if device is not None:
+        tensor = tensor.to(device)
+    return tensor, was_numpy
+
+
+def check_finite(tensor: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` if ``tensor`` holds NaN or Inf."""
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        n_bad = int((~finite).sum())
+        raise ValueError(
+            f"{name} must be finite; got {n_bad} NaN/Inf entr{'y' if n_bad == 1 else 'ies'} "
+            f"in a {describe(tensor)}"
+        )
+
+
+def check_same_dtype_device(reference: torch.Tensor, reference_name: str,
+                            other: torch.Tensor, other_name: str) -> None:
+    """Raise ``TypeError`` on a dtype mix and ``ValueError`` on a device mix."""
+    if other.dtype != reference.dtype:
+        raise TypeError(
+            f"{other_name} has dtype {other.dtype} but {reference_name} has dtype "
+            f"{reference.dtype}; expected the same floating dtype (convert one of them)"
+        )
+    if other.device != reference.device:
+        raise ValueError(
+            f"{other_name} is on device {other.device} but {reference_name} is on "
+            f"{reference.device}; expected both on the same device"
+        )
+
+
+def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def check_positive_float(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number; got {value!r}") from None
+    ok = number >= 0 if allow_zero else number > 0
+    if not np.isfinite(number) or not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
+    return number
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value

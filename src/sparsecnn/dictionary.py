@@ -1,0 +1,501 @@
+"""Dictionaries as linear operators that carry their adjoint (THEORY.md A.1, A.5).
+
+A dictionary ``D`` maps codes ``a`` to signals ``D a`` (synthesis) and signals ``x`` to
+correlations ``D^T x`` (analysis).  Atoms are the columns ``d_i`` of ``D``; the library's
+convention is unit-norm atoms (THEORY.md convention 4), which :meth:`Dictionary.normalized`
+produces.
+
+* :class:`DenseDictionary` holds an explicit matrix ``(n_features, n_atoms)``.
+* :class:`ConvDictionary` holds a filter bank shaped like ``nn.Conv2d.weight``
+  ``(n_filters, in_channels, kh, kw)``; its atoms are every filter at every stride-``s``
+  position.  Analysis is ``conv2d`` (a strided cross-correlation) and synthesis is
+  ``conv_transpose2d`` with the same weight, stride and padding (``output_padding`` restores
+  the signal size when ``stride > 1``), so the two are exact adjoints (convention 7).
+
+Both provide the Lipschitz constant ``L = ||D||_2^2`` of the data-term gradient by power
+iteration (cached until the weights change), the mutual coherence and the orthogonality gap
+``||D^T D - I||_F``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import as_tensor, check_finite, describe
+
+__all__ = ["ConvDictionary", "DenseDictionary", "Dictionary", "as_dictionary", "power_iteration"]
+
+
+def power_iteration(apply_normal: Callable[[torch.Tensor], torch.Tensor], shape: Sequence[int],
+                    *, dtype: torch.dtype, device: torch.device, max_iter: int = 5000,
+                    tol: float = 1e-12, seed: int = 0) -> float:
+    """Largest eigenvalue of the positive semi-definite operator ``apply_normal`` (``D^T D``).
+
+    Iterates ``v <- A v / ||A v||`` from a seeded random start and stops when the Rayleigh
+    quotient changes by less than ``tol`` relatively.  The estimate approaches ``||D||_2^2``
+    from below.
+    """
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    v = torch.randn(tuple(shape), generator=generator, dtype=torch.float64).to(device=device,
+                                                                              dtype=dtype)
+    v = v / torch.linalg.vector_norm(v)
+    estimate = 0.0
+    with torch.no_grad():
+        for _ in range(max_iter):
+            w = apply_normal(v)
+            new_estimate = float(torch.sum(v * w))
+            norm = float(torch.linalg.vector_norm(w))
+            if norm == 0.0:
+                return 0.0
+            v = w / norm
+            if abs(new_estimate - estimate) <= tol * abs(new_estimate):
+                return max(new_estimate, norm)
+            estimate = new_estimate
+    return max(estimate, norm)
+
+
+class Dictionary(ABC):
+    """A linear synthesis operator ``D`` with its adjoint ``D^T``.
+
+    Subclasses implement :meth:`analysis` (``D^T x``), :meth:`synthesis` (``D a``),
+    :meth:`code_shape`, :meth:`atom_norms` and :meth:`normalized`.
+    """
+
+    def __init__(self) -> None:
+        self._lipschitz_cache: dict[tuple, float] = {}
+
+    # -- the operator -------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def weight(self) -> torch.Tensor:
+        """The tensor that defines the dictionary (matrix or filter bank)."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.weight.device
+
+    @abstractmethod
+    def analysis(self, x: torch.Tensor) -> torch.Tensor:
+        """``D^T x``: correlations of the signal with every atom."""
+
+    @abstractmethod
+    def synthesis(self, codes: torch.Tensor, signal_shape: Sequence[int] | None = None
+                  ) -> torch.Tensor:
+        """``D a``: the signal the codes represent."""
+
+    @abstractmethod
+    def code_shape(self, signal_shape: Sequence[int]) -> tuple[int, ...]:
+        """Shape of the codes of one signal of shape ``signal_shape`` (no batch dimension)."""
+
+    @abstractmethod
+    def check_signal(self, x: torch.Tensor, name: str = "x") -> None:
+        """Raise a clear error if ``x`` (batch first) does not fit the dictionary."""
+
+    @abstractmethod
+    def atom_norms(self) -> torch.Tensor:
+        """Euclidean norm of every filter/atom (per filter for convolutional dictionaries)."""
+
+    @abstractmethod
+    def normalized(self) -> Dictionary:
+        """A copy with unit-norm atoms (raises ``ValueError`` on a zero-norm atom)."""
+
+    @abstractmethod
+    def coherence(self) -> float:
+        """Mutual coherence ``max_{i != j} |<d_i, d_j>| / (||d_i|| ||d_j||)``."""
+
+    @abstractmethod
+    def orthogonality_gap(self, signal_shape: Sequence[int] | None = None) -> float:
+        """``||D^T D - I||_F``: zero iff the atoms are orthonormal."""
+
+    @abstractmethod
+    def _default_signal_shape(self) -> tuple[int, ...]:
+        """Signal shape (no batch) used when none is given."""
+
+    def normal(self, codes: torch.Tensor, signal_shape: Sequence[int] | None = None
+               ) -> torch.Tensor:
+        """``D^T D a``."""
+        return self.analysis(self.synthesis(codes, signal_shape))
+
+    def check_atoms(self, name: str = "D") -> None:
+        """Raise ``ValueError`` on NaN/Inf weights or a zero-norm atom."""
+        check_finite(self.weight, name)
+        norms = self.atom_norms()
+        zero = torch.nonzero(norms == 0).flatten()
+        if zero.numel():
+            raise ValueError(
+                f"{name} has {zero.numel()} zero-norm atom(s) (indices "
+                f"{zero[:5].tolist()}{'...' if zero.numel() > 5 else ''}); every atom must have "
+                "a non-zero norm"
+            )
+
+    # -- derived quantities ---------------------------------------------------------------
+    def _cache_key(self, signal_shape: tuple[int, ...]) -> tuple:
+        w = self.weight
+        return (w.data_ptr(), w._version, tuple(w.shape), w.dtype, signal_shape)
+
+    def lipschitz(self, signal_shape: Sequence[int] | None = None) -> float:
+        """``L = ||D||_2^2``, the Lipschitz constant of ``a -> D^T (D a - x)``.
+
+        Power iteration on ``D^T D`` in float64, cached until the weights change in place or
+        are replaced.  For a convolutional dictionary the value depends on the signal size
+        (boundary atoms are cropped), so ``signal_shape`` selects it.
+        """
+        shape = tuple(signal_shape) if signal_shape is not None else self._default_signal_shape()
+        key = self._cache_key(shape)
+        if key not in self._lipschitz_cache:
+            operator = self._float64()
+            code_shape = (1, *operator.code_shape(shape))
+            self._lipschitz_cache[key] = power_iteration(
+                lambda a: operator.normal(a, (1, *shape)), code_shape,
+                dtype=torch.float64, device=self.device)
+        return self._lipschitz_cache[key]
+
+    @abstractmethod
+    def _float64(self) -> Dictionary:
+        """A detached float64 copy (for accurate norms)."""
+
+    def adjointness_test(self, signal_shape: Sequence[int] | None = None, seed: int = 0) -> float:
+        """Relative error ``|<D^T x, a> - <x, D a>| / (||D^T x|| ||a||)`` on random ``x``, ``a``.
+
+        Rounding-level for an exact adjoint pair.
+        """
+        shape = tuple(signal_shape) if signal_shape is not None else self._default_signal_shape()
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randn((1, *shape), generator=generator, dtype=torch.float64)
+        a = torch.randn((1, *self.code_shape(shape)), generator=generator, dtype=torch.float64)
+        x = x.to(device=self.device, dtype=self.dtype)
+        a = a.to(device=self.device, dtype=self.dtype)
+        with torch.no_grad():
+            analysis = self.analysis(x)
+            synthesis = self.synthesis(a, x.shape)
+            lhs = torch.sum(analysis * a)
+            rhs = torch.sum(x * synthesis)
+            scale = torch.linalg.vector_norm(analysis) * torch.linalg.vector_norm(a)
+        return float(torch.abs(lhs - rhs) / scale)
+
+
+class DenseDictionary(Dictionary):
+    """Explicit dictionary ``D`` of shape ``(n_features, n_atoms)``; columns are atoms.
+
+    Signals are ``(batch, n_features)``, codes ``(batch, n_atoms)``; analysis is ``x @ D`` and
+    synthesis ``a @ D.T``.  The matrix is kept as given (not copied), so gradients flow to it.
+    """
+
+    def __init__(self, matrix: Any) -> None:
+        super().__init__()
+        tensor, _ = as_tensor(matrix, "matrix")
+        if tensor.ndim != 2:
+            raise ValueError(
+                f"matrix must be 2-D (n_features, n_atoms); got {describe(tensor)}")
+        if min(tensor.shape) == 0:
+            raise ValueError(f"matrix must have at least one row and one atom; got "
+                             f"{describe(tensor)}")
+        self.matrix = tensor
+
+    def __repr__(self) -> str:
+        return f"DenseDictionary(n_features={self.n_features}, n_atoms={self.n_atoms}, " \
+               f"dtype={self.dtype})"
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.matrix
+
+    @property
+    def n_features(self) -> int:
+        return self.matrix.shape[0]
+
+    @property
+    def n_atoms(self) -> int:
+        return self.matrix.shape[1]
+
+    def analysis(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.matrix
+
+    def synthesis(self, codes: torch.Tensor, signal_shape: Sequence[int] | None = None
+                  ) -> torch.Tensor:
+        return codes @ self.matrix.T
+
+    def gram(self) -> torch.Tensor:
+        """``D^T D`` as an explicit ``(n_atoms, n_atoms)`` matrix."""
+        return self.matrix.T @ self.matrix
+
+    def code_shape(self, signal_shape: Sequence[int]) -> tuple[int, ...]:
+        return (self.n_atoms,)
+
+    def _default_signal_shape(self) -> tuple[int, ...]:
+        return (self.n_features,)
+
+    def check_signal(self, x: torch.Tensor, name: str = "x") -> None:
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(
+                f"{name} must have shape (batch, {self.n_features}) to match the dictionary's "
+                f"n_features={self.n_features}; got shape {tuple(x.shape)}")
+
+    def atom_norms(self) -> torch.Tensor:
+        return torch.linalg.vector_norm(self.matrix, dim=0)
+
+    def normalized(self) -> DenseDictionary:
+        self.check_atoms("matrix")
+        return DenseDictionary(self.matrix / self.atom_norms())
+
+    def _float64(self) -> DenseDictionary:
+        return DenseDictionary(self.matrix.detach().to(torch.float64))
+
+    def coherence(self) -> float:
+        if self.n_atoms < 2:
+            return 0.0
+        self.check_atoms("matrix")
+        unit = self._float64().normalized().matrix
+        gram = (unit.T @ unit).abs()
+        gram.fill_diagonal_(0.0)
+        return float(gram.max())
+
+    def orthogonality_gap(self, signal_shape: Sequence[int] | None = None) -> float:
+        matrix = self._float64().matrix
+        identity = torch.eye(self.n_atoms, dtype=torch.float64, device=matrix.device)
+        return float(torch.linalg.matrix_norm(matrix.T @ matrix - identity))
+
+    def to_matrix(self) -> torch.Tensor:
+        return self.matrix
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        pair = (value, value)
+    elif isinstance(value, Sequence) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise ValueError(f"{name} must be an int or a pair of ints; got {value!r}")
+    return pair
+
+
+class ConvDictionary(Dictionary):
+    """Convolutional dictionary from a filter bank shaped like ``nn.Conv2d.weight``.
+
+    ``weight`` is ``(n_filters, in_channels, kh, kw)``.  Signals are images
+    ``(batch, in_channels, H, W)``; codes are ``(batch, n_filters, H_out, W_out)`` with
+    ``H_out = floor((H + 2 padding - kh) / stride) + 1``.  Atom ``(k, p)`` is filter ``k``
+    placed at output position ``p`` (cropped at the image border when ``padding > 0``), so
+
+    * ``D^T x = conv2d(x, weight, stride, padding)`` (THEORY.md A.5, check 7),
+    * ``D a = conv_transpose2d(a, weight, stride, padding, output_padding)``.
+
+    ``signal_size`` (optional ``(H, W)``) is the default image size for :meth:`lipschitz`,
+    :meth:`orthogonality_gap` and :meth:`synthesis`.
+    """
+
+    def __init__(self, weight: Any, stride: int | Sequence[int] = 1,
+                 padding: int | Sequence[int] = 0,
+                 signal_size: Sequence[int] | None = None) -> None:
+        super().__init__()
+        tensor, _ = as_tensor(weight, "weight")
+        if tensor.ndim != 4 or min(tensor.shape) == 0:
+            raise ValueError(
+                "weight must be 4-D (n_filters, in_channels, kh, kw) like nn.Conv2d.weight; "
+                f"got {describe(tensor)}")
+        self.filters = tensor
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        if min(self.stride) < 1:
+            raise ValueError(f"stride must be >= 1; got {stride!r}")
+        if min(self.padding) < 0:
+            raise ValueError(f"padding must be >= 0; got {padding!r}")
+        self.signal_size = None if signal_size is None else _pair(tuple(signal_size),
+                                                                  "signal_size")
+
+    def __repr__(self) -> str:
+        k, c, kh, kw = self.filters.shape
+        return (f"ConvDictionary(n_filters={k}, in_channels={c}, kernel_size=({kh}, {kw}), "
+                f"stride={self.stride}, padding={self.padding}, dtype={self.dtype})")
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.filters
+
+    @property
+    def n_filters(self) -> int:
+        return self.filters.shape[0]
+
+    @property
+    def in_channels(self) -> int:
+        return self.filters.shape[1]
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        return (self.filters.shape[2], self.filters.shape[3])
+
+    def _out_size(self, size: int, axis: int) -> int:
+        return (size + 2 * self.padding[axis] - self.kernel_size[axis]) // self.stride[axis] + 1
+
+    def code_shape(self, signal_shape: Sequence[int]) -> tuple[int, ...]:
+        h, w = signal_shape[-2], signal_shape[-1]
+        return (self.n_filters, self._out_size(h, 0), self._out_size(w, 1))
+
+    def _default_signal_shape(self) -> tuple[int, ...]:
+        if self.signal_size is None:
+            raise ValueError(
+                "signal_shape is required for a ConvDictionary built without signal_size: "
+                "pass the image shape (in_channels, H, W) or construct with signal_size=(H, W)")
+        return (self.in_channels, *self.signal_size)
+
+    def check_signal(self, x: torch.Tensor, name: str = "x") -> None:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{name} must have shape (batch, {self.in_channels}, H, W) to match the "
+                f"dictionary's in_channels={self.in_channels}; got shape {tuple(x.shape)}")
+        for axis, size in enumerate(x.shape[-2:]):
+            if size + 2 * self.padding[axis] < self.kernel_size[axis]:
+                raise ValueError(
+                    f"{name} is too small: spatial size {tuple(x.shape[-2:])} with padding "
+                    f"{self.padding} is smaller than the kernel {self.kernel_size}")
+
+    def analysis(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.filters, stride=self.stride, padding=self.padding)
+
+    def output_padding(self, signal_shape: Sequence[int], code_shape: Sequence[int]
+                       ) -> tuple[int, int]:
+        """``output_padding`` that makes ``conv_transpose2d`` return ``signal_shape``."""
+        result = []
+        for axis in range(2):
+            natural = ((code_shape[-2 + axis] - 1) * self.stride[axis]
+                       - 2 * self.padding[axis] + self.kernel_size[axis])
+            extra = signal_shape[-2 + axis] - natural
+            if not 0 <= extra < self.stride[axis]:
+                raise ValueError(
+                    f"signal_shape {tuple(signal_shape)} does not match codes of shape "
+                    f"{tuple(code_shape)} for stride {self.stride}, padding {self.padding}")
+            result.append(extra)
+        return (result[0], result[1])
+
+    def synthesis(self, codes: torch.Tensor, signal_shape: Sequence[int] | None = None
+                  ) -> torch.Tensor:
+        if signal_shape is None and self.signal_size is not None:
+            signal_shape = self.signal_size
+        output_padding = (0, 0) if signal_shape is None else self.output_padding(
+            signal_shape, codes.shape)
+        return F.conv_transpose2d(codes, self.filters, stride=self.stride, padding=self.padding,
+                                  output_padding=output_padding)
+
+    def atom_norms(self) -> torch.Tensor:
+        """Frobenius norm of every filter (the norm of an uncropped atom)."""
+        return torch.linalg.vector_norm(self.filters.flatten(1), dim=1)
+
+    def _like(self, filters: torch.Tensor) -> ConvDictionary:
+        return ConvDictionary(filters, self.stride, self.padding, self.signal_size)
+
+    def normalized(self) -> ConvDictionary:
+        self.check_atoms("weight")
+        return self._like(self.filters / self.atom_norms().view(-1, 1, 1, 1))
+
+    def _float64(self) -> ConvDictionary:
+        return self._like(self.filters.detach().to(torch.float64))
+
+    def coherence(self) -> float:
+        """Coherence of the translation-invariant dictionary (uncropped atoms): the largest
+        normalized correlation between two filters at relative shifts that are multiples of
+        the stride, excluding each atom with itself."""
+        self.check_atoms("weight")
+        unit = self._float64().normalized().filters
+        kh, kw = self.kernel_size
+        # correlations[i, j, u, v] = <f_j, f_i shifted by (u - kh + 1, v - kw + 1)>
+        correlations = F.conv2d(unit, unit, padding=(kh - 1, kw - 1))
+        sh, sw = self.stride
+        rows = torch.arange(2 * kh - 1) - (kh - 1)
+        cols = torch.arange(2 * kw - 1) - (kw - 1)
+        keep = ((rows % sh == 0)[:, None] & (cols % sw == 0)[None, :]).to(correlations.device)
+        values = correlations.abs() * keep
+        eye = torch.eye(self.n_filters, dtype=torch.bool, device=values.device)
+        values[:, :, kh - 1, kw - 1] = values[:, :, kh - 1, kw - 1].masked_fill(eye, 0.0)
+        return float(values.max())
+
+    def _axis_representatives(self, size: int, axis: int) -> tuple[int, list[tuple[int, int]]]:
+        """Reduced signal length and (position, multiplicity) pairs along one axis.
+
+        Atoms far from the border interact with the same neighbourhood, so one interior
+        representative stands for all of them; border atoms are kept one by one.
+        """
+        k, s, p = self.kernel_size[axis], self.stride[axis], self.padding[axis]
+        n_out = self._out_size(size, axis)
+        reach = math.ceil(k / s)
+        border = 2 * reach + math.ceil(p / s) + 2
+        target = 2 * border + 1
+        if n_out <= target:
+            return size, [(q, 1) for q in range(n_out)]
+        remainder = (size + 2 * p - k) % s
+        reduced = (target - 1) * s + remainder + k - 2 * p
+        shift = n_out - target
+        reps = [(q, 1) for q in range(border)]
+        reps.append((border, n_out - 2 * border))
+        reps += [(q - shift, 1) for q in range(n_out - border, n_out)]
+        return reduced, reps
+
+    def orthogonality_gap(self, signal_shape: Sequence[int] | None = None) -> float:
+        """``||D^T D - I||_F`` for images of ``signal_shape``, exactly, without building D.
+
+        Row ``i`` of ``D^T D - I`` has squared norm ``||D^T d_i||^2 - 2 ||d_i||^2 + 1``.  It is
+        computed by probing with unit impulses, one per filter and per class of positions
+        (border positions one by one, all interior positions at once, on a reduced image
+        whose border geometry is identical).
+        """
+        shape = tuple(signal_shape) if signal_shape is not None else self._default_signal_shape()
+        operator = self._float64()
+        h_reduced, rows = self._axis_representatives(shape[-2], 0)
+        w_reduced, cols = self._axis_representatives(shape[-1], 1)
+        reduced_shape = (1, self.in_channels, h_reduced, w_reduced)
+        n_filters, ho, wo = operator.code_shape(reduced_shape)
+        total = torch.zeros((), dtype=torch.float64)
+        probes = [(k, r, c, mr * mc) for k in range(n_filters)
+                  for r, mr in rows for c, mc in cols]
+        chunk = 256
+        with torch.no_grad():
+            for start in range(0, len(probes), chunk):
+                batch = probes[start:start + chunk]
+                impulses = torch.zeros((len(batch), n_filters, ho, wo), dtype=torch.float64,
+                                       device=self.device)
+                index = torch.arange(len(batch))
+                ks = torch.tensor([b[0] for b in batch])
+                rs = torch.tensor([b[1] for b in batch])
+                cs = torch.tensor([b[2] for b in batch])
+                impulses[index, ks, rs, cs] = 1.0
+                atoms = operator.synthesis(impulses, reduced_shape)
+                responses = operator.analysis(atoms)
+                row_norm2 = (responses.flatten(1) ** 2).sum(1)
+                atom_norm2 = (atoms.flatten(1) ** 2).sum(1)
+                weights = torch.tensor([b[3] for b in batch], dtype=torch.float64)
+                total = total + (weights * (row_norm2 - 2 * atom_norm2 + 1.0)).sum()
+        return float(torch.sqrt(torch.clamp(total, min=0.0)))
+
+    def to_matrix(self, signal_shape: Sequence[int] | None = None) -> torch.Tensor:
+        """The explicit matrix ``(C*H*W, n_filters*H_out*W_out)``, for tests and small cases."""
+        shape = tuple(signal_shape) if signal_shape is not None else self._default_signal_shape()
+        code_shape = self.code_shape(shape)
+        n_atoms = math.prod(code_shape)
+        impulses = torch.eye(n_atoms, dtype=self.dtype, device=self.device).view(
+            n_atoms, *code_shape)
+        atoms = self.synthesis(impulses, (1, *shape))
+        return atoms.reshape(n_atoms, -1).T
+
+
+def as_dictionary(D: Any, name: str = "D") -> Dictionary:
+    """Accept a :class:`Dictionary` or a 2-D matrix (wrapped as :class:`DenseDictionary`)."""
+    if isinstance(D, Dictionary):
+        return D
+    if isinstance(D, (torch.Tensor,)) or hasattr(D, "__array__"):
+        tensor, _ = as_tensor(D, name)
+        if tensor.ndim != 2:
+            raise ValueError(
+                f"{name} must be a Dictionary or a 2-D matrix (n_features, n_atoms); got "
+                f"{describe(tensor)} (wrap a 4-D filter bank in ConvDictionary)")
+        return DenseDictionary(tensor)
+    raise TypeError(f"{name} must be a Dictionary or a 2-D matrix; got {type(D).__name__}")

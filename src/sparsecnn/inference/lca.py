@@ -1,0 +1,56 @@
+"""Locally competitive algorithm (Rozell et al. 2008; THEORY.md A.8, C6).
+
+Explicit Euler integration, with ``eta = dt / tau``, of::
+
+    tau du/dt = D^T x - u - (D^T D - I) a,    a = T_lam(u)
+
+where ``T`` is the soft threshold (signed) or ``relu(u - lam)`` (non-negative).  The term
+``-(D^T D - I) a`` is lateral inhibition between units whose atoms overlap.  Fixed points
+satisfy ``a = T_lam(a - D^T (D a - x))``, the optimality condition of the energy, so the
+steady state is the LASSO minimiser.  The Euler scheme is stable for ``eta < 2 / L``; the
+default ``eta = 1 / L``.
+
+Per-iteration statistics: the relative change of ``a`` and, once it is below ``tol``, the
+relative optimality gap; both ``<= tol`` stops the integration.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .problem import SparseCodingProblem, check_iterate
+from .proximal_gradient import _relative_change
+
+__all__ = ["lca"]
+
+
+def lca(problem: SparseCodingProblem, *, max_iter: int, tol: float,
+        init: torch.Tensor | None, step_size: float | None, return_history: bool
+        ) -> tuple[torch.Tensor, int, bool, list[torch.Tensor], float]:
+    """Integrate the LCA dynamics; ``init`` is the initial membrane potential ``u``."""
+    lipschitz = problem.lipschitz()
+    eta = 1.0 / lipschitz if step_size is None else step_size
+    potential = torch.zeros(problem.code_shape, dtype=problem.x.dtype, device=problem.x.device) \
+        if init is None else init
+    codes = problem.threshold(potential)
+    history = [problem.energy(codes)] if return_history else []
+    converged = False
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        drive = problem.correlation - potential - problem.normal(codes) + codes
+        potential = potential + eta * drive
+        new_codes = problem.threshold(potential)
+        change = _relative_change(new_codes, codes)
+        codes = new_codes
+        if return_history:
+            history.append(problem.energy(codes))
+        worst_change = float(change.max())
+        if not math.isfinite(worst_change):
+            check_iterate(codes, "lca", n_iter)
+        if worst_change <= tol and float(problem.optimality_gap(codes, lipschitz).max()) <= tol:
+            converged = True
+            break
+    check_iterate(codes, "lca", n_iter)
+    return codes, n_iter, converged, history, eta

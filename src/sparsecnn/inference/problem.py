@@ -1,0 +1,260 @@
+"""The sparse-coding problem shared by every inference algorithm (THEORY.md A.1-A.4, A.8).
+
+Signed:        E(a)  = 1/2 ||x - D a||^2 + sum_i lam_i |a_i|
+Non-negative:  E+(a) = 1/2 ||x - D a||^2 + sum_i lam_i a_i,  a >= 0
+
+``lam`` is a scalar or a tensor broadcastable to the codes (per atom, per channel or per
+coefficient); there is no hidden rescaling.  ``L = ||D||_2^2`` is the Lipschitz constant of the
+data-term gradient ``D^T (D a - x)``.
+
+This module validates inputs, holds the precomputed quantities of one problem (``D^T x``, the
+Gram matrix of a dense dictionary when that is cheaper), and defines the energy, the proximal
+map and the optimality (KKT) gap used as a stopping criterion.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._checks import as_tensor, check_finite, check_same_dtype_device, describe
+from ..dictionary import ConvDictionary, DenseDictionary, as_dictionary
+
+__all__ = [
+    "ConvergenceWarning",
+    "SolverDivergedError",
+    "SparseCodeResult",
+    "SparseCodingProblem",
+    "energy",
+    "optimality_gap",
+]
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative solver stopped at ``max_iter`` before meeting its stopping criterion."""
+
+
+class SolverDivergedError(FloatingPointError):
+    """The iterates became NaN or Inf (the energy is unbounded below or the step too large)."""
+
+
+@dataclass
+class SparseCodeResult:
+    """Outcome of :func:`sparsecnn.sparse_code`.
+
+    Attributes
+    ----------
+    codes : the sparse codes, batch first (numpy if the signal was numpy).
+    energy : the energy of ``codes`` per signal, shape ``(batch,)``.
+    n_iter : iterations performed (0 for the closed form).
+    converged : whether the stopping criterion was met (for ``closed_form``: whether the
+        codes satisfy the optimality conditions to ``tol``, i.e. ``D`` is orthogonal enough).
+    optimality_gap : relative optimality (KKT) gap per signal, see :func:`optimality_gap`.
+    history : energy per iteration ``(n_iter + 1, batch)`` if requested, else ``None``.
+    orthogonality_gap : ``||D^T D - I||_F`` for ``closed_form`` (how far the
+        "orthogonal-assumed" transform is from exact), else ``None``.
+    method : the algorithm used.
+    step_size : ``1/L`` for ISTA/FISTA, the Euler step ``dt/tau`` for LCA, 1 for the closed form.
+    """
+
+    codes: Any
+    energy: Any
+    n_iter: int
+    converged: bool
+    optimality_gap: Any
+    method: str
+    step_size: float
+    history: Any = None
+    orthogonality_gap: float | None = None
+    extras: dict = field(default_factory=dict)
+
+
+def _reduce_per_sample(values: torch.Tensor) -> torch.Tensor:
+    return values.flatten(1).sum(1)
+
+
+class SparseCodingProblem:
+    """One validated problem ``(x, D, lam, nonneg)`` with its precomputed quantities."""
+
+    def __init__(self, x: Any, D: Any, lam: Any, *, nonneg: bool = False,
+                 allow_negative_lam: bool = False) -> None:
+        dictionary = as_dictionary(D, "D")
+        dictionary.check_atoms("D")
+        if isinstance(x, torch.Tensor):
+            signal, self.numpy_input = x, False
+            check_same_dtype_device(dictionary.weight, "D", signal, "x")
+        else:
+            signal, self.numpy_input = as_tensor(x, "x", dtype=dictionary.dtype,
+                                                 device=dictionary.device)
+        if not signal.is_floating_point():
+            raise TypeError(f"x must be a floating tensor; got {describe(signal)}")
+        self.squeeze = isinstance(dictionary, DenseDictionary) and signal.ndim == 1
+        if self.squeeze:
+            signal = signal.unsqueeze(0)
+        dictionary.check_signal(signal, "x")
+        check_finite(signal, "x")
+        self.x = signal
+        self.D = dictionary
+        self.nonneg = bool(nonneg)
+        self.signal_shape = tuple(signal.shape)
+        self.code_shape = (signal.shape[0], *dictionary.code_shape(signal.shape[1:]))
+        self.lam = self._prepare_lam(lam, allow_negative_lam)
+        self.correlation = dictionary.analysis(signal)  # D^T x
+        self._gram = None
+        if isinstance(dictionary, DenseDictionary) and dictionary.n_atoms <= 2 * \
+                dictionary.n_features:
+            # a @ G costs m^2 per signal against 2nm for D^T (D a): cheaper when m <= 2n
+            self._gram = dictionary.gram()
+
+    def _prepare_lam(self, lam: Any, allow_negative_lam: bool) -> torch.Tensor:
+        if isinstance(lam, torch.Tensor):
+            check_same_dtype_device(self.x, "x", lam, "lam")
+            tensor = lam
+        else:
+            tensor, _ = as_tensor(lam, "lam", dtype=self.x.dtype, device=self.x.device)
+        check_finite(tensor, "lam")
+        if isinstance(self.D, ConvDictionary) and tensor.ndim == 1 and \
+                tensor.shape[0] == self.D.n_filters:
+            tensor = tensor.view(-1, 1, 1)  # one threshold per channel
+        try:
+            torch.broadcast_shapes(tensor.shape, self.code_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"lam must be a scalar or broadcastable to the codes of shape "
+                f"{self.code_shape} (per atom, per channel or per coefficient); got shape "
+                f"{tuple(tensor.shape)}") from None
+        if len(torch.broadcast_shapes(tensor.shape, self.code_shape)) != len(self.code_shape):
+            raise ValueError(
+                f"lam has more dimensions than the codes of shape {self.code_shape}; got "
+                f"shape {tuple(tensor.shape)}")
+        if tensor.numel() and float(tensor.min()) < 0:
+            if not allow_negative_lam:
+                raise ValueError(
+                    f"lam must be >= 0 (the energy's l1 weight); got minimum "
+                    f"{float(tensor.min()):.6g}. Negative thresholds (positive CNN biases) are "
+                    "the modified model of THEORY.md A.4: pass allow_negative_lam=True with "
+                    "nonneg=True to opt in")
+            if not self.nonneg:
+                raise ValueError(
+                    "allow_negative_lam=True requires nonneg=True: with signed codes a negative "
+                    "lam makes the energy unbounded below")
+        return tensor
+
+    # -- pieces every algorithm uses ---------------------------------------------------------
+    def normal(self, codes: torch.Tensor) -> torch.Tensor:
+        """``D^T D a``."""
+        if self._gram is not None:
+            return codes @ self._gram
+        return self.D.normal(codes, self.signal_shape)
+
+    def gradient(self, codes: torch.Tensor) -> torch.Tensor:
+        """``D^T (D a - x)``."""
+        return self.normal(codes) - self.correlation
+
+    def threshold(self, values: torch.Tensor, scale: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """Proximal map of ``scale * (lam-penalty)``: soft threshold or ``relu(v - scale lam)``."""
+        theta = self.lam * scale
+        if self.nonneg:
+            return torch.relu(values - theta)
+        return torch.relu(values - theta) - torch.relu(-values - theta)
+
+    def lipschitz(self) -> float:
+        return self.D.lipschitz(self.signal_shape[1:])
+
+    def energy(self, codes: torch.Tensor) -> torch.Tensor:
+        """Energy per signal (``+inf`` where ``nonneg`` and a code is negative)."""
+        residual = self.x - self.D.synthesis(codes, self.signal_shape)
+        penalty = self.lam * (codes if self.nonneg else codes.abs())
+        values = 0.5 * _reduce_per_sample(residual ** 2) + _reduce_per_sample(
+            penalty.expand(codes.shape))
+        if self.nonneg:
+            infeasible = _reduce_per_sample((codes < 0).to(codes.dtype)) > 0
+            values = torch.where(infeasible, torch.full_like(values, float("inf")), values)
+        return values
+
+    def optimality_gap(self, codes: torch.Tensor, lipschitz: float | None = None
+                       ) -> torch.Tensor:
+        """Relative KKT gap per signal: ``||L (a - prox(a - grad/L))||_inf / ||D^T x||_inf``.
+
+        The proximal-gradient residual is zero iff ``a`` minimises the energy; it is scaled by
+        ``||D^T x||_inf`` (the smallest ``lam`` with an all-zero solution) to be unit-free.
+        """
+        L = self.lipschitz() if lipschitz is None else lipschitz
+        step = codes - self.threshold(codes - self.gradient(codes) / L, 1.0 / L)
+        numerator = (L * step).abs().flatten(1).amax(1)
+        scale = self.correlation.abs().flatten(1).amax(1)
+        tiny = torch.finfo(codes.dtype).tiny
+        return numerator / torch.clamp(scale, min=tiny)
+
+    # -- presenting results ------------------------------------------------------------------
+    def output(self, tensor: torch.Tensor) -> Any:
+        if self.squeeze and tensor.ndim >= 1 and tensor.shape[0] == 1:
+            tensor = tensor[0]
+        if self.numpy_input:
+            return tensor.detach().cpu().numpy()
+        return tensor
+
+    def effective_tol(self, tol: float) -> float:
+        """``tol``, floored at a few units of rounding of the working dtype."""
+        return max(tol, 4 * torch.finfo(self.x.dtype).eps)
+
+
+def energy(x: Any, D: Any, codes: Any, lam: Any, *, nonneg: bool = False,
+           allow_negative_lam: bool = False) -> Any:
+    """Sparse-coding energy per signal, ``1/2 ||x - D a||^2 + sum_i lam_i |a_i|``.
+
+    With ``nonneg=True`` the penalty is ``sum_i lam_i a_i`` and the energy is ``+inf`` for
+    codes with a negative entry (the constraint ``a >= 0``).
+    """
+    problem = SparseCodingProblem(x, D, lam, nonneg=nonneg,
+                                  allow_negative_lam=allow_negative_lam)
+    code_tensor = _codes_like(problem, codes)
+    return problem.output(problem.energy(code_tensor))
+
+
+def optimality_gap(x: Any, D: Any, codes: Any, lam: Any, *, nonneg: bool = False,
+                   allow_negative_lam: bool = False) -> Any:
+    """Relative optimality (KKT) gap per signal; zero iff ``codes`` minimise the energy."""
+    problem = SparseCodingProblem(x, D, lam, nonneg=nonneg,
+                                  allow_negative_lam=allow_negative_lam)
+    return problem.output(problem.optimality_gap(_codes_like(problem, codes)))
+
+
+def _codes_like(problem: SparseCodingProblem, codes: Any) -> torch.Tensor:
+    if isinstance(codes, torch.Tensor):
+        check_same_dtype_device(problem.x, "x", codes, "codes")
+        tensor = codes
+    else:
+        tensor, _ = as_tensor(codes, "codes", dtype=problem.x.dtype, device=problem.x.device)
+    if problem.squeeze and tensor.ndim == 1:
+        tensor = tensor.unsqueeze(0)
+    if tuple(tensor.shape) != problem.code_shape:
+        raise ValueError(f"codes must have shape {problem.code_shape} for this x and D; got "
+                         f"shape {tuple(tensor.shape)}")
+    check_finite(tensor, "codes")
+    return tensor
+
+
+def warn_not_converged(method: str, n_iter: int, gap: torch.Tensor, tol: float) -> None:
+    warnings.warn(
+        f"{method} did not converge in max_iter={n_iter} iterations: worst relative optimality "
+        f"gap {float(gap.max()):.3g} (tol={tol:g}); raise max_iter or tol",
+        ConvergenceWarning, stacklevel=4)
+
+
+def check_iterate(codes: torch.Tensor, method: str, iteration: int) -> None:
+    if not bool(torch.isfinite(codes).all()):
+        raise SolverDivergedError(
+            f"{method} iterates became NaN/Inf at iteration {iteration}: the energy is "
+            "unbounded below (negative lam with a rank-deficient D?) or the step is too large")
+
+
+def as_numpy_or_tensor(value: torch.Tensor, numpy_output: bool) -> Any:
+    return value.detach().cpu().numpy() if numpy_output else value
+
+
+_ = np  # numpy is part of the public input types documented above

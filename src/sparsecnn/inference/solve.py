@@ -1,0 +1,119 @@
+"""``sparse_code``: one entry point for every inference algorithm."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._checks import (
+    as_tensor,
+    check_choice,
+    check_finite,
+    check_positive_float,
+    check_positive_int,
+    check_same_dtype_device,
+)
+from .lca import lca
+from .problem import SparseCodeResult, SparseCodingProblem, warn_not_converged
+from .proximal_gradient import proximal_gradient
+
+__all__ = ["METHODS", "sparse_code"]
+
+METHODS = ("closed_form", "ista", "fista", "lca")
+
+
+def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = False,
+                max_iter: int = 1000, tol: float = 1e-6, *, init: Any = None,
+                step_size: float | None = None, restart: bool = True,
+                return_history: bool = False, allow_negative_lam: bool = False,
+                warn: bool = True) -> SparseCodeResult:
+    """Solve ``min_a 1/2 ||x - D a||^2 + sum_i lam_i |a_i|`` (``a >= 0`` with ``nonneg``).
+
+    Parameters
+    ----------
+    x : signals, batch first: ``(batch, n_features)`` for a dense dictionary (a single 1-D
+        signal is accepted), ``(batch, C, H, W)`` for a :class:`ConvDictionary`.
+    D : a :class:`~sparsecnn.DenseDictionary`, :class:`~sparsecnn.ConvDictionary` or a 2-D
+        matrix ``(n_features, n_atoms)`` whose columns are atoms.
+    lam : threshold, ``>= 0``: a scalar or a tensor broadcastable to the codes (per atom,
+        per channel -- a 1-D tensor of length ``n_filters`` for a convolutional dictionary --
+        or per coefficient).  No hidden rescaling.
+    method : ``"closed_form"`` (one threshold of ``D^T x``, exact iff ``D^T D = I``),
+        ``"ista"``, ``"fista"`` (with gradient restart) or ``"lca"``.
+    nonneg : non-negative codes with penalty ``sum_i lam_i a_i`` (the ReLU model).
+    max_iter : iteration budget of the iterative methods.
+    tol : stop when, for every signal, the relative change of the codes and the relative
+        optimality gap are both ``<= tol`` (floored at 4 units of rounding of the dtype).
+    init : initial codes (ISTA/FISTA) or initial potential (LCA); zeros by default.
+    step_size : ``1/L`` by default for ISTA/FISTA (``L`` by power iteration); the Euler step
+        ``dt/tau`` for LCA (default ``1/L``).
+    restart : adaptive (gradient) restart of FISTA's momentum.
+    return_history : record the energy after every iteration in ``result.history``.
+    allow_negative_lam : opt in to the modified model of THEORY.md A.4 (``nonneg=True`` only),
+        where a negative threshold is a positive CNN bias (improper prior).
+    warn : emit a :class:`ConvergenceWarning` when the budget runs out.
+
+    Returns
+    -------
+    SparseCodeResult with ``codes``, ``energy``, ``n_iter``, ``converged``,
+    ``optimality_gap`` and optionally ``history``.  Numpy in, numpy out.
+    """
+    check_choice(method, "method", METHODS)
+    max_iter = check_positive_int(max_iter, "max_iter")
+    tol = check_positive_float(tol, "tol")
+    if step_size is not None:
+        step_size = check_positive_float(step_size, "step_size")
+    problem = SparseCodingProblem(x, D, lam, nonneg=nonneg,
+                                  allow_negative_lam=allow_negative_lam)
+    init_tensor = _prepare_init(problem, init)
+    tol = problem.effective_tol(tol)
+
+    orthogonality_gap = None
+    if method == "closed_form":
+        codes = problem.threshold(problem.correlation)
+        n_iter, history, step = 0, [problem.energy(codes)] if return_history else [], 1.0
+        gap = problem.optimality_gap(codes)
+        converged = bool(float(gap.max()) <= tol)
+        orthogonality_gap = problem.D.orthogonality_gap(problem.signal_shape[1:])
+    else:
+        if method == "lca":
+            codes, n_iter, converged, history, step = lca(
+                problem, max_iter=max_iter, tol=tol, init=init_tensor, step_size=step_size,
+                return_history=return_history)
+        else:
+            codes, n_iter, converged, history, step = proximal_gradient(
+                problem, accelerated=method == "fista", restart=restart, max_iter=max_iter,
+                tol=tol, init=init_tensor, step_size=step_size, return_history=return_history)
+        gap = problem.optimality_gap(codes)
+        if not converged and warn:
+            warn_not_converged(method, max_iter, gap, tol)
+
+    return SparseCodeResult(
+        codes=problem.output(codes),
+        energy=problem.output(problem.energy(codes)),
+        n_iter=n_iter,
+        converged=converged,
+        optimality_gap=problem.output(gap.detach()),
+        method=method,
+        step_size=step,
+        history=problem.output(torch.stack(history)) if return_history else None,
+        orthogonality_gap=orthogonality_gap,
+    )
+
+
+def _prepare_init(problem: SparseCodingProblem, init: Any) -> torch.Tensor | None:
+    if init is None:
+        return None
+    if isinstance(init, torch.Tensor):
+        check_same_dtype_device(problem.x, "x", init, "init")
+        tensor = init
+    else:
+        tensor, _ = as_tensor(init, "init", dtype=problem.x.dtype, device=problem.x.device)
+    if problem.squeeze and tensor.ndim == 1:
+        tensor = tensor.unsqueeze(0)
+    if tuple(tensor.shape) != problem.code_shape:
+        raise ValueError(f"init must have the codes' shape {problem.code_shape}; got shape "
+                         f"{tuple(tensor.shape)}")
+    check_finite(tensor, "init")
+    return tensor
