@@ -1,0 +1,1 @@
+"""Sub-commands of ``sparsecnn`` (one module each, exposing ``command``)."""

@@ -1,0 +1,112 @@
+"""What a study returns to the report: claims with verdicts computed from numbers, figures.
+
+A study is a function ``run(context) -> StudyOutput``.  Each claim carries the statement from
+the paper (or THEORY.md), the measured numbers, the rule that turns them into a verdict, and
+the verdict itself -- always computed by :func:`verdict`, never written by hand.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+VERDICTS = ("holds", "does not hold", "inconclusive")
+
+
+def verdict(passed: bool | None) -> str:
+    """``True`` -> "holds", ``False`` -> "does not hold", ``None`` -> "inconclusive"."""
+    if passed is None:
+        return "inconclusive"
+    return "holds" if passed else "does not hold"
+
+
+def verdict_with_spread(mean_difference: float, sd: float, *, margin: float = 0.0) -> str:
+    """Verdict for "A >= B - margin" from the mean and sd of paired differences ``A - B``:
+    holds if ``mean + margin >= sd`` and does not hold if ``mean + margin < -sd``... more
+    precisely holds when the difference exceeds ``-margin`` by at least one sd, fails when it is
+    below ``-margin`` by at least one sd, and is inconclusive in between."""
+    shifted = mean_difference + margin
+    if shifted >= sd:
+        return "holds"
+    if shifted <= -sd:
+        return "does not hold"
+    return "inconclusive"
+
+
+@dataclass
+class Claim:
+    """One claim beside its measurement.
+
+    ``measured`` maps names to numbers (JSON-serializable; give units in the name or in
+    ``units``), ``rule`` states how the verdict follows from them.
+    """
+
+    id: str
+    paper: int
+    statement: str
+    measured: dict[str, Any]
+    rule: str
+    verdict: str
+    units: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}; got {self.verdict!r}")
+        if self.paper not in (1, 2):
+            raise ValueError(f"paper must be 1 or 2; got {self.paper!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "paper": self.paper, "statement": self.statement,
+                "measured": self.measured, "units": self.units, "rule": self.rule,
+                "verdict": self.verdict}
+
+
+@dataclass
+class Figure:
+    """A PNG figure with a caption."""
+
+    name: str
+    caption: str
+    png: bytes
+
+    @classmethod
+    def from_matplotlib(cls, name: str, caption: str, figure: Any) -> Figure:
+        import matplotlib.pyplot as plt
+
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        return cls(name=name, caption=caption, png=buffer.getvalue())
+
+
+@dataclass
+class StudyOutput:
+    claims: list[Claim] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+
+@dataclass
+class StudyContext:
+    """What a study may use: mode, seed, device, a scratch directory and a progress bar."""
+
+    quick: bool
+    seed: int
+    device: str
+    scratch_dir: Path
+    progress: Callable[..., Iterable] = field(default=lambda iterable, **_: iterable)
+
+
+@dataclass
+class Study:
+    """A named study of one paper; ``order`` sorts studies within the report."""
+
+    name: str
+    paper: int
+    title: str
+    run: Callable[[StudyContext], StudyOutput]
+    order: int = 100
