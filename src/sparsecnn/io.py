@@ -29,7 +29,8 @@ def write_bytes(path: str | Path, data: bytes, *, overwrite: bool = True) -> Pat
     if target.exists() and not overwrite:
         raise OutputExistsError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                         suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
