@@ -443,8 +443,8 @@ class ConvDictionary(Dictionary):
     def orthogonality_gap(self, signal_shape: Sequence[int] | None = None) -> float:
         """``||D^T D - I||_F`` for images of ``signal_shape``, exactly, without building D.
 
-        Row ``i`` of ``D^T D - I`` has squared norm ``||D^T d_i||^2 - 2 ||d_i||^2 + 1``.  It is
-        computed by probing with unit impulses, one per filter and per class of positions
+        Row ``i`` of ``D^T D - I`` is ``D^T d_i - e_i`` with ``d_i = D e_i``.  It is computed by
+        probing with unit impulses ``e_i``, one per filter and per class of positions
         (border positions one by one, all interior positions at once, on a reduced image
         whose border geometry is identical).
         """
@@ -469,11 +469,10 @@ class ConvDictionary(Dictionary):
                 cs = torch.tensor([b[2] for b in batch])
                 impulses[index, ks, rs, cs] = 1.0
                 atoms = operator.synthesis(impulses, reduced_shape)
-                responses = operator.analysis(atoms)
-                row_norm2 = (responses.flatten(1) ** 2).sum(1)
-                atom_norm2 = (atoms.flatten(1) ** 2).sum(1)
+                rows_minus_identity = operator.analysis(atoms) - impulses
+                row_norm2 = (rows_minus_identity.flatten(1) ** 2).sum(1)
                 weights = torch.tensor([b[3] for b in batch], dtype=torch.float64)
-                total = total + (weights * (row_norm2 - 2 * atom_norm2 + 1.0)).sum()
+                total = total + (weights * row_norm2).sum()
         return float(torch.sqrt(torch.clamp(total, min=0.0)))
 
     def to_matrix(self, signal_shape: Sequence[int] | None = None) -> torch.Tensor:

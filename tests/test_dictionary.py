@@ -1,0 +1,136 @@
+"""Dictionaries as operators: adjoints, Lipschitz constants, coherence, orthogonality gap,
+and THEORY.md check 7 (conv2d is D^T x; Haar stride 2 is orthonormal, stride 1 is not)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import haar_filters
+
+import sparsecnn as sc
+
+CONV_CASES = [  # (n_filters, channels, kernel, stride, padding, image)
+    (4, 1, 2, 2, 0, (8, 8)),
+    (4, 1, 2, 1, 0, (8, 8)),
+    (6, 3, 3, 2, 1, (9, 10)),
+    (5, 2, 3, 1, 1, (7, 7)),
+    (3, 2, 4, 3, 2, (11, 13)),
+    (2, 1, 3, 1, 0, (30, 27)),  # large enough for the interior-class reduction
+    (3, 2, 3, 2, 1, (33, 31)),
+]
+
+
+def conv_dictionary(case, generator) -> tuple[sc.ConvDictionary, tuple[int, int, int]]:
+    k, c, size, stride, padding, image = case
+    weight = torch.randn(k, c, size, size, generator=generator, dtype=torch.float64)
+    return sc.ConvDictionary(weight, stride=stride, padding=padding), (c, *image)
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_analysis_is_explicit_transpose(case, generator) -> None:
+    """Check 7: conv2d equals D^T x for the explicit convolutional dictionary (1e-12), and
+    conv_transpose2d equals D a."""
+    D, shape = conv_dictionary(case, generator)
+    matrix = D.to_matrix(shape)
+    x = torch.randn(3, *shape, generator=generator, dtype=torch.float64)
+    explicit = (x.flatten(1) @ matrix).view(3, *D.code_shape(shape))
+    assert torch.max(torch.abs(D.analysis(x) - explicit)) <= 1e-12
+    a = torch.randn(3, *D.code_shape(shape), generator=generator, dtype=torch.float64)
+    assert torch.max(torch.abs(D.synthesis(a, x.shape).flatten(1) - a.flatten(1) @ matrix.T)) \
+        <= 1e-12
+    assert D.adjointness_test(shape) <= 1e-13
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_orthogonality_gap_matches_explicit_matrix(case, generator) -> None:
+    D, shape = conv_dictionary(case, generator)
+    matrix = D.to_matrix(shape)
+    gram = matrix.T @ matrix
+    expected = torch.linalg.matrix_norm(gram - torch.eye(gram.shape[0], dtype=gram.dtype))
+    assert D.orthogonality_gap(shape) == pytest.approx(float(expected), rel=1e-10)
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:5])
+def test_conv_lipschitz_matches_spectral_norm(case, generator) -> None:
+    D, shape = conv_dictionary(case, generator)
+    expected = float(torch.linalg.matrix_norm(D.to_matrix(shape), ord=2)) ** 2
+    assert D.lipschitz(shape) == pytest.approx(expected, rel=1e-5)
+    assert D.lipschitz(shape) <= expected * (1 + 1e-12)
+
+
+def test_dense_lipschitz_coherence_gap(overcomplete_dictionary) -> None:
+    D = sc.DenseDictionary(overcomplete_dictionary)
+    expected_l = float(torch.linalg.matrix_norm(overcomplete_dictionary, ord=2)) ** 2
+    assert D.lipschitz() == pytest.approx(expected_l, rel=1e-8)
+    gram = overcomplete_dictionary.T @ overcomplete_dictionary
+    off = gram - torch.diag(torch.diag(gram))
+    assert D.coherence() == pytest.approx(float(off.abs().max()), rel=1e-12)
+    assert D.orthogonality_gap() == pytest.approx(
+        float(torch.linalg.matrix_norm(gram - torch.eye(128, dtype=gram.dtype))), rel=1e-12)
+    assert D.adjointness_test() <= 1e-13
+
+
+def test_lipschitz_cache_follows_weight_changes(overcomplete_dictionary) -> None:
+    matrix = overcomplete_dictionary.clone()
+    D = sc.DenseDictionary(matrix)
+    before = D.lipschitz()
+    matrix.mul_(2.0)  # in place: the version counter changes, so the cache must not be used
+    assert D.lipschitz() == pytest.approx(4 * before, rel=1e-8)
+
+
+def test_conv_coherence_matches_explicit_interior_atoms(generator) -> None:
+    """Coherence of the translation-invariant dictionary equals the explicit one computed on
+    uncropped atoms (no padding, large image)."""
+    weight = torch.randn(3, 2, 3, 3, generator=generator, dtype=torch.float64)
+    D = sc.ConvDictionary(weight, stride=1)
+    matrix = D.normalized().to_matrix((2, 9, 9))
+    gram = (matrix.T @ matrix).abs()
+    gram.fill_diagonal_(0)
+    assert D.coherence() == pytest.approx(float(gram.max()), rel=1e-12)
+
+
+def test_haar_stride_two_is_orthonormal_stride_one_is_not() -> None:
+    """Check 7: 2x2 Haar at stride 2 gives ||D^T D - I||_F <= 1e-12; at stride 1 the
+    dictionary is overcomplete: rank(D) < number of atoms."""
+    exact = sc.ConvDictionary(haar_filters(), stride=2)
+    assert exact.orthogonality_gap((1, 8, 8)) <= 1e-12
+    assert exact.coherence() <= 1e-15
+    redundant = sc.ConvDictionary(haar_filters(), stride=1)
+    matrix = redundant.to_matrix((1, 8, 8))
+    assert int(torch.linalg.matrix_rank(matrix)) < matrix.shape[1]
+    assert redundant.orthogonality_gap((1, 8, 8)) > 1.0
+
+
+def test_normalized_gives_unit_atoms(generator) -> None:
+    D = sc.ConvDictionary(torch.randn(4, 2, 3, 3, generator=generator) * 5).normalized()
+    assert torch.allclose(D.atom_norms(), torch.ones(4))
+    dense = sc.DenseDictionary(torch.randn(5, 7, generator=generator) * 3).normalized()
+    assert torch.allclose(dense.atom_norms(), torch.ones(7))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: sc.DenseDictionary(torch.tensor([[1.0, 0.0], [0.0, 0.0]])),
+    lambda: sc.ConvDictionary(torch.zeros(2, 1, 2, 2).index_fill_(0, torch.tensor([0]), 1.0)),
+])
+def test_zero_norm_atom_is_refused(make) -> None:
+    with pytest.raises(ValueError, match=r"has 1 zero-norm atom\(s\) \(indices \[1\]\)"):
+        make().normalized()
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: sc.DenseDictionary(torch.ones(3)), r"matrix must be 2-D \(n_features, n_atoms\)"),
+    (lambda: sc.ConvDictionary(torch.ones(3, 3)), r"weight must be 4-D"),
+    (lambda: sc.ConvDictionary(torch.ones(1, 1, 2, 2), stride=0), r"stride must be >= 1"),
+    (lambda: sc.ConvDictionary(torch.ones(1, 1, 2, 2), padding=(1,)),
+     r"padding must be an int or a pair of ints; got \(1,\)"),
+])
+def test_bad_construction(make, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_conv_needs_a_signal_shape() -> None:
+    D = sc.ConvDictionary(torch.ones(1, 1, 2, 2))
+    with pytest.raises(ValueError, match=r"signal_shape is required for a ConvDictionary"):
+        D.lipschitz()
+    assert sc.ConvDictionary(torch.ones(1, 1, 2, 2), signal_size=(4, 4)).lipschitz() > 0
