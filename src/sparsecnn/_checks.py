@@ -38,7 +38,9 @@ def as_tensor(value: Any, name: str, *, dtype: torch.dtype | None = None,
             raise TypeError(f"{name} must be numeric; got {describe(value)}")
         if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
             array = array.astype(np.float64)
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if not array.flags.writeable or not array.flags.c_contiguous:
+            array = np.array(array, order="C")  # torch cannot wrap read-only memory
+        tensor = torch.from_numpy(array)
     else:
         raise TypeError(
             f"{name} must be a torch.Tensor, numpy array or number; got {type(value).__name__}"
