@@ -1,0 +1,174 @@
+"""The forward pass of a sparse-coding layer as a function (THEORY.md A.4, A.8, conventions 5-7).
+
+A layer ``ReLU(W x + b)`` with filters (rows) ``w_i`` is read as non-negative sparse coding with
+
+* unit-norm atoms ``d_i = w_i / ||w_i||`` (the dictionary ``D``),
+* thresholds ``lam_i = -b_i / ||w_i||`` (one per output channel: a stationary prior),
+* output scale ``||w_i||``,
+
+since ``ReLU(w_i^T x + b_i) = ||w_i|| ReLU(d_i^T x - lam_i)`` (convention 5).  The layer's output
+with ``n_iter = k > 0`` is ``||w|| * a^k`` where ``a^k`` is the k-th iterate, from ``a^0 = 0``, of
+ISTA, FISTA or LCA on
+
+    E+(a) = 1/2 ||x - D a||^2 + sum_i lam_i a_i,   a >= 0
+
+(signed codes and ``sum_i lam_i |a_i|`` with ``nonneg=False``).  The iterations are those of
+:func:`sparsecnn.sparse_code` (the same :class:`~sparsecnn.inference.SparseCodingProblem` pieces,
+the same step ``1/L``), without its stopping test: a layer runs a fixed number of steps.  One
+ISTA step from 0 is ``ReLU(D^T x - lam) / L`` (THEORY.md A.8, check 14).
+
+``L = ||D||_2^2`` is passed in as a number: the layer modules compute it without gradient by
+power iteration (:mod:`sparsecnn.nn.lipschitz`), so autograd differentiates the iterations with
+``L`` held constant.  Every update builds new tensors (no in-place operation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .._checks import check_choice
+from ..dictionary import ConvDictionary, DenseDictionary
+from ..inference import SparseCodingProblem
+
+__all__ = ["METHODS", "atoms_and_scales", "sparse_conv2d", "sparse_linear", "unrolled_codes"]
+
+METHODS = ("ista", "fista", "lca")
+
+
+def atoms_and_scales(weight: torch.Tensor, name: str = "weight"
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a weight (rows/filters ``w_i`` along dim 0) into unit-norm atoms ``w_i/||w_i||`` and
+    scales ``||w_i||``; raise ``ValueError`` on a zero filter (it has no atom)."""
+    scales = torch.linalg.vector_norm(weight.flatten(1), dim=1)
+    zero = torch.nonzero(scales == 0).flatten()
+    if zero.numel():
+        raise ValueError(
+            f"{name} has {zero.numel()} zero filter(s) (output channels "
+            f"{zero[:5].tolist()}{'...' if zero.numel() > 5 else ''}); a zero filter has no "
+            "unit-norm atom d = w/||w|| and no threshold -b/||w||: remove the channel or "
+            "re-initialise it")
+    shape = (-1,) + (1,) * (weight.ndim - 1)
+    return weight / scales.view(shape), scales
+
+
+def unrolled_codes(problem: SparseCodingProblem, n_iter: int, method: str,
+                   lipschitz: float, restart: bool = True) -> torch.Tensor:
+    """``n_iter`` iterates of ISTA, FISTA (gradient restart as in ``sparse_code``) or LCA from
+    zero, with step ``1/lipschitz`` (the Euler step ``dt/tau = 1/L`` for LCA).
+
+    ISTA:  a^{t+1} = T_{lam/L}(a^t - (1/L) D^T (D a^t - x)),  a^0 = 0
+    LCA:   u^{t+1} = u^t + (1/L)(D^T x - u^t - (D^T D - I) a^t),  a^t = T_lam(u^t),  u^0 = 0
+    """
+    check_choice(method, "method", METHODS)
+    step = 1.0 / lipschitz
+    if method == "lca":
+        potential = torch.zeros(problem.code_shape, dtype=problem.x.dtype,
+                                device=problem.x.device)
+        codes = problem.threshold(potential)
+        for _ in range(n_iter):
+            drive = problem.correlation - potential - problem.normal(codes) + codes
+            potential = potential + step * drive
+            codes = problem.threshold(potential)
+        return codes
+    # first proximal-gradient step from a^0 = 0: the gradient there is -D^T x (no convolution)
+    codes = problem.threshold(step * problem.correlation, step)
+    previous = torch.zeros_like(codes)
+    extrapolated = codes
+    batch_shape = (-1,) + (1,) * (codes.ndim - 1)
+    momentum = torch.ones(codes.shape[0], dtype=codes.dtype, device=codes.device)
+    if method == "fista":
+        extrapolated, momentum = _fista_momentum(codes, previous, previous, momentum, restart,
+                                                 batch_shape)
+    for _ in range(1, n_iter):
+        new_codes = problem.threshold(extrapolated - step * problem.gradient(extrapolated), step)
+        if method == "fista":
+            extrapolated, momentum = _fista_momentum(new_codes, codes, extrapolated, momentum,
+                                                     restart, batch_shape)
+        else:
+            extrapolated = new_codes
+        codes = new_codes
+    return codes
+
+
+def _fista_momentum(new_codes: torch.Tensor, codes: torch.Tensor, extrapolated: torch.Tensor,
+                    momentum: torch.Tensor, restart: bool, batch_shape: tuple[int, ...]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """FISTA's extrapolation ``y = a^{t+1} + ((s_t - 1)/s_{t+1})(a^{t+1} - a^t)``, with the
+    gradient restart of :func:`sparsecnn.inference.proximal_gradient.proximal_gradient`."""
+    if restart:
+        direction = ((extrapolated - new_codes) * (new_codes - codes)).flatten(1).sum(1)
+        momentum = torch.where(direction > 0, torch.ones_like(momentum), momentum)
+    next_momentum = (1.0 + torch.sqrt(1.0 + 4.0 * momentum ** 2)) / 2.0
+    beta = ((momentum - 1.0) / next_momentum).view(batch_shape)
+    return new_codes + beta * (new_codes - codes), next_momentum
+
+
+def _check_iterations(n_iter: int, method: str, lipschitz: float | None) -> None:
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
+        raise ValueError(f"n_iter must be an integer >= 0; got {n_iter!r}")
+    check_choice(method, "method", METHODS)
+    if n_iter > 0 and (lipschitz is None or not math.isfinite(lipschitz) or lipschitz <= 0):
+        raise ValueError(f"lipschitz must be a finite number > 0 when n_iter > 0; got "
+                         f"{lipschitz!r}")
+
+
+def _problem(x: torch.Tensor, dictionary: ConvDictionary | DenseDictionary, lam: torch.Tensor,
+             nonneg: bool, broadcast_lam: torch.Tensor) -> SparseCodingProblem:
+    """The engine's problem; validated with a detached ``lam`` (its checks read values), then
+    given the differentiable thresholds so gradients reach the biases."""
+    problem = SparseCodingProblem(x, dictionary, lam.detach(), nonneg=nonneg,
+                                  allow_negative_lam=nonneg)
+    problem.lam = broadcast_lam
+    return problem
+
+
+def sparse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0),
+                  n_iter: int = 0, method: str = "ista", nonneg: bool = True,
+                  lipschitz: float | None = None, restart: bool = True) -> torch.Tensor:
+    """Convolutional sparse-coding layer.
+
+    ``n_iter = 0``: exactly ``relu(conv2d(x, weight, bias, stride, padding))`` (with
+    ``nonneg=False``: the soft threshold ``relu(z + b) - relu(-z + b)``, ``z = conv2d(x, W)``).
+    ``n_iter = k``: ``||w|| * a^k`` (module docstring), ``lipschitz`` = ``||D||_2^2`` of the
+    unit-norm dictionary for this input size.
+    """
+    _check_iterations(n_iter, method, lipschitz)
+    if n_iter == 0:
+        if nonneg:
+            return F.relu(F.conv2d(x, weight, bias, stride, padding))
+        z = F.conv2d(x, weight, None, stride, padding)
+        offset = 0.0 if bias is None else bias.view(1, -1, 1, 1)
+        return F.relu(z + offset) - F.relu(-z + offset)
+    atoms, scales = atoms_and_scales(weight)
+    lam = torch.zeros_like(scales) if bias is None else -bias / scales
+    problem = _problem(x, ConvDictionary(atoms, stride, padding), lam, nonneg, lam.view(-1, 1, 1))
+    codes = unrolled_codes(problem, n_iter, method, lipschitz, restart)
+    return codes * scales.view(1, -1, 1, 1)
+
+
+def sparse_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  n_iter: int = 0, method: str = "ista", nonneg: bool = True,
+                  lipschitz: float | None = None, restart: bool = True) -> torch.Tensor:
+    """Dense sparse-coding layer; ``weight`` is ``(out_features, in_features)`` as in
+    ``nn.Linear`` and its rows are the (unnormalised) atoms.  ``x`` is ``(*, in_features)``.
+
+    ``n_iter = 0``: exactly ``relu(linear(x, weight, bias))``; ``n_iter = k``: ``||w|| * a^k``.
+    """
+    _check_iterations(n_iter, method, lipschitz)
+    if n_iter == 0:
+        if nonneg:
+            return F.relu(F.linear(x, weight, bias))
+        z = F.linear(x, weight)
+        offset = 0.0 if bias is None else bias
+        return F.relu(z + offset) - F.relu(-z + offset)
+    atoms, scales = atoms_and_scales(weight)
+    lam = torch.zeros_like(scales) if bias is None else -bias / scales
+    leading = x.shape[:-1]
+    flat = x.reshape(-1, x.shape[-1])
+    problem = _problem(flat, DenseDictionary(atoms.T), lam, nonneg, lam)
+    codes = unrolled_codes(problem, n_iter, method, lipschitz, restart)
+    return (codes * scales).reshape(*leading, weight.shape[0])

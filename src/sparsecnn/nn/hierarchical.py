@@ -1,0 +1,153 @@
+"""Hierarchical sparse coding and the complete model (THEORY.md A.6-A.7; Papyan, Romano, Elad
+2017; Sulam et al. 2018, arXiv 1806.00701).
+
+Layers ``l = 1..L`` with ``Gamma_0 = x``: ``Gamma_{l-1} = D_l Gamma_l + noise``, ``Gamma_l >= 0``,
+exponential priors with rates ``lam_l = -b_l/||w_l||``.  Inference is *layered*: each layer
+codes the previous layer's output,
+
+    Gamma_l = SparseLayer_l(Gamma_{l-1}),
+
+which with ``n_iter = 0`` everywhere is layered (non-negative soft) thresholding, i.e. the CNN
+forward pass ``Gamma_l = ReLU(W_l Gamma_{l-1} + b_l)`` (A.6), and with ``n_iter = k`` is layered
+k-step ISTA/FISTA/LCA inference (A.8.2) with the same parameters.
+
+:class:`SparseCodingClassifier` adds logistic regression ``p(y | Gamma_L) =
+softmax(V vec(Gamma_L) + c)`` (A.7): a CNN without normalisation or pooling (strided
+convolutions allowed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .layers import SparseConv2d, SparseLinear
+
+__all__ = ["HierarchicalSparseCoding", "SparseCodingClassifier"]
+
+_ALLOWED = (SparseConv2d, SparseLinear, nn.Flatten)
+
+
+class HierarchicalSparseCoding(nn.Sequential):
+    """A stack of :class:`SparseConv2d` / :class:`SparseLinear` layers (``nn.Flatten`` allowed
+    between convolutional and dense layers), any depth, with layered inference.
+
+    It is an ``nn.Sequential`` (state-dict keys ``"0.weight"``, ``"0.bias"``, ...), so a plain
+    ``nn.Sequential`` of ``Conv2d``/``ReLU`` pairs converted by :func:`sparsecnn.nn.from_cnn`
+    has the same parameters.
+    """
+
+    def __init__(self, *layers: nn.Module) -> None:
+        if len(layers) == 1 and isinstance(layers[0], Sequence):
+            layers = tuple(layers[0])
+        if not layers:
+            raise ValueError("HierarchicalSparseCoding needs at least one layer; got none")
+        for index, layer in enumerate(layers):
+            if not isinstance(layer, _ALLOWED):
+                raise TypeError(
+                    f"layer {index} must be a SparseConv2d, SparseLinear or nn.Flatten (no "
+                    f"normalisation or pooling in the sparse-coding model); got "
+                    f"{type(layer).__name__}")
+        if not any(isinstance(layer, (SparseConv2d, SparseLinear)) for layer in layers):
+            raise ValueError("HierarchicalSparseCoding needs at least one sparse layer")
+        super().__init__(*layers)
+
+    @classmethod
+    def convolutional(cls, channels: Sequence[int], kernel_size: int | Sequence[int] = 3,
+                      stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                      **options: Any) -> HierarchicalSparseCoding:
+        """``len(channels) - 1`` convolutional layers ``channels[l] -> channels[l+1]``;
+        ``kernel_size``, ``stride``, ``padding`` are one value or one per layer; ``options``
+        (``n_iter``, ``method``, ``proper_prior``, ``unit_norm``, ``generator``, ...) go to
+        every layer."""
+        depth = len(channels) - 1
+        if depth < 1:
+            raise ValueError(f"channels must list at least 2 channel counts; got {channels!r}")
+
+        def per_layer(value: Any, name: str) -> list[Any]:
+            if isinstance(value, Sequence) and not isinstance(value, str):
+                if len(value) != depth:
+                    raise ValueError(f"{name} must be one value or {depth} values (one per "
+                                     f"layer); got {value!r}")
+                return list(value)
+            return [value] * depth
+
+        kernels = per_layer(kernel_size, "kernel_size")
+        strides = per_layer(stride, "stride")
+        paddings = per_layer(padding, "padding")
+        return cls(*[SparseConv2d(channels[i], channels[i + 1], kernels[i], strides[i],
+                                  paddings[i], **options) for i in range(depth)])
+
+    @property
+    def sparse_layers(self) -> list[SparseConv2d | SparseLinear]:
+        return [m for m in self if isinstance(m, (SparseConv2d, SparseLinear))]
+
+    def set_inference(self, n_iter: int | None = None, method: str | None = None) -> None:
+        """Set ``n_iter`` and/or ``method`` of every layer (same parameters, other inference)."""
+        for layer in self.sparse_layers:
+            if n_iter is not None:
+                if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
+                    raise ValueError(f"n_iter must be an integer >= 0; got {n_iter!r}")
+                layer.n_iter = n_iter
+            if method is not None:
+                if method not in ("ista", "fista", "lca"):
+                    raise ValueError(f"method must be one of 'ista', 'fista', 'lca'; got "
+                                     f"{method!r}")
+                layer.method = method
+
+    def codes(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's code ``Gamma_1 .. Gamma_L`` (outputs of the sparse layers)."""
+        result = []
+        for module in self:
+            x = module(x)
+            if isinstance(module, (SparseConv2d, SparseLinear)):
+                result.append(x)
+        return result
+
+
+class SparseCodingClassifier(nn.Module):
+    """Hierarchical sparse coding + logistic regression (THEORY.md A.7):
+    ``logits = V vec(Gamma_L(x)) + c``, ``p(y | x) = softmax(logits)``.
+
+    ``features`` is a :class:`HierarchicalSparseCoding` (or a sequence of its layers);
+    ``input_shape`` is one input's shape (e.g. ``(1, 8, 8)``) to size the head.
+    Training minimises the cross-entropy of ``forward``'s logits over all parameters.
+    """
+
+    def __init__(self, features: HierarchicalSparseCoding | Sequence[nn.Module],
+                 n_classes: int, input_shape: Sequence[int],
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if not isinstance(features, HierarchicalSparseCoding):
+            features = HierarchicalSparseCoding(*features)
+        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+            raise ValueError(f"n_classes must be an integer >= 2; got {n_classes!r}")
+        self.features = features
+        self.input_shape = tuple(int(s) for s in input_shape)
+        first = features.sparse_layers[0]
+        with torch.no_grad():
+            probe = torch.zeros((1, *self.input_shape), dtype=first.weight.dtype,
+                                device=first.weight.device)
+            saved = [layer.n_iter for layer in features.sparse_layers]
+            features.set_inference(n_iter=0)
+            try:
+                n_features = features(probe).flatten(1).shape[1]
+            finally:
+                for layer, n_iter in zip(features.sparse_layers, saved, strict=True):
+                    layer.n_iter = n_iter
+        self.head = nn.Linear(n_features, n_classes, dtype=first.weight.dtype,
+                              device=first.weight.device)
+        if generator is not None:
+            bound = 1.0 / n_features ** 0.5
+            nn.init.uniform_(self.head.weight, -bound, bound, generator=generator)
+            nn.init.uniform_(self.head.bias, -bound, bound, generator=generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """``softmax(logits)``: class probabilities (rows sum to one)."""
+        return torch.softmax(self.forward(x), dim=1)
