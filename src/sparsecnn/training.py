@@ -541,11 +541,24 @@ def _train(config: TrainingConfig, out_dir: Path | None, *, resume: bool, overwr
            distributed: _Distributed) -> TrainingResult:
     writer = out_dir is not None and distributed.rank == 0
     checkpoint = None
-    if out_dir is not None:
-        checkpoint = _prepare_out_dir(out_dir, config, resume=resume,
-                                      overwrite=overwrite and distributed.rank == 0)
-    elif resume:
+    if out_dir is None and resume:
         raise ValueError("resume=True needs out_dir (the directory of the interrupted run)")
+    failure: BaseException | None = None
+    if out_dir is not None and (resume or distributed.rank == 0):
+        try:
+            checkpoint = _prepare_out_dir(out_dir, config, resume=resume, overwrite=overwrite)
+        except (ValueError, OSError) as error:
+            failure = error
+    if distributed.enabled:
+        import torch.distributed as dist
+
+        ready = torch.tensor([0 if failure is not None else 1])
+        dist.all_reduce(ready, op=dist.ReduceOp.MIN)
+        if failure is None and int(ready) == 0:
+            raise RuntimeError("another rank could not prepare the run directory "
+                               f"{out_dir}; see its error")
+    if failure is not None:
+        raise failure
     dtype = DTYPES[config.dtype]
     data = (dataset if dataset is not None else load_dataset(config.dataset, seed=config.seed)
             ).to(dtype)
