@@ -1,0 +1,42 @@
+"""``sparsecnn reproduce``: run every study on embedded data and write the report."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from ..io import OutputExistsError
+
+
+@click.command("reproduce")
+@click.option("--quick", is_flag=True, help="Fewer seeds and steps (about a minute on 2 cores).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Output directory [default: runs/<name>].")
+@click.option("--name", default=None,
+              help="Run name used for the default output directory [default: a timestamp].")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="torch device.")
+@click.option("--only", multiple=True, help="Run only this study (repeatable).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
+def command(quick: bool, out_dir: Path | None, name: str | None, seed: int, device: str,
+            only: tuple[str, ...], overwrite: bool) -> None:
+    """Run the reproduction study of both papers and write runs/<name>/report.html and
+    results.json (every claim beside its measured numbers and verdict)."""
+    from ..report.runner import run_reproduce
+
+    if name is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        name = f"{stamp}-{'quick' if quick else 'full'}"
+    target = out_dir if out_dir is not None else Path("runs") / name
+    try:
+        summary = run_reproduce(target, quick=quick, seed=seed, device=device,
+                                overwrite=overwrite, only=list(only) or None, name=name)
+    except (OutputExistsError, ValueError) as error:
+        raise click.UsageError(str(error)) from None
+    counts = ", ".join(f"{n} {v}" for v, n in sorted(summary.verdicts.items()))
+    click.echo(f"{summary.n_claims} claims ({counts}) -> {summary.out_dir / 'report.html'}")
+    if summary.failed:
+        click.echo(f"failed studies: {', '.join(summary.failed)}", err=True)
+        raise SystemExit(1)

@@ -1,0 +1,117 @@
+"""Run the discovered studies and write ``results.json`` and ``report.html`` atomically.
+
+The output directory is assembled in a temporary sibling and renamed into place at the end,
+so an interrupted run leaves no half-written report.  A study that raises is recorded as
+failed (with its traceback) and the others still run.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..io import atomic_directory, write_bytes, write_json, write_text
+from ..studies import discover_studies
+from .html import render_report
+from .study import Study, StudyContext, StudyOutput
+
+__all__ = ["ReproduceSummary", "run_reproduce"]
+
+
+@dataclass
+class ReproduceSummary:
+    out_dir: Path
+    n_claims: int
+    verdicts: dict[str, int]
+    failed: list[str]
+
+
+def _progress(iterable: Any, **kwargs: Any) -> Any:
+    return tqdm(iterable, leave=False, dynamic_ncols=True, **kwargs)
+
+
+def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
+                  device: str = "cpu", overwrite: bool = False, only: list[str] | None = None,
+                  name: str | None = None) -> ReproduceSummary:
+    """Run every study (or those named in ``only``) and write the report to ``out_dir``."""
+    studies = discover_studies()
+    if only:
+        known = {s.name for s in studies}
+        unknown = sorted(set(only) - known)
+        if unknown:
+            raise ValueError(f"only names unknown studies {unknown}; known: {sorted(known)}")
+        studies = [s for s in studies if s.name in only]
+    target = Path(out_dir)
+    started = time.perf_counter()
+    meta: dict[str, Any] = {
+        "name": name or target.name, "quick": quick, "seed": seed, "device": device,
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "version": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+    }
+    outputs: dict[str, StudyOutput | None] = {}
+    errors: dict[str, str] = {}
+    timings: dict[str, float] = {}
+    with atomic_directory(target, overwrite=overwrite) as staging, \
+            tempfile.TemporaryDirectory() as scratch:
+        bar = tqdm(studies, desc="reproduce", dynamic_ncols=True)
+        for study in bar:
+            bar.set_postfix_str(study.name)
+            outputs[study.name], timings[study.name] = _run_one(
+                study, StudyContext(quick=quick, seed=seed, device=device,
+                                    scratch_dir=Path(scratch), progress=_progress), errors)
+        meta["duration_s"] = time.perf_counter() - started
+        meta["study_seconds"] = timings
+        claims = [claim.to_dict() for s in studies if outputs.get(s.name)
+                  for claim in outputs[s.name].claims]
+        results = {
+            "meta": meta,
+            "claims": claims,
+            "studies": {
+                s.name: {"title": s.title, "paper": s.paper,
+                         "status": "failed" if s.name in errors else "ok",
+                         "error": errors.get(s.name),
+                         "seconds": timings.get(s.name),
+                         "results": outputs[s.name].results if outputs.get(s.name) else None,
+                         "figures": [f"figures/{f.name}.png" for f in
+                                     (outputs[s.name].figures if outputs.get(s.name) else [])]}
+                for s in studies},
+        }
+        for s in studies:
+            for figure in outputs[s.name].figures if outputs.get(s.name) else []:
+                write_bytes(staging / "figures" / f"{figure.name}.png", figure.png)
+        write_json(staging / "results.json", results)
+        write_text(staging / "report.html", render_report(meta, studies, outputs, errors))
+    verdicts: dict[str, int] = {}
+    for claim in claims:
+        verdicts[claim["verdict"]] = verdicts.get(claim["verdict"], 0) + 1
+    return ReproduceSummary(out_dir=target, n_claims=len(claims), verdicts=verdicts,
+                            failed=sorted(errors))
+
+
+def _run_one(study: Study, context: StudyContext,
+             errors: dict[str, str]) -> tuple[StudyOutput | None, float]:
+    start = time.perf_counter()
+    try:
+        torch.manual_seed(context.seed)
+        output = study.run(context)
+        if not isinstance(output, StudyOutput):
+            raise TypeError(f"study {study.name} returned {type(output).__name__}, "
+                            "expected StudyOutput")
+        # JSON must be valid before the study counts as done (NaN is refused here).
+        from ..io import to_json
+        to_json({"claims": [c.to_dict() for c in output.claims], "results": output.results})
+    except Exception:  # a failed study is reported, the others still run
+        errors[study.name] = traceback.format_exc()
+        output = None
+    return output, time.perf_counter() - start

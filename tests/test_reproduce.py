@@ -1,0 +1,103 @@
+"""``sparsecnn reproduce``: results.json schema, report page, overwrite refusal, failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sparsecnn.cli import cli
+from sparsecnn.report import runner
+from sparsecnn.report.study import Study, StudyOutput
+from sparsecnn.studies import discover_studies
+
+VERDICTS = {"holds", "does not hold", "inconclusive"}
+
+
+@pytest.fixture(scope="module")
+def identities_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "identities"
+    result = CliRunner().invoke(cli, ["reproduce", "--quick", "--only", "paper1_identities",
+                                      "--out", str(out), "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_results_json_has_claims_with_computed_verdicts(identities_run: Path) -> None:
+    results = json.loads((identities_run / "results.json").read_text())
+    assert results["meta"]["seed"] == 3 and results["meta"]["quick"] is True
+    claims = results["claims"]
+    assert len(claims) >= 10
+    for claim in claims:
+        assert set(claim) >= {"id", "paper", "statement", "measured", "verdict", "rule"}
+        assert claim["paper"] in (1, 2) and claim["verdict"] in VERDICTS
+    # Exact identities: every one must hold, and its number must agree with its verdict.
+    for claim in claims:
+        measured = claim["measured"]
+        if "max_abs_error" in measured:
+            assert claim["verdict"] == ("holds" if measured["max_abs_error"] <=
+                                        measured["tolerance"] else "does not hold")
+    assert all(c["verdict"] == "holds" for c in claims)
+
+
+def test_report_page_is_self_contained(identities_run: Path) -> None:
+    page = (identities_run / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<h2>Summary</h2>" in page and "P1-A2-soft-threshold" in page
+    assert "data:image/png;base64," in page
+    assert "http://" not in page and "https://" not in page  # nothing fetched when viewed
+    assert (identities_run / "figures" / "paper1_convergence.png").stat().st_size > 1000
+
+
+def test_existing_output_needs_overwrite(identities_run: Path) -> None:
+    result = CliRunner().invoke(cli, ["reproduce", "--quick", "--only", "paper1_identities",
+                                      "--out", str(identities_run)])
+    assert result.exit_code == 2
+    assert "exists; pass --overwrite to replace it" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_study_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["reproduce", "--only", "nope", "--out",
+                                      str(tmp_path / "x")])
+    assert result.exit_code == 2 and "only names unknown studies ['nope']" in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_failed_study_is_reported_and_others_run(tmp_path: Path, monkeypatch) -> None:
+    def broken(context):
+        raise RuntimeError("deliberate failure")
+
+    def fine(context):
+        return StudyOutput(summary="fine study")
+
+    studies = [Study("broken", 1, "Broken study", broken), Study("fine", 2, "Fine study", fine)]
+    monkeypatch.setattr(runner, "discover_studies", lambda: studies)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["reproduce", "--quick", "--out", str(out)])
+    assert result.exit_code == 1
+    results = json.loads((out / "results.json").read_text())
+    assert results["studies"]["broken"]["status"] == "failed"
+    assert "deliberate failure" in results["studies"]["broken"]["error"]
+    assert results["studies"]["fine"]["status"] == "ok"
+    assert "deliberate failure" in (out / "report.html").read_text()
+
+
+def test_interrupted_run_leaves_no_report(tmp_path: Path, monkeypatch) -> None:
+    def interrupted(context):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "discover_studies",
+                        lambda: [Study("interrupted", 1, "Interrupted", interrupted)])
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_reproduce(out, quick=True)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_study_module_is_discovered() -> None:
+    names = {s.name for s in discover_studies()}
+    assert "paper1_identities" in names
