@@ -34,7 +34,7 @@ reproduce: $(VENV)/.installed
 	$(BIN)/sparsecnn reproduce $(REPRODUCE_ARGS)
 
 test: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 tests
 
 bench: $(VENV)/.installed-bench

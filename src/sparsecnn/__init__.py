@@ -27,6 +27,25 @@ from .priors import (
 
 __version__ = "0.1.0"
 
+# Subpackages that pull in more (models, datasets, figures) load on first use: `sc.nn`,
+# `sc.features`, `sc.interpret(...)` work without importing them up front.
+_LAZY_MODULES = ("nn", "features", "dictlearn", "training", "data", "robustness", "sklearn",
+                 "report", "studies")
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY_MODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    if name == "interpret":
+        function = importlib.import_module(f"{__name__}.interpret").interpret
+        globals()["interpret"] = function  # the function, not the module of the same name
+        return function
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "ConvDictionary",
     "ConvergenceWarning",
