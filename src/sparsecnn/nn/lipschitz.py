@@ -6,21 +6,40 @@ weight version and input size, so it is recomputed only after the weights change
 step bumps the parameter's version counter) or a new input size arrives.
 
 * Dense dictionaries: the exact spectral norm (``torch.linalg.matrix_norm(D, 2) ** 2``).
-* Convolutional dictionaries: power iteration on ``D^T D = conv2d(conv_transpose2d(.))`` from
-  a fixed seeded start (so ``L`` is a function of the weights alone and a resumed run
-  reproduces it bit for bit).  The Rayleigh quotient approaches ``||D||_2^2`` from below; it
-  stops when it changes by less than ``tol`` relatively.
+* Convolutional dictionaries: exact (spectral norm of the explicit matrix) when
+  ``n_atoms * n_features <= EXPLICIT_LIMIT``; otherwise power iteration on
+  ``D^T D = conv2d(conv_transpose2d(.))`` from a fixed seeded start (so ``L`` is a function
+  of the weights alone and a resumed run reproduces it bit for bit).  The Rayleigh quotient
+  approaches ``||D||_2^2`` from below; it stops when it changes by less than ``tol``
+  relatively.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
 from ..dictionary import ConvDictionary
 
-__all__ = ["LipschitzCache", "conv_lipschitz", "dense_lipschitz"]
+__all__ = ["EXPLICIT_LIMIT", "KnownLipschitzConvDictionary", "LipschitzCache", "conv_lipschitz",
+           "dense_lipschitz"]
+
+EXPLICIT_LIMIT = 1 << 22
+
+
+class KnownLipschitzConvDictionary(ConvDictionary):
+    """A :class:`ConvDictionary` whose ``L`` is already known (saves the engine's power
+    iteration when the value was computed exactly)."""
+
+    def __init__(self, weight: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int],
+                 lipschitz: float) -> None:
+        super().__init__(weight, stride, padding)
+        self._known_lipschitz = float(lipschitz)
+
+    def lipschitz(self, signal_shape: Sequence[int] | None = None) -> float:
+        return self._known_lipschitz
 
 
 def dense_lipschitz(atoms: torch.Tensor) -> float:
@@ -33,13 +52,16 @@ def dense_lipschitz(atoms: torch.Tensor) -> float:
 def conv_lipschitz(atoms: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int],
                    signal_shape: Sequence[int], start: torch.Tensor | None = None,
                    tol: float = 1e-10, max_iter: int = 2000, seed: int = 0
-                   ) -> tuple[float, torch.Tensor]:
-    """``||D||_2^2`` of the convolutional dictionary for signals ``(C, H, W)`` by power iteration;
-    returns the value and the leading vector (to warm-start the next call)."""
+                   ) -> tuple[float, torch.Tensor | None]:
+    """``||D||_2^2`` of the convolutional dictionary for signals ``(C, H, W)``; returns the value
+    and the power iteration's leading vector (``None`` when computed exactly)."""
     with torch.no_grad():
         operator = ConvDictionary(atoms.detach().to(torch.float64), stride, padding)
         shape = tuple(int(s) for s in signal_shape)
         code_shape = (1, *operator.code_shape(shape))
+        if math.prod(code_shape) * math.prod(shape) <= EXPLICIT_LIMIT:
+            matrix = operator.to_matrix(shape)
+            return float(torch.linalg.matrix_norm(matrix, ord=2) ** 2), None
         if start is None or tuple(start.shape) != code_shape:
             generator = torch.Generator().manual_seed(seed)
             start = torch.randn(code_shape, generator=generator, dtype=torch.float64)
