@@ -19,3 +19,15 @@ __all__ = [
     "WellPosednessWarning",
     "preset",
 ]
+
+from .certify import CertificationResult, certified_radius, certify, worst_case_perturbation
+from .construct import ConstructedNetwork, construct
+
+__all__ += [
+    "CertificationResult",
+    "ConstructedNetwork",
+    "certified_radius",
+    "certify",
+    "construct",
+    "worst_case_perturbation",
+]

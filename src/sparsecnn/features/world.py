@@ -809,9 +809,11 @@ class FeatureWorld:
                 rejected[name] = rejected.get(name, 0) + int(mask[:considered].sum())
             if len(index):
                 if self.noise > 0:
-                    noise = draw["noise"][index] * np.float32(2 * self.noise) - np.float32(
-                        self.noise)
-                    images = np.clip(clean[index] + noise, 0, 1)
+                    images = draw["noise"][index]
+                    images *= np.float32(2 * self.noise)
+                    images -= np.float32(self.noise)
+                    images += clean[index]
+                    np.clip(images, 0, 1, out=images)
                 else:
                     images = clean[index]
                 part = {"images": images, "objects": draw["objects"][index],
