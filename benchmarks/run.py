@@ -1,0 +1,325 @@
+"""Side-by-side speed benchmark of sparsecnn against its peers (issue #2, section 5).
+
+Usage::
+
+    python benchmarks/run.py [--quick] [--out results.json] [--seed 0]
+
+Problems (built in :mod:`problems`, nothing cached on disk):
+
+* P1 -- 20,000 mean-removed 8x8 patches, 256 learned unit-norm atoms, lam for ~6% non-zeros,
+  signed and non-negative.  Every solver minimises ``1/2 ||x - D a||^2 + lam ||a||_1`` per
+  patch (``a >= 0`` for the non-negative variant); F is the sum over patches.
+  Peers: scikit-learn ``sparse_encode`` (``lasso_cd``, ``lasso_lars``; its ``alpha`` is our
+  ``lam``: it divides by ``n_features`` before calling ``Lasso``/``LassoLars``, whose data
+  term is ``1/(2 n_samples) ||y - X w||^2``), sporco ``admm.bpdn.BPDN`` and
+  ``pgm.bpdn.BPDN`` (``1/2 ||D X - S||^2 + lmbda ||X||_1``), SPAMS ``lasso`` (``mode=2``:
+  ``0.5 ||x - D a||^2 + lambda1 ||a||_1``).
+* P2 -- one 256x256 high-passed image, 32 8x8 filters, lam = 0.05, the convolutional energy
+  with circular boundaries (sporco's convention: ``1/2 ||sum_k d_k (*) a_k - s||^2 +
+  lam sum_k ||a_k||_1``, ``(*)`` circular convolution, filters zero-padded at the origin).
+  Peers: sporco ``admm.cbpdn.ConvBPDN`` and ``pgm.cbpdn.ConvBPDN``.
+
+Every final code is scored with one float64 energy function per problem (below), never with
+the solver's own report.  F* is the lowest energy any run reaches; the time to target is the
+wall-clock time (``time.perf_counter``) of the fastest run, started from scratch, whose
+codes reach ``F <= F* (1 + 1e-3)``.  Each iterative solver runs a schedule of stopping
+tolerances from loose to tight (the tightest is the "long run").  Threads: 2 everywhere
+(torch.set_num_threads, OMP/MKL/OpenBLAS environment, SPAMS numThreads, sklearn n_jobs).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_variable] = "2"
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from problems import ConvProblem, DenseProblem, image_problem, patch_problem  # noqa: E402
+
+THREADS = 2
+TARGET = 1e-3
+
+
+@dataclass
+class Trial:
+    setting: str
+    seconds: float
+    energy: float
+    density: float
+
+
+@dataclass
+class SolverResult:
+    problem: str
+    solver: str
+    is_sparsecnn: bool
+    trials: list[Trial] = field(default_factory=list)
+    time_to_target: float | None = None
+    final_energy: float = float("nan")
+    final_density: float = float("nan")
+    ratio_to_fastest_peer: float | None = None
+
+
+# -- common energies --------------------------------------------------------------------------
+def dense_energy(problem: DenseProblem, codes: np.ndarray, nonneg: bool) -> float:
+    """``sum_n 1/2 ||x_n - D a_n||^2 + lam ||a_n||_1`` (``+inf`` if ``nonneg`` is violated)."""
+    codes = np.asarray(codes, dtype=np.float64)
+    if nonneg and (codes < 0).any():
+        return float("inf")
+    residual = problem.signals - codes @ problem.dictionary.T
+    return float(0.5 * np.sum(residual ** 2) + problem.lam * np.abs(codes).sum())
+
+
+def circular_synthesis(filters: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``sum_k d_k (*) a_k`` with circular convolution, filters anchored at the origin."""
+    shape = codes.shape[-2:]
+    filter_spectrum = np.fft.rfft2(filters, s=shape)
+    return np.fft.irfft2((filter_spectrum * np.fft.rfft2(codes)).sum(0), s=shape)
+
+
+def conv_energy(problem: ConvProblem, codes: np.ndarray, nonneg: bool) -> float:
+    codes = np.asarray(codes, dtype=np.float64)
+    if nonneg and (codes < 0).any():
+        return float("inf")
+    residual = problem.image - circular_synthesis(problem.filters, codes)
+    return float(0.5 * np.sum(residual ** 2) + problem.lam * np.abs(codes).sum())
+
+
+# -- solvers ----------------------------------------------------------------------------------
+Solver = Callable[[object], np.ndarray]
+
+
+def dense_solvers(problem: DenseProblem, nonneg: bool, quick: bool
+                  ) -> list[tuple[str, bool, list, Solver]]:
+    """(name, is_sparsecnn, settings from loose to tight, solve(setting) -> codes (n, m))."""
+    import spams
+    from sklearn.decomposition import sparse_encode
+    from sporco.admm import bpdn as admm_bpdn
+    from sporco.pgm import bpdn as pgm_bpdn
+
+    from sparsecnn import sparse_code
+
+    X, D, lam = problem.signals, problem.dictionary, problem.lam
+    x32 = torch.tensor(X, dtype=torch.float32)
+    d32 = torch.tensor(D, dtype=torch.float32)
+    x64 = torch.tensor(X, dtype=torch.float64)
+    d64 = torch.tensor(D, dtype=torch.float64)
+    lipschitz = float(np.linalg.norm(D, 2) ** 2)
+    fortran_signals = np.asfortranarray(X.T)
+    fortran_dictionary = np.asfortranarray(D)
+    fortran_signals32 = np.asfortranarray(X.T, dtype=np.float32)
+    fortran_dictionary32 = np.asfortranarray(D, dtype=np.float32)
+    column_signals = np.ascontiguousarray(X.T)
+    tolerances = [1e-2, 1e-3, 1e-4] if quick else [3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5]
+
+    def ours(dtype: torch.dtype) -> Solver:
+        def solve(tol: float) -> np.ndarray:
+            x, d = (x32, d32) if dtype == torch.float32 else (x64, d64)
+            result = sparse_code(x, d, lam, method="fista", nonneg=nonneg, tol=tol,
+                                 max_iter=20_000, warn=False)
+            return result.codes.numpy()
+        return solve
+
+    def sklearn(algorithm: str) -> Solver:
+        def solve(max_iter: int) -> np.ndarray:
+            return sparse_encode(X, D.T, algorithm=algorithm, alpha=lam, max_iter=max_iter,
+                                 positive=nonneg, n_jobs=THREADS)
+        return solve
+
+    def spams_lasso(signals: np.ndarray, dictionary: np.ndarray) -> Solver:
+        def solve(_: object) -> np.ndarray:
+            codes = spams.lasso(signals, dictionary, lambda1=lam, mode=2, pos=nonneg,
+                                numThreads=THREADS)
+            return codes.toarray().T
+        return solve
+
+    def sporco_admm(tol: float) -> np.ndarray:
+        options = admm_bpdn.BPDN.Options({"Verbose": False, "MaxMainIter": 5000,
+                                          "RelStopTol": tol, "NonNegCoef": nonneg})
+        solver = admm_bpdn.BPDN(D, column_signals, lam, options)
+        return solver.solve().T
+
+    def sporco_pgm(tol: float) -> np.ndarray:
+        options = pgm_bpdn.BPDN.Options({"Verbose": False, "MaxMainIter": 5000,
+                                         "RelStopTol": tol, "NonNegCoef": nonneg,
+                                         "L": lipschitz})
+        solver = pgm_bpdn.BPDN(D, column_signals, lam, options)
+        return solver.solve().T
+
+    cd_budgets = [5, 20, 1000] if quick else [2, 5, 10, 20, 50, 1000]
+    return [
+        ("sparsecnn fista float32", True, tolerances, ours(torch.float32)),
+        ("sparsecnn fista float64", True, tolerances, ours(torch.float64)),
+        ("sklearn lasso_lars", False, [500], sklearn("lasso_lars")),
+        ("sklearn lasso_cd", False, cd_budgets, sklearn("lasso_cd")),
+        ("spams lasso float64", False, ["exact"],
+         spams_lasso(fortran_signals, fortran_dictionary)),
+        ("spams lasso float32", False, ["exact"],
+         spams_lasso(fortran_signals32, fortran_dictionary32)),
+        ("sporco admm BPDN", False, tolerances, sporco_admm),
+        ("sporco pgm BPDN", False, tolerances, sporco_pgm),
+    ]
+
+
+def conv_solvers(problem: ConvProblem, nonneg: bool, quick: bool
+                 ) -> list[tuple[str, bool, list, Solver]]:
+    from sporco.admm import cbpdn as admm_cbpdn
+    from sporco.pgm import cbpdn as pgm_cbpdn
+
+    from sparsecnn.inference.fourier import circular_sparse_code
+
+    image, filters, lam = problem.image, problem.filters, problem.lam
+    sporco_filters = np.ascontiguousarray(filters.transpose(1, 2, 0))  # (kh, kw, K)
+    spectrum = np.fft.rfft2(filters, s=image.shape)
+    lipschitz = float((np.abs(spectrum) ** 2).sum(0).max())
+    tolerances = [1e-2, 1e-3, 1e-4] if quick else [3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5]
+    image32 = torch.tensor(image, dtype=torch.float32)
+    filters32 = torch.tensor(filters, dtype=torch.float32)
+
+    def from_sporco(codes: np.ndarray) -> np.ndarray:
+        return np.asarray(codes).reshape(*image.shape, -1).transpose(2, 0, 1)
+
+    def sporco_admm(tol: float) -> np.ndarray:
+        options = admm_cbpdn.ConvBPDN.Options({"Verbose": False, "MaxMainIter": 5000,
+                                               "RelStopTol": tol, "NonNegCoef": nonneg})
+        return from_sporco(admm_cbpdn.ConvBPDN(sporco_filters, image, lam, options).solve())
+
+    def sporco_pgm(tol: float) -> np.ndarray:
+        options = pgm_cbpdn.ConvBPDN.Options({"Verbose": False, "MaxMainIter": 5000,
+                                              "RelStopTol": tol, "NonNegCoef": nonneg,
+                                              "L": lipschitz})
+        return from_sporco(pgm_cbpdn.ConvBPDN(sporco_filters, image, lam, options).solve())
+
+    def ours(tol: float) -> np.ndarray:
+        result = circular_sparse_code(image32[None, None], filters32[:, None], lam,
+                                      nonneg=nonneg, tol=tol, max_iter=20_000, warn=False)
+        return result.codes[0].numpy()
+
+    return [
+        ("sparsecnn fourier fista float32", True, tolerances, ours),
+        ("sporco admm ConvBPDN", False, tolerances, sporco_admm),
+        ("sporco pgm ConvBPDN", False, tolerances, sporco_pgm),
+    ]
+
+
+# -- measuring --------------------------------------------------------------------------------
+def measure(name: str, is_ours: bool, settings: list, solve: Solver,
+            score: Callable[[np.ndarray], float], problem_name: str) -> SolverResult:
+    result = SolverResult(problem=problem_name, solver=name, is_sparsecnn=is_ours)
+    for setting in settings:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            start = time.perf_counter()
+            codes = solve(setting)
+            seconds = time.perf_counter() - start
+        trial = Trial(setting=str(setting), seconds=seconds, energy=score(codes),
+                      density=float(np.count_nonzero(codes) / codes.size))
+        result.trials.append(trial)
+        print(f"  {problem_name:<14} {name:<32} {setting!s:>8}  {seconds:8.3f} s  "
+              f"F = {trial.energy:.10g}", file=sys.stderr, flush=True)
+    return result
+
+
+def summarize(results: list[SolverResult]) -> float:
+    best = min(trial.energy for result in results for trial in result.trials)
+    threshold = best * (1 + TARGET) if best >= 0 else best * (1 - TARGET)
+    for result in results:
+        reached = [trial.seconds for trial in result.trials if trial.energy <= threshold]
+        result.time_to_target = min(reached) if reached else None
+        result.final_energy = result.trials[-1].energy
+        result.final_density = result.trials[-1].density
+    peer_times = [r.time_to_target for r in results
+                  if not r.is_sparsecnn and r.time_to_target is not None]
+    fastest_peer = min(peer_times) if peer_times else None
+    for result in results:
+        if fastest_peer is not None and result.time_to_target is not None:
+            result.ratio_to_fastest_peer = result.time_to_target / fastest_peer
+    return best
+
+
+def format_table(problem_name: str, best: float, results: list[SolverResult]) -> str:
+    lines = [f"{problem_name}: F* = {best:.10g}, target F <= F* (1 + {TARGET:g})",
+             f"  {'solver':<32} {'time to target':>15} {'final F':>16} {'F/F*-1':>10} "
+             f"{'non-zeros':>10} {'time / fastest peer':>20}"]
+    for r in results:
+        time_text = "not reached" if r.time_to_target is None else f"{r.time_to_target:.3f} s"
+        ratio = "-" if r.ratio_to_fastest_peer is None else f"{r.ratio_to_fastest_peer:.3f}"
+        if r.is_sparsecnn and r.ratio_to_fastest_peer:
+            ratio += f" ({1 / r.ratio_to_fastest_peer:.2f}x faster)"
+        gap = r.final_energy / best - 1
+        lines.append(f"  {r.solver:<32} {time_text:>15} {r.final_energy:>16.10g} {gap:>10.2e} "
+                     f"{100 * r.final_density:>9.2f}% {ratio:>20}")
+    return "\n".join(lines)
+
+
+def _finite(value: object) -> object:
+    """JSON-safe copy: non-finite floats (an infeasible energy) become ``None``."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller problems (smoke run)")
+    parser.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the problem data")
+    parser.add_argument("--only", choices=("P1", "P2"), default=None,
+                        help="run one problem only")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(THREADS)
+
+    tables, payload = [], {"threads": THREADS, "target": TARGET, "quick": args.quick,
+                           "seed": args.seed, "problems": []}
+    if args.only in (None, "P1"):
+        start = time.perf_counter()
+        dense = patch_problem(n_signals=2000 if args.quick else 20_000, seed=args.seed)
+        print(f"P1 built in {time.perf_counter() - start:.1f} s: {dense.signals.shape[0]} "
+              f"patches, lam = {dense.lam:.6g}", file=sys.stderr, flush=True)
+        for nonneg in (False, True):
+            name = "P1 " + ("non-negative" if nonneg else "signed")
+            results = [measure(solver, ours, settings, solve,
+                               lambda codes, n=nonneg: dense_energy(dense, codes, n), name)
+                       for solver, ours, settings, solve in dense_solvers(dense, nonneg,
+                                                                          args.quick)]
+            best = summarize(results)
+            tables.append(format_table(name, best, results))
+            payload["problems"].append({"name": name, "lam": dense.lam, "best_energy": best,
+                                        "solvers": [asdict(r) for r in results]})
+    if args.only in (None, "P2"):
+        conv = image_problem(size=128 if args.quick else 256, seed=args.seed)
+        name = "P2 circular"
+        results = [measure(solver, ours, settings, solve,
+                           lambda codes: conv_energy(conv, codes, False), name)
+                   for solver, ours, settings, solve in conv_solvers(conv, False, args.quick)]
+        best = summarize(results)
+        tables.append(format_table(name, best, results))
+        payload["problems"].append({"name": name, "lam": conv.lam, "best_energy": best,
+                                    "solvers": [asdict(r) for r in results]})
+    print("\n\n".join(tables))
+    if args.out is not None:
+        from sparsecnn.io import write_json
+
+        write_json(args.out, _finite(payload), overwrite=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
