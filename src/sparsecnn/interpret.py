@@ -282,9 +282,7 @@ def _edges_through_zero(values: np.ndarray, bins: int) -> np.ndarray:
     bin)."""
     low, high = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
     width = (high - low) / bins or 1.0
-    start = math.floor(low / width) * width
-    stop = (math.ceil(high / width) + 1) * width
-    return np.arange(start, stop + width / 2, width)
+    return np.arange(math.floor(low / width), math.ceil(high / width) + 2) * width
 
 
 def _atom_image(atom: np.ndarray) -> tuple[np.ndarray, str | None]:
