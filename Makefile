@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make reproduce   creates .venv, installs sparsecnn, runs `sparsecnn reproduce`
-#   make test        creates .venv, installs sparsecnn[dev], runs ruff and the test suite
+#   make test        creates .venv, installs sparsecnn[dev,docs], runs ruff, the strict docs
+#                    build and the test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -20,7 +21,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,docs]'
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed
@@ -35,6 +36,7 @@ reproduce: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q -n 2 tests
 
 bench: $(VENV)/.installed-bench
