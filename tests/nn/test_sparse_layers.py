@@ -1,0 +1,459 @@
+"""SparseConv2d / SparseLinear: THEORY.md conventions 5-7, A.8 and checks 5, 8, 14 at the layer
+level, exactness of the one-shot layer, equivalence with the engine, gradients, constraints."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.optimize import minimize
+from torch import nn
+
+from sparsecnn import ConvDictionary, DenseDictionary, sparse_code
+from sparsecnn.nn import (
+    HierarchicalSparseCoding,
+    SparseCodingClassifier,
+    SparseConv2d,
+    SparseLinear,
+    project_priors,
+    sparse_conv2d,
+    sparse_linear,
+)
+
+DTYPE = torch.float64
+
+
+def explicit_analysis_matrix(function, shape: tuple[int, ...]) -> torch.Tensor:
+    """The matrix D^T of a linear map (computed by autograd, independent of the library)."""
+    size = math.prod(shape)
+    return torch.autograd.functional.jacobian(
+        lambda v: function(v.view(1, *shape)).flatten(), torch.zeros(size, dtype=DTYPE))
+
+
+def haar_bank() -> torch.Tensor:
+    bank = torch.tensor([[[1, 1], [1, 1]], [[1, 1], [-1, -1]], [[1, -1], [1, -1]],
+                         [[1, -1], [-1, 1]]], dtype=DTYPE) / 2.0
+    return bank.unsqueeze(1)
+
+
+def conv_layer(generator: torch.Generator, stride: int = 1, padding: int = 0, **options
+               ) -> SparseConv2d:
+    return SparseConv2d(2, 5, 3, stride, padding, dtype=DTYPE, generator=generator, **options)
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    return torch.Generator().manual_seed(7)
+
+
+# -- n_iter = 0 is exactly the CNN layer -----------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("stride", "padding"), [(1, 0), (2, 1), (3, 2)])
+def test_one_shot_conv_is_exactly_conv_relu(generator, dtype, stride, padding):
+    conv = nn.Conv2d(3, 6, 3, stride=stride, padding=padding, dtype=dtype)
+    layer = SparseConv2d.from_conv(conv)
+    x = torch.randn(4, 3, 11, 10, generator=generator).to(dtype)
+    expected = F.relu(F.conv2d(x, conv.weight, conv.bias, stride=stride, padding=padding))
+    assert torch.equal(layer(x), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_shot_linear_is_exactly_linear_relu(generator, dtype):
+    linear = nn.Linear(7, 4, dtype=dtype)
+    layer = SparseLinear(7, 4, dtype=dtype)
+    layer.load_state_dict(linear.state_dict())
+    x = torch.randn(5, 7, generator=generator).to(dtype)
+    assert torch.equal(layer(x), F.relu(linear(x)))
+
+
+def test_one_shot_signed_layer_is_soft_threshold(generator):
+    layer = conv_layer(generator, nonneg=False, proper_prior=True)
+    x = torch.randn(2, 2, 7, 7, generator=generator, dtype=DTYPE)
+    z = F.conv2d(x, layer.weight)
+    theta = -layer.bias.view(1, -1, 1, 1)
+    expected = torch.sign(z) * torch.clamp(z.abs() - theta, min=0)  # S_theta(z), A.2
+    torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-14)
+
+
+# -- convention 5 / check 5 --------------------------------------------------------------------
+
+def test_positive_homogeneity_check_5(generator):
+    """ReLU(w^T x + b) = ||w|| ReLU((w/||w||)^T x + b/||w||) to 1e-12, through the layer."""
+    layer = conv_layer(generator, stride=2, padding=1)
+    x = torch.randn(3, 2, 9, 9, generator=generator, dtype=DTYPE)
+    norms = torch.sqrt((layer.weight.detach() ** 2).sum(dim=(1, 2, 3)))
+    atoms = layer.weight.detach() / norms.view(-1, 1, 1, 1)
+    rebuilt = norms.view(1, -1, 1, 1) * F.relu(
+        F.conv2d(x, atoms, stride=2, padding=1) + (layer.bias.detach() / norms).view(1, -1, 1, 1))
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), rebuilt, rtol=0, atol=1e-12)
+        torch.testing.assert_close(layer.thresholds(), -layer.bias / norms, rtol=0, atol=1e-15)
+        torch.testing.assert_close(layer.output_scales(), norms, rtol=0, atol=1e-14)
+        torch.testing.assert_close(layer.atoms(), atoms, rtol=0, atol=1e-15)
+
+
+# -- k-step inference ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("method", ["ista", "fista"])
+def test_one_step_from_zero_is_scaled_relu_check_14(generator, stride, method):
+    """One projected-ISTA step from 0 is ReLU(D^T x - lam)/L (THEORY.md A.8, check 14); the
+    layer multiplies by ||w||, so its output is ReLU(conv(x, W) + b) / L."""
+    layer = conv_layer(generator, stride=stride, padding=1, n_iter=1, method=method)
+    shape = (2, 8, 8)
+    x = torch.randn(3, *shape, generator=generator, dtype=DTYPE)
+    with torch.no_grad():
+        atoms = layer.atoms()
+        analysis = explicit_analysis_matrix(
+            lambda v: F.conv2d(v, atoms, stride=stride, padding=1), shape)
+        lipschitz = float(torch.linalg.matrix_norm(analysis, ord=2) ** 2)
+        expected = F.relu(F.conv2d(x, layer.weight, layer.bias, stride, 1)) / lipschitz
+        torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-14)
+        assert layer.lipschitz(shape) == pytest.approx(lipschitz, rel=1e-12)
+
+
+def test_one_step_dense_is_scaled_relu_check_14(generator):
+    layer = SparseLinear(6, 9, n_iter=1, dtype=DTYPE, generator=generator)
+    x = torch.randn(4, 6, generator=generator, dtype=DTYPE)
+    with torch.no_grad():
+        atoms = layer.weight / torch.linalg.vector_norm(layer.weight, dim=1, keepdim=True)
+        lipschitz = float(torch.linalg.svdvals(atoms)[0] ** 2)
+        expected = F.relu(F.linear(x, layer.weight, layer.bias)) / lipschitz
+        torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("method", ["ista", "fista", "lca"])
+@pytest.mark.parametrize(("stride", "padding", "n_iter"), [(1, 1, 1), (2, 1, 4), (2, 0, 7)])
+def test_k_steps_equal_engine_iterates(generator, method, stride, padding, n_iter):
+    """k steps of the layer = sparse_code(..., max_iter=k) codes times ||w|| (same step)."""
+    layer = conv_layer(generator, stride, padding, n_iter=n_iter, method=method)
+    x = torch.randn(3, 2, 9, 9, generator=generator, dtype=DTYPE)
+    with torch.no_grad():
+        output = layer(x)
+        step = 1.0 / layer.lipschitz(x.shape[1:])
+        result = sparse_code(x, ConvDictionary(layer.atoms(), stride, padding),
+                             layer.thresholds(), method=method, nonneg=True, max_iter=n_iter,
+                             tol=1e-300, step_size=step, allow_negative_lam=True, warn=False)
+        assert result.n_iter == n_iter
+        expected = result.codes * layer.output_scales().view(1, -1, 1, 1)
+    torch.testing.assert_close(output, expected, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("method", ["ista", "fista", "lca"])
+def test_dense_k_steps_equal_engine_iterates(generator, method):
+    layer = SparseLinear(10, 16, n_iter=5, method=method, dtype=DTYPE, generator=generator)
+    x = torch.randn(4, 10, generator=generator, dtype=DTYPE)
+    with torch.no_grad():
+        result = sparse_code(x, DenseDictionary(layer.atoms().T), layer.thresholds(),
+                             method=method, nonneg=True, max_iter=5, tol=1e-300,
+                             step_size=1.0 / layer.lipschitz(), allow_negative_lam=True,
+                             warn=False)
+        torch.testing.assert_close(layer(x), result.codes * layer.output_scales(), rtol=1e-12,
+                                   atol=1e-13)
+
+
+def test_ista_steps_match_plain_numpy_reference(generator):
+    """Projected ISTA written with explicit matrices in numpy, from 0 (THEORY.md A.8)."""
+    layer = conv_layer(generator, stride=2, padding=1, n_iter=6)
+    shape = (2, 7, 7)
+    x = torch.randn(2, *shape, generator=generator, dtype=DTYPE)
+    with torch.no_grad():
+        atoms = layer.atoms()
+        analysis = explicit_analysis_matrix(lambda v: F.conv2d(v, atoms, stride=2, padding=1),
+                                            shape).numpy()
+        output = layer(x)
+    dictionary = analysis.T
+    lam = np.repeat((-layer.bias.detach() / layer.output_scales().detach()).numpy(),
+                    output.shape[2] * output.shape[3])
+    lipschitz = np.linalg.norm(dictionary, 2) ** 2
+    scales = np.repeat(layer.output_scales().detach().numpy(), output.shape[2] * output.shape[3])
+    for signal, layer_output in zip(x.numpy(), output.numpy(), strict=True):
+        a = np.zeros(dictionary.shape[1])
+        for _ in range(6):
+            a = np.maximum(a - dictionary.T @ (dictionary @ a - signal.ravel()) / lipschitz
+                           - lam / lipschitz, 0.0)
+        np.testing.assert_allclose(layer_output.ravel(), scales * a, rtol=1e-10, atol=1e-12)
+
+
+def test_many_fista_steps_reach_the_minimiser(generator):
+    """With enough steps the layer's codes minimise E+ (reference: SciPy L-BFGS-B)."""
+    layer = SparseConv2d(1, 3, 3, stride=1, padding=1, n_iter=600, method="fista",
+                         proper_prior=True, dtype=DTYPE, generator=generator)
+    shape = (1, 5, 5)
+    x = torch.randn(1, *shape, generator=generator, dtype=DTYPE)
+    with torch.no_grad():
+        codes = (layer(x) / layer.output_scales().view(1, -1, 1, 1)).flatten().numpy()
+        atoms = layer.atoms()
+        dictionary = explicit_analysis_matrix(lambda v: F.conv2d(v, atoms, padding=1),
+                                              shape).numpy().T
+        lam = np.repeat(layer.thresholds().numpy(), 25)
+    signal = x.flatten().numpy()
+
+    def energy(a):
+        residual = signal - dictionary @ a
+        return 0.5 * residual @ residual + lam @ a, -dictionary.T @ residual + lam
+
+    reference = minimize(energy, np.zeros(dictionary.shape[1]), jac=True, method="L-BFGS-B",
+                         bounds=[(0, None)] * dictionary.shape[1],
+                         options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 20000})
+    assert energy(codes)[0] == pytest.approx(reference.fun, rel=1e-9, abs=1e-10)
+    np.testing.assert_allclose(codes, reference.x, atol=1e-5)
+
+
+# -- check 8: CNN forward pass = layered thresholding ----------------------------------------
+
+def test_two_layer_cnn_is_layered_thresholding_check_8(generator):
+    hierarchy = HierarchicalSparseCoding.convolutional([1, 3, 4], kernel_size=3, stride=[1, 2],
+                                                       padding=1, dtype=DTYPE,
+                                                       generator=generator)
+    first, second = hierarchy.sparse_layers
+    x = torch.randn(2, 1, 6, 6, generator=generator, dtype=DTYPE)
+    with torch.no_grad():
+        m1 = explicit_analysis_matrix(lambda v: F.conv2d(v, first.weight, padding=1), (1, 6, 6))
+        m2 = explicit_analysis_matrix(lambda v: F.conv2d(v, second.weight, stride=2, padding=1),
+                                      (3, 6, 6))
+        b1 = first.bias.repeat_interleave(36)
+        b2 = second.bias.repeat_interleave(9)
+        gamma1 = torch.relu(x.flatten(1) @ m1.T + b1)
+        gamma2 = torch.relu(gamma1 @ m2.T + b2)
+        codes = hierarchy.codes(x)
+        torch.testing.assert_close(codes[0].flatten(1), gamma1, rtol=0, atol=1e-12)
+        torch.testing.assert_close(codes[1].flatten(1), gamma2, rtol=0, atol=1e-12)
+        torch.testing.assert_close(hierarchy(x).flatten(1), gamma2, rtol=0, atol=1e-12)
+
+
+def test_orthonormal_layers_give_each_layer_minimiser_check_8(generator):
+    """Haar stride-2 layers (orthonormal dictionaries): each layer's ReLU output satisfies the
+    KKT conditions of its non-negative energy given the previous layer's output, exactly."""
+    first = SparseConv2d(1, 4, 2, stride=2, dtype=DTYPE)
+    second = SparseConv2d(4, 16, 2, stride=2, dtype=DTYPE)
+    bank = haar_bank()
+    separable = torch.zeros(16, 4, 2, 2, dtype=DTYPE)
+    for channel in range(4):
+        separable[4 * channel:4 * channel + 4, channel] = bank[:, 0]
+    with torch.no_grad():
+        first.weight.copy_(bank)
+        first.bias.copy_(torch.tensor([-0.1, -0.3, 0.0, -0.2], dtype=DTYPE))
+        second.weight.copy_(separable)
+        second.bias.copy_(-0.05 * torch.arange(16, dtype=DTYPE) / 16)
+    hierarchy = HierarchicalSparseCoding(first, second)
+    x = torch.randn(3, 1, 8, 8, generator=generator, dtype=DTYPE)
+    with torch.no_grad():
+        gammas = hierarchy.codes(x)
+        previous = x
+        for layer, gamma, size in zip((first, second), gammas, (8, 4), strict=True):
+            shape = (layer.in_channels, size, size)
+            atoms = layer.atoms()
+            analysis = explicit_analysis_matrix(lambda v, a=atoms: F.conv2d(v, a, stride=2),
+                                                shape)
+            dictionary = analysis.T
+            torch.testing.assert_close(analysis @ dictionary,
+                                       torch.eye(dictionary.shape[1], dtype=DTYPE), rtol=0,
+                                       atol=1e-12)
+            lam = layer.thresholds().repeat_interleave((size // 2) ** 2)
+            codes = gamma.flatten(1) / layer.output_scales().repeat_interleave((size // 2) ** 2)
+            gradient = (codes @ dictionary.T - previous.flatten(1)) @ dictionary + lam
+            assert bool((codes >= 0).all())
+            active = codes > 0
+            assert float(gradient[active].abs().max()) <= 1e-12
+            assert float(gradient[~active].min()) >= -1e-12
+            previous = gamma
+
+
+# -- gradients --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["ista", "fista", "lca"])
+def test_gradcheck_conv(generator, method):
+    x = torch.randn(1, 2, 5, 5, generator=generator, dtype=DTYPE, requires_grad=True)
+    weight = torch.randn(3, 2, 3, 3, generator=generator, dtype=DTYPE, requires_grad=True)
+    bias = (0.1 * torch.randn(3, generator=generator, dtype=DTYPE)).requires_grad_()
+    lipschitz = 4.0  # L is a constant of the layer (computed without gradient)
+
+    def layer(x, weight, bias):
+        return sparse_conv2d(x, weight, bias, (2, 2), (1, 1), n_iter=3, method=method,
+                             lipschitz=lipschitz)
+
+    assert torch.autograd.gradcheck(layer, (x, weight, bias), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["ista", "fista", "lca"])
+def test_gradcheck_dense(generator, method):
+    x = torch.randn(2, 4, generator=generator, dtype=DTYPE, requires_grad=True)
+    weight = torch.randn(6, 4, generator=generator, dtype=DTYPE, requires_grad=True)
+    bias = (0.1 * torch.randn(6, generator=generator, dtype=DTYPE)).requires_grad_()
+
+    def layer(x, weight, bias):
+        return sparse_linear(x, weight, bias, n_iter=3, method=method, lipschitz=3.0)
+
+    assert torch.autograd.gradcheck(layer, (x, weight, bias), eps=1e-6, atol=1e-7)
+
+
+def test_module_backward_reaches_every_parameter(generator):
+    layer = conv_layer(generator, stride=2, padding=1, n_iter=3, method="fista",
+                       unit_norm=True)
+    x = torch.randn(2, 2, 8, 8, generator=generator, dtype=DTYPE, requires_grad=True)
+    layer(x).square().sum().backward()
+    for name, parameter in [("x", x), *layer.named_parameters()]:
+        assert parameter.grad is not None, name
+        assert bool(torch.isfinite(parameter.grad).all()), name
+        assert float(parameter.grad.abs().max()) > 0, name
+
+
+def test_lipschitz_follows_weight_updates(generator):
+    layer = conv_layer(generator, n_iter=2)
+    shape = (2, 6, 6)
+
+    def exact() -> float:
+        with torch.no_grad():
+            atoms = layer.atoms()
+            analysis = explicit_analysis_matrix(lambda v: F.conv2d(v, atoms), shape)
+        return float(torch.linalg.matrix_norm(analysis, ord=2) ** 2)
+
+    before = layer.lipschitz(shape)
+    assert before == pytest.approx(exact(), rel=1e-12)
+    with torch.no_grad():
+        layer.weight[1].copy_(layer.weight[2])  # an in-place update, as an optimizer step
+    after = layer.lipschitz(shape)
+    assert after == pytest.approx(exact(), rel=1e-12)
+    assert abs(after - before) > 1e-3
+
+
+# -- constraints --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adamw"])
+def test_proper_prior_keeps_biases_nonpositive_after_every_step(generator, optimizer_name):
+    layers = {flag: conv_layer(generator, n_iter=1, proper_prior=flag) for flag in (True, False)}
+    x = torch.randn(4, 2, 6, 6, generator=generator, dtype=DTYPE)
+    max_bias = {}
+    for flag, layer in layers.items():
+        optimizer = torch.optim.SGD(layer.parameters(), lr=1.0) if optimizer_name == "sgd" \
+            else torch.optim.AdamW(layer.parameters(), lr=0.5)
+        seen = []
+        assert float(layer.bias.detach().max()) <= 0 or not flag
+        for _ in range(5):
+            loss = -layer(x).sum()  # rewards activity: pushes every bias up
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            seen.append(float(layer.bias.detach().max()))
+        max_bias[flag] = max(seen)
+    assert max_bias[True] <= 0.0
+    assert max_bias[False] > 0.0  # the same training without the constraint leaves b <= 0
+
+
+def test_proper_prior_projects_loaded_positive_biases(generator):
+    conv = nn.Conv2d(2, 5, 3, dtype=DTYPE)
+    with torch.no_grad():
+        conv.bias.copy_(torch.tensor([-1.0, 0.5, 0.0, 2.0, -0.25], dtype=DTYPE))
+    layer = SparseConv2d(2, 5, 3, proper_prior=True, dtype=DTYPE)
+    with pytest.warns(UserWarning, match="loaded 2 positive bias"):
+        layer.load_state_dict(conv.state_dict())
+    assert layer.bias.tolist() == [-1.0, 0.0, 0.0, 0.0, -0.25]
+    with torch.no_grad():
+        layer.bias.add_(1.0)
+    project_priors(nn.Sequential(layer))
+    assert layer.bias.tolist() == [0.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_unit_norm_keeps_unit_atoms_with_separate_scale(generator):
+    conv = nn.Conv2d(2, 5, 3, stride=2, dtype=DTYPE)
+    layer = SparseConv2d.from_conv(conv, unit_norm=True)
+    x = torch.randn(3, 2, 9, 9, generator=generator, dtype=DTYPE)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), F.relu(conv(x)), rtol=0, atol=1e-12)
+        torch.testing.assert_close(layer.output_scale,
+                                   torch.linalg.vector_norm(conv.weight.flatten(1), dim=1))
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
+    for _ in range(3):
+        optimizer.zero_grad()
+        layer(x).square().sum().backward()
+        optimizer.step()
+        with torch.no_grad():
+            norms = torch.linalg.vector_norm(layer.atoms().flatten(1), dim=1)
+            torch.testing.assert_close(norms, torch.ones(5, dtype=DTYPE), rtol=0, atol=1e-12)
+            torch.testing.assert_close(layer.output_scales(), layer.output_scale.abs(), rtol=0,
+                                       atol=1e-12)
+    assert sorted(layer.state_dict()) == ["bias", "output_scale", "weight"]
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+def test_zero_filter_is_a_clear_error(generator):
+    layer = conv_layer(generator, n_iter=2)
+    with torch.no_grad():
+        layer.weight[3].zero_()
+    x = torch.randn(1, 2, 5, 5, generator=generator, dtype=DTYPE)
+    with pytest.raises(ValueError, match=r"zero filter.*output channels \[3\]"):
+        layer(x)
+    with pytest.raises(ValueError, match="zero filter"):
+        layer.thresholds()
+    unit = SparseConv2d(2, 5, 3, unit_norm=True, dtype=DTYPE)
+    conv = nn.Conv2d(2, 5, 3, dtype=DTYPE)
+    with torch.no_grad():
+        conv.weight[1].zero_()
+    with pytest.raises(ValueError, match="zero filter"):
+        unit.load_state_dict(conv.state_dict())
+
+
+def test_mismatched_state_dict_is_a_clear_error():
+    layer = SparseConv2d(3, 8, 3)
+    with pytest.raises(ValueError, match=r"'weight' has shape \(8, 3, 5, 5\); SparseConv2d "
+                                         r".*expects \(8, 3, 3, 3\)"):
+        layer.load_state_dict(nn.Conv2d(3, 8, 5).state_dict())
+    with pytest.raises(ValueError, match="has no entry 'bias'"):
+        layer.load_state_dict(nn.Conv2d(3, 8, 3, bias=False).state_dict())
+    with pytest.raises(ValueError, match=r"'weight' has shape \(4, 6\); SparseLinear"):
+        SparseLinear(6, 5).load_state_dict(nn.Linear(6, 4).state_dict())
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"method": "adam"}, "method must be one of 'ista', 'fista', 'lca'; got 'adam'"),
+    ({"n_iter": -1}, "n_iter must be an integer >= 0; got -1"),
+    ({"n_iter": 1.5}, "n_iter must be an integer >= 0; got 1.5"),
+    ({"stride": 0}, "stride must be >= 1"),
+    ({"kernel_size": (3,)}, r"kernel_size must be an int or a pair of ints; got \(3,\)"),
+])
+def test_invalid_arguments(kwargs, message):
+    arguments = {"in_channels": 2, "out_channels": 3, "kernel_size": 3, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        SparseConv2d(**arguments)
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, 2, H, W\).*got shape "
+                                         r"\(1, 3, 5, 5\)"):
+        SparseConv2d(2, 3, 3)(torch.zeros(1, 3, 5, 5))
+    with pytest.raises(ValueError, match=r"x must have shape \(\*, 4\)"):
+        SparseLinear(4, 3)(torch.zeros(2, 5))
+
+
+# -- the complete model (A.7) -------------------------------------------------------------------
+
+def test_classifier_outputs_probabilities(generator):
+    features = HierarchicalSparseCoding.convolutional([1, 4, 6], 3, stride=2, padding=1,
+                                                      n_iter=2, method="fista", dtype=DTYPE,
+                                                      generator=generator)
+    model = SparseCodingClassifier(features, 10, (1, 8, 8), generator=generator)
+    x = torch.rand(5, 1, 8, 8, generator=generator, dtype=DTYPE)
+    probabilities = model.predict_proba(x)
+    assert probabilities.shape == (5, 10)
+    torch.testing.assert_close(probabilities.sum(1), torch.ones(5, dtype=DTYPE), rtol=0,
+                               atol=1e-12)
+    assert model.head.in_features == 6 * 2 * 2
+    features.set_inference(n_iter=0)
+    expected = model.head(F.relu(F.conv2d(F.relu(F.conv2d(
+        x, features[0].weight, features[0].bias, 2, 1)), features[1].weight, features[1].bias,
+        2, 1)).flatten(1))
+    assert torch.equal(model(x), expected)
+
+
+def test_hierarchy_rejects_normalisation_and_pooling():
+    with pytest.raises(TypeError, match=r"layer 1 must be a SparseConv2d, SparseLinear or "
+                                        r"nn\.Flatten.*got MaxPool2d"):
+        HierarchicalSparseCoding(SparseConv2d(1, 2, 3), nn.MaxPool2d(2))
+    with pytest.raises(ValueError, match="n_classes must be an integer >= 2; got 1"):
+        SparseCodingClassifier([SparseConv2d(1, 2, 3)], 1, (1, 5, 5))
