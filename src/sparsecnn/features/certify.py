@@ -23,7 +23,7 @@ import torch
 from .construct import ConstructedNetwork
 from .world import FeatureSample, FeatureWorld, GroundTruth
 
-__all__ = ["CertificationResult", "certify", "certified_radius", "worst_case_perturbation"]
+__all__ = ["CertificationResult", "certified_radius", "certify", "worst_case_perturbation"]
 
 
 @dataclass

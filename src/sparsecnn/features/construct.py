@@ -12,7 +12,9 @@ fine-tuned:
    occurrence and exactly 0 elsewhere under B.1(i)-(ii).
 2. Displacement tolerance: MaxPool2d(2 delta + 1, stride 1, padding delta) per level.
 3. AND: one Conv2d output channel per configuration, weight 1 at (child, offset), bias
-   -(m - 1), ReLU: g(u) = ReLU(sum_r P_(c_r)(u + o_r) - (m - 1)).
+   -(m - 1), ReLU: g(u) = ReLU(sum_r P_(c_r)(u + o_r) - (m - 1)).  When all offsets of a level
+   are multiples of a step (true for every randomly drawn world) the kernel is stored dilated
+   by that step: the same function with far fewer multiplications.
 4. Global max-pool: z_O = max_u g_O(u).
 5. OR / logits: Linear with score_c = sum_(O in class c) z_O.
 Steps 2-3 repeat for every configuration level.
@@ -20,6 +22,7 @@ Steps 2-3 repeat for every configuration level.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -175,13 +178,18 @@ def construct(world: FeatureWorld, *, dtype: torch.dtype = torch.float64,
     for level in range(2, world.levels + 1):
         delta = world.displacement[level - 2]
         configurations = world.hierarchy[level - 2]
-        kernel = world.kernel_extent(level)
-        conv = nn.Conv2d(n_children, len(configurations), kernel, bias=True, dtype=dtype)
+        # offsets on a lattice (every random world's are): a dilated kernel, same function
+        steps = tuple(math.gcd(*[o[axis] for c in configurations for _, o in c]) or 1
+                      for axis in (0, 1))
+        extent = world.kernel_extent(level)
+        kernel = tuple((extent[axis] - 1) // steps[axis] + 1 for axis in (0, 1))
+        conv = nn.Conv2d(n_children, len(configurations), kernel, dilation=steps, bias=True,
+                         dtype=dtype)
         with torch.no_grad():
             conv.weight.zero_()
             for index, configuration in enumerate(configurations):
                 for child, (dy, dx) in configuration:
-                    conv.weight[index, child, dy, dx] += 1.0
+                    conv.weight[index, child, dy // steps[0], dx // steps[1]] += 1.0
                 conv.bias[index] = -(len(configuration) - 1)
         layers += [nn.MaxPool2d(2 * delta + 1, stride=1, padding=delta), conv, nn.ReLU()]
         n_children = len(configurations)

@@ -60,7 +60,7 @@ def _binary_codes(clean: np.ndarray, k: int) -> np.ndarray:
     Bit ``row * k + col`` of a window's code is its pixel (row, col); built separably (row codes
     first, then stacked), 2k shifted ORs instead of k^2.
     """
-    n, height, width = clean.shape
+    _, height, width = clean.shape
     out_h, out_w = height - k + 1, width - k + 1
     dtype = np.int64 if k * k > 31 else np.int32
     bits = clean.astype(dtype)
