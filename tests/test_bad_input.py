@@ -97,8 +97,8 @@ def test_dtype_and_device_mixes(problem) -> None:
     ({"max_iter": 0}, r"max_iter must be an integer >= 1; got 0"),
     ({"tol": -1.0}, r"tol must be a finite number > 0; got -1.0"),
     ({"step_size": float("nan")}, r"step_size must be a finite number > 0; got nan"),
-    ({"init": np.zeros((3, 5))}, r"init must have the codes' shape \(3, 12\); got shape "
-                                 r"\(3, 5\)"),
+    ({"init": np.zeros((3, 5))}, r"init must have the codes' shape \(3, 12\) for this x and "
+                                 r"D; got shape \(3, 5\)"),
 ])
 def test_bad_options(problem, kwargs, message: str) -> None:
     x, D = problem

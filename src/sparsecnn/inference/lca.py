@@ -16,8 +16,6 @@ relative optimality gap; both ``<= tol`` stops the integration.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .problem import SparseCodingProblem, check_iterate
@@ -46,10 +44,7 @@ def lca(problem: SparseCodingProblem, *, max_iter: int, tol: float,
         codes = new_codes
         if return_history:
             history.append(problem.energy(codes))
-        worst_change = float(change.max())
-        if not math.isfinite(worst_change):
-            check_iterate(codes, "lca", n_iter)
-        if worst_change <= tol and float(problem.optimality_gap(codes, lipschitz).max()) <= tol:
+        if problem.has_converged(change, codes, lipschitz, tol, "lca", n_iter):
             converged = True
             break
     check_iterate(codes, "lca", n_iter)

@@ -190,6 +190,31 @@ class SparseCodingProblem:
         tiny = torch.finfo(codes.dtype).tiny
         return numerator / torch.clamp(scale, min=tiny)
 
+    def as_codes(self, value: Any, name: str) -> torch.Tensor:
+        """Validate ``value`` as codes of this problem (dtype, device, shape, finiteness)."""
+        if isinstance(value, torch.Tensor):
+            check_same_dtype_device(self.x, "x", value, name)
+            tensor = value
+        else:
+            tensor, _ = as_tensor(value, name, dtype=self.x.dtype, device=self.x.device)
+        if self.squeeze and tensor.ndim == 1:
+            tensor = tensor.unsqueeze(0)
+        if tuple(tensor.shape) != self.code_shape:
+            raise ValueError(f"{name} must have the codes' shape {self.code_shape} for this x "
+                             f"and D; got shape {tuple(tensor.shape)}")
+        check_finite(tensor, name)
+        return tensor
+
+    def has_converged(self, change: torch.Tensor, codes: torch.Tensor, lipschitz: float,
+                      tol: float, method: str, iteration: int) -> bool:
+        """The stopping rule of every iterative method: the worst relative change and, only
+        then (it costs a gradient), the worst relative optimality gap are both ``<= tol``.
+        Raises :class:`SolverDivergedError` on non-finite iterates."""
+        worst_change = float(change.max())
+        if not np.isfinite(worst_change):
+            check_iterate(codes, method, iteration)
+        return worst_change <= tol and float(self.optimality_gap(codes, lipschitz).max()) <= tol
+
     # -- presenting results ------------------------------------------------------------------
     def output(self, tensor: torch.Tensor) -> Any:
         if self.squeeze and tensor.ndim >= 1 and tensor.shape[0] == 1:
@@ -212,8 +237,7 @@ def energy(x: Any, D: Any, codes: Any, lam: Any, *, nonneg: bool = False,
     """
     problem = SparseCodingProblem(x, D, lam, nonneg=nonneg,
                                   allow_negative_lam=allow_negative_lam)
-    code_tensor = _codes_like(problem, codes)
-    return problem.output(problem.energy(code_tensor))
+    return problem.output(problem.energy(problem.as_codes(codes, "codes")))
 
 
 def optimality_gap(x: Any, D: Any, codes: Any, lam: Any, *, nonneg: bool = False,
@@ -221,22 +245,7 @@ def optimality_gap(x: Any, D: Any, codes: Any, lam: Any, *, nonneg: bool = False
     """Relative optimality (KKT) gap per signal; zero iff ``codes`` minimise the energy."""
     problem = SparseCodingProblem(x, D, lam, nonneg=nonneg,
                                   allow_negative_lam=allow_negative_lam)
-    return problem.output(problem.optimality_gap(_codes_like(problem, codes)))
-
-
-def _codes_like(problem: SparseCodingProblem, codes: Any) -> torch.Tensor:
-    if isinstance(codes, torch.Tensor):
-        check_same_dtype_device(problem.x, "x", codes, "codes")
-        tensor = codes
-    else:
-        tensor, _ = as_tensor(codes, "codes", dtype=problem.x.dtype, device=problem.x.device)
-    if problem.squeeze and tensor.ndim == 1:
-        tensor = tensor.unsqueeze(0)
-    if tuple(tensor.shape) != problem.code_shape:
-        raise ValueError(f"codes must have shape {problem.code_shape} for this x and D; got "
-                         f"shape {tuple(tensor.shape)}")
-    check_finite(tensor, "codes")
-    return tensor
+    return problem.output(problem.optimality_gap(problem.as_codes(codes, "codes")))
 
 
 def warn_not_converged(method: str, n_iter: int, gap: torch.Tensor, tol: float) -> None:
@@ -252,9 +261,3 @@ def check_iterate(codes: torch.Tensor, method: str, iteration: int) -> None:
             f"{method} iterates became NaN/Inf at iteration {iteration}: the energy is "
             "unbounded below (negative lam with a rank-deficient D?) or the step is too large")
 
-
-def as_numpy_or_tensor(value: torch.Tensor, numpy_output: bool) -> Any:
-    return value.detach().cpu().numpy() if numpy_output else value
-
-
-_ = np  # numpy is part of the public input types documented above

@@ -23,8 +23,6 @@ the iterations.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .problem import SparseCodingProblem, check_iterate
@@ -71,10 +69,7 @@ def proximal_gradient(problem: SparseCodingProblem, *, accelerated: bool, restar
         codes = new_codes
         if return_history:
             history.append(problem.energy(codes))
-        worst_change = float(change.max())
-        if not math.isfinite(worst_change):
-            check_iterate(codes, method, n_iter)
-        if worst_change <= tol and float(problem.optimality_gap(codes, lipschitz).max()) <= tol:
+        if problem.has_converged(change, codes, lipschitz, tol, method, n_iter):
             converged = True
             break
     check_iterate(codes, method, n_iter)

@@ -7,12 +7,9 @@ from typing import Any
 import torch
 
 from .._checks import (
-    as_tensor,
     check_choice,
-    check_finite,
     check_positive_float,
     check_positive_int,
-    check_same_dtype_device,
 )
 from .lca import lca
 from .problem import SparseCodeResult, SparseCodingProblem, warn_not_converged
@@ -66,7 +63,7 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
         step_size = check_positive_float(step_size, "step_size")
     problem = SparseCodingProblem(x, D, lam, nonneg=nonneg,
                                   allow_negative_lam=allow_negative_lam)
-    init_tensor = _prepare_init(problem, init)
+    init_tensor = None if init is None else problem.as_codes(init, "init")
     tol = problem.effective_tol(tol)
 
     orthogonality_gap = None
@@ -100,20 +97,3 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
         history=problem.output(torch.stack(history)) if return_history else None,
         orthogonality_gap=orthogonality_gap,
     )
-
-
-def _prepare_init(problem: SparseCodingProblem, init: Any) -> torch.Tensor | None:
-    if init is None:
-        return None
-    if isinstance(init, torch.Tensor):
-        check_same_dtype_device(problem.x, "x", init, "init")
-        tensor = init
-    else:
-        tensor, _ = as_tensor(init, "init", dtype=problem.x.dtype, device=problem.x.device)
-    if problem.squeeze and tensor.ndim == 1:
-        tensor = tensor.unsqueeze(0)
-    if tuple(tensor.shape) != problem.code_shape:
-        raise ValueError(f"init must have the codes' shape {problem.code_shape}; got shape "
-                         f"{tuple(tensor.shape)}")
-    check_finite(tensor, "init")
-    return tensor
