@@ -1,5 +1,10 @@
-"""The feature world of [P2] (THEORY.md Part B): generator, constructed network, certificate."""
+"""The feature world of [P2] (THEORY.md Part B): a dataset generator with full ground truth,
+the analytically constructed zero-error network, its certificate, and the comparison with
+networks trained by gradient descent."""
 
+from .certify import CertificationResult, certified_radius, certify, worst_case_perturbation
+from .construct import ConstructedNetwork, construct
+from .dataset_files import Dataset, load_dataset, save_dataset
 from .world import (
     BLOCK_SIZE,
     PRESETS,
@@ -13,21 +18,18 @@ from .world import (
 __all__ = [
     "BLOCK_SIZE",
     "PRESETS",
+    "CertificationResult",
+    "ConstructedNetwork",
+    "Dataset",
     "FeatureSample",
     "FeatureWorld",
     "GroundTruth",
     "WellPosednessWarning",
-    "preset",
-]
-
-from .certify import CertificationResult, certified_radius, certify, worst_case_perturbation
-from .construct import ConstructedNetwork, construct
-
-__all__ += [
-    "CertificationResult",
-    "ConstructedNetwork",
     "certified_radius",
     "certify",
     "construct",
+    "load_dataset",
+    "preset",
+    "save_dataset",
     "worst_case_perturbation",
 ]
