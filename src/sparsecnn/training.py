@@ -187,25 +187,13 @@ def _build_cnn(config: TrainingConfig, image_shape: tuple[int, ...], n_classes: 
 
 def _build_sparse(config: TrainingConfig, image_shape: tuple[int, ...], n_classes: int
                   ) -> nn.Module:
-    try:
-        from .nn import SparseConv2d
-    except ImportError as error:
-        raise ValueError(f"model 'sparse' needs sparsecnn.nn.SparseConv2d, which is not "
-                         f"available: {error}") from error
-    layers: list[nn.Module] = []
-    height, width = image_shape[1], image_shape[2]
-    previous = image_shape[0]
-    for out_channels, stride in zip(config.channels, config.strides, strict=True):
-        layers.append(SparseConv2d(previous, out_channels, 3, stride=stride, padding=1,
-                                   n_iter=config.n_iter, method=config.method, nonneg=True,
-                                   proper_prior=config.proper_prior))
-        height = (height + 2 - 3) // stride + 1
-        width = (width + 2 - 3) // stride + 1
-        previous = out_channels
-    model = ConvClassifier(image_shape[0], (image_shape[1], image_shape[2]), config.channels,
-                           config.strides, n_classes)
-    model.features = nn.Sequential(*layers)
-    return model
+    from .nn import HierarchicalSparseCoding, SparseCodingClassifier
+
+    features = HierarchicalSparseCoding.convolutional(
+        (image_shape[0], *config.channels), kernel_size=3, stride=list(config.strides),
+        padding=1, n_iter=config.n_iter, method=config.method, nonneg=True,
+        proper_prior=config.proper_prior)
+    return SparseCodingClassifier(features, n_classes, tuple(image_shape))
 
 
 MODELS: dict[str, ModelBuilder] = {"cnn": _build_cnn, "sparse": _build_sparse}
@@ -508,7 +496,8 @@ def _prepare_out_dir(out_dir: Path, config: TrainingConfig, *, resume: bool, ove
 
 def train(config: TrainingConfig, out_dir: str | Path | None = None, *, resume: bool = False,
           overwrite: bool = False, progress: bool = True, dataset: DatasetSplit | None = None,
-          callback: Callable[[str, dict[str, Any]], None] | None = None) -> TrainingResult:
+          callback: Callable[[str, dict[str, Any]], None] | None = None,
+          eval_every: int = 1) -> TrainingResult:
     """Train the model of ``config``; see the module docstring for files, resume and DDP.
 
     Parameters
@@ -520,14 +509,17 @@ def train(config: TrainingConfig, out_dir: str | Path | None = None, *, resume: 
         ``config.dataset`` (it is still named in the config).
     callback : called as ``callback(event, info)`` after every step (``"step"``) and epoch
         (``"epoch"``); an exception raised there interrupts training like a crash would.
+    eval_every : evaluate train/test accuracy, loss and activation sparsity every this many
+        epochs (and always after the last one); other epochs record the running loss only.
     """
+    eval_every = check_positive_int(eval_every, "eval_every")
     if not isinstance(config, TrainingConfig):
         raise TypeError(f"config must be a TrainingConfig; got {type(config).__name__}")
     distributed = _setup_distributed()
     try:
         return _train(config, None if out_dir is None else Path(out_dir), resume=resume,
                       overwrite=overwrite, progress=progress, dataset=dataset,
-                      callback=callback, distributed=distributed)
+                      callback=callback, distributed=distributed, eval_every=eval_every)
     finally:
         if distributed.initialized_here:
             import torch.distributed as dist
@@ -538,7 +530,7 @@ def train(config: TrainingConfig, out_dir: str | Path | None = None, *, resume: 
 def _train(config: TrainingConfig, out_dir: Path | None, *, resume: bool, overwrite: bool,
            progress: bool, dataset: DatasetSplit | None,
            callback: Callable[[str, dict[str, Any]], None] | None,
-           distributed: _Distributed) -> TrainingResult:
+           distributed: _Distributed, eval_every: int) -> TrainingResult:
     writer = out_dir is not None and distributed.rank == 0
     checkpoint = None
     if out_dir is None and resume:
@@ -616,14 +608,15 @@ def _train(config: TrainingConfig, out_dir: Path | None, *, resume: bool, overwr
             if callback is not None:
                 callback("step", {"epoch": epoch, "step": step, "max_hidden_bias":
                                   _max_bias(biases)})
+        full = epoch % eval_every == 0 or epoch == config.epochs
         record = _epoch_record(model, data, epoch, step, loss_sum, n_train, distributed,
-                               max_bias_seen, biases, time.perf_counter() - began)
+                               max_bias_seen, biases, time.perf_counter() - began, full)
         metrics.append(record)
         if writer:
             _write_checkpoint(out_dir, epoch, step, config, model, optimizer)
             io.write_text(out_dir / "metrics.jsonl",
                           "".join(json.dumps(m, allow_nan=False) + "\n" for m in metrics))
-        if hasattr(epochs, "set_postfix"):
+        if hasattr(epochs, "set_postfix") and full:
             epochs.set_postfix(loss=f"{record['train_loss']:.3f}",
                                test_acc=f"{record['test_accuracy']:.3f}")
         if callback is not None:
@@ -639,22 +632,23 @@ def _train(config: TrainingConfig, out_dir: Path | None, *, resume: bool, overwr
 
 def _epoch_record(model: nn.Module, data: DatasetSplit, epoch: int, step: int, loss_sum: float,
                   n_train: int, distributed: _Distributed, max_bias_seen: float,
-                  biases: list[torch.Tensor], seconds: float) -> dict[str, Any]:
+                  biases: list[torch.Tensor], seconds: float, full: bool) -> dict[str, Any]:
     if distributed.enabled:
         import torch.distributed as dist
 
         total = torch.tensor([loss_sum], dtype=torch.float64)
         dist.all_reduce(total)
         loss_sum = float(total)
-    test = evaluate(model, data.test_images, data.test_labels)
-    train_eval = evaluate(model, data.train_images, data.train_labels)
-    record: dict[str, Any] = {
-        "epoch": epoch, "step": step, "train_loss_running": loss_sum / n_train,
-        "train_loss": train_eval["loss"], "train_accuracy": train_eval["accuracy"],
-        "test_loss": test["loss"], "test_accuracy": test["accuracy"],
-        "zero_fraction": _activation_zero_fraction(model, data.test_images),
-        "seconds": seconds, "world_size": distributed.world_size,
-    }
+    record: dict[str, Any] = {"epoch": epoch, "step": step,
+                              "train_loss_running": loss_sum / n_train, "seconds": seconds,
+                              "world_size": distributed.world_size}
+    if full:
+        test = evaluate(model, data.test_images, data.test_labels)
+        train_eval = evaluate(model, data.train_images, data.train_labels)
+        record.update({
+            "train_loss": train_eval["loss"], "train_accuracy": train_eval["accuracy"],
+            "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+            "zero_fraction": _activation_zero_fraction(model, data.test_images)})
     if biases:
         record["max_hidden_bias"] = _max_bias(biases)
         record["max_hidden_bias_any_step"] = max_bias_seen
