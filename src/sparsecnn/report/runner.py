@@ -37,7 +37,9 @@ class ReproduceSummary:
 
 
 def _progress(iterable: Any, **kwargs: Any) -> Any:
-    return tqdm(iterable, leave=False, dynamic_ncols=True, **kwargs)
+    kwargs.setdefault("leave", False)
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **kwargs)
 
 
 def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,

@@ -178,11 +178,11 @@ def run(context: StudyContext) -> StudyOutput:
         "P1-A8-lca-is-sparse-coding", "The LCA steady state (lateral inhibition -(D^T D - I)a) "
         "equals the sparse-coding minimiser: the 'neural inhibition network'.",
         _max_abs(lca_codes, best.codes), 1e-6, 1))
-    first = sparse_code(x, D, lam, method="ista", nonneg=True, max_iter=1, warn=False).codes
+    first = sparse_code(x, D, lam, method="ista", nonneg=True, max_iter=1, warn=False)
     claims.append(_identity_claim(
         "P1-A8-one-step", "One projected-ISTA step from 0 equals ReLU(D^T x - lam)/L: the ReLU "
         "layer is a one-step approximate sparse code.",
-        _max_abs(first, torch.relu(x @ D - lam) * best.step_size), 1e-12, 1))
+        _max_abs(first.codes, torch.relu(x @ D - lam) * first.step_size), 1e-12, 1))
 
     figures = [_convergence_figure(curves, lipschitz, radius2),
                _gap_figure(image, theta, generator, context)]
