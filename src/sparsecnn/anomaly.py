@@ -5,7 +5,8 @@ Read as hierarchical sparse coding (THEORY.md A.6), every layer ``l`` of a CNN c
 ``Gamma_{l-1}`` with unit-norm atoms ``D_l = W_l / ||w||`` and thresholds ``lam_l = -b_l /
 ||w||``.  The generative model says how well an input is explained, layer by layer:
 
-* reconstruction error  ``r_l(x) = ||Gamma_{l-1} - D_l a_l||^2``;
+* reconstruction error  ``r_l(x) = ||Gamma_{l-1} - D_l a_l||^2`` and its relative form
+  ``r_l(x) / ||Gamma_{l-1}||^2`` (insensitive to the input's overall energy);
 * energy                ``E+_l(x) = 1/2 ||Gamma_{l-1} - D_l a_l||^2 + sum_i lam_{l,i} a_{l,i}``,
 
 with ``a_l = Gamma_l / ||w||`` the layer's code (one-shot ReLU or k-step inference).  An input
@@ -88,7 +89,7 @@ def _sparse_layers(model: nn.Module) -> list[tuple[str, SparseConv2d | SparseLin
 
 
 def _layer_scores(layer: SparseConv2d | SparseLinear, inputs: torch.Tensor,
-                  outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                  outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     scales = layer.output_scales().detach()
     lam = layer.thresholds().detach()
     if isinstance(layer, SparseConv2d):
@@ -103,19 +104,22 @@ def _layer_scores(layer: SparseConv2d | SparseLinear, inputs: torch.Tensor,
         reconstruction = dictionary.synthesis(codes)
         inputs, lam_shaped = flat_inputs, lam
     error = (inputs - reconstruction).flatten(1).pow(2).sum(1)
+    power = inputs.flatten(1).pow(2).sum(1)
+    relative = error / power.clamp_min(torch.finfo(power.dtype).tiny)
     if layer.nonneg:
         values = energy(inputs, dictionary, codes, lam_shaped, nonneg=True,
                         allow_negative_lam=True)
     else:
         values = 0.5 * error + (lam_shaped * codes.abs()).flatten(1).sum(1)
-    return error, values
+    return error, relative, values
 
 
 def sparse_coding_scores(model: nn.Module, images: torch.Tensor, batch_size: int = 512
                          ) -> dict[str, torch.Tensor]:
     """Per sparse-coding layer ``l`` (1-based, in forward order): ``"layer{l}.reconstruction
-    _error"`` ``||Gamma_{l-1} - D_l a_l||^2`` and ``"layer{l}.energy"`` ``E+_l`` (module
-    docstring), each a tensor ``(n,)``.
+    _error"`` ``||Gamma_{l-1} - D_l a_l||^2``, ``"layer{l}.relative_reconstruction_error"``
+    (divided by ``||Gamma_{l-1}||^2``; 0/0 counts as 0) and ``"layer{l}.energy"`` ``E+_l``
+    (module docstring), each a tensor ``(n,)``.
 
     ``model`` may contain :class:`~sparsecnn.nn.SparseConv2d`/:class:`~sparsecnn.nn.SparseLinear`
     layers (any ``n_iter``); a plain CNN is first converted with ``from_cnn(model, n_iter=0)``,
@@ -146,9 +150,11 @@ def sparse_coding_scores(model: nn.Module, images: torch.Tensor, batch_size: int
                 captured.clear()
                 model(images[start:start + batch_size])
                 for index, inputs, output in captured:
-                    error, values = _layer_scores(layers[index][1], inputs, output)
+                    error, relative, values = _layer_scores(layers[index][1], inputs, output)
                     results.setdefault(f"layer{index + 1}.reconstruction_error",
                                        []).append(error)
+                    results.setdefault(f"layer{index + 1}.relative_reconstruction_error",
+                                       []).append(relative)
                     results.setdefault(f"layer{index + 1}.energy", []).append(values)
     finally:
         for handle in handles:

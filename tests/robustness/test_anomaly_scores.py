@@ -84,7 +84,10 @@ def test_dense_layer_scores_equal_the_explicit_energy() -> None:
     np.testing.assert_allclose(scores["layer1.reconstruction_error"].numpy(), error,
                                atol=1e-12)
     np.testing.assert_allclose(scores["layer1.energy"].numpy(), expected_energy, atol=1e-12)
-    assert sorted(scores) == ["layer1.energy", "layer1.reconstruction_error"]
+    np.testing.assert_allclose(scores["layer1.relative_reconstruction_error"].numpy(),
+                               error / (xs ** 2).sum(1), atol=1e-12)
+    assert sorted(scores) == ["layer1.energy", "layer1.reconstruction_error",
+                              "layer1.relative_reconstruction_error"]
 
 
 def test_orthonormal_haar_layer_error_is_the_negative_part() -> None:

@@ -733,7 +733,8 @@ def run(context: StudyContext) -> StudyOutput:
     aggregate = _aggregate(seeds)
     claims = _claims(seeds)
     first = seeds[0]["anomaly"]
-    score_names = ["max_softmax", "cnn.layer1.reconstruction_error", "cnn.layer2.energy",
+    score_names = ["max_softmax", "cnn.layer1.reconstruction_error",
+                   "cnn.layer1.relative_reconstruction_error", "cnn.layer2.energy",
                    "lca_dictionary.reconstruction_error"]
     figures = [
         Figure.from_matplotlib(
