@@ -458,7 +458,7 @@ def interpret(model: nn.Module, inputs: Any = None, *, input_shape: Sequence[int
         if inputs is not None and name in captured:
             signal = captured[name].to(torch.float64)
             if is_conv:
-                lipschitz, _ = conv_lipschitz(atoms, stride, padding, signal.shape[1:])
+                lipschitz = conv_lipschitz(atoms, stride, padding, signal.shape[1:])
                 dictionary = KnownLipschitzConvDictionary(atoms, stride, padding, lipschitz)
             else:
                 signal = signal.reshape(-1, signal.shape[-1])

@@ -22,6 +22,7 @@ from sparsecnn.nn import (
     sparse_conv2d,
     sparse_linear,
 )
+from sparsecnn.nn.lipschitz import fourier_lipschitz_bound
 
 DTYPE = torch.float64
 
@@ -457,3 +458,33 @@ def test_hierarchy_rejects_normalisation_and_pooling():
         HierarchicalSparseCoding(SparseConv2d(1, 2, 3), nn.MaxPool2d(2))
     with pytest.raises(ValueError, match="n_classes must be an integer >= 2; got 1"):
         SparseCodingClassifier([SparseConv2d(1, 2, 3)], 1, (1, 5, 5))
+
+
+@pytest.mark.parametrize(("n_filters", "channels", "kernel", "stride", "padding", "size"), [
+    (5, 2, 3, 1, 1, 10), (5, 2, 3, 2, 1, 11), (8, 3, 4, 2, 0, 12), (6, 2, 3, 3, 2, 13),
+    (4, 1, 2, 2, 0, 8)])
+def test_fourier_bound_is_an_upper_bound_on_the_step_constant(n_filters, channels, kernel,
+                                                             stride, padding, size):
+    """L_bound >= ||D||_2^2 (explicit matrix) and within 10%; exact for non-overlapping
+    filters (stride = kernel size), where every frequency sees the same orthogonal blocks."""
+    generator = torch.Generator().manual_seed(n_filters + size)
+    weight = torch.randn(n_filters, channels, kernel, kernel, generator=generator, dtype=DTYPE)
+    atoms = weight / torch.linalg.vector_norm(weight.flatten(1), dim=1).view(-1, 1, 1, 1)
+    shape = (channels, size, size)
+    analysis = explicit_analysis_matrix(
+        lambda v: F.conv2d(v, atoms, stride=stride, padding=padding), shape)
+    exact = float(torch.linalg.matrix_norm(analysis, ord=2) ** 2)
+    bound = fourier_lipschitz_bound(atoms, (stride, stride), (padding, padding), shape)
+    assert exact * (1 - 1e-12) <= bound <= 1.1 * exact
+    if kernel == stride:
+        assert bound == pytest.approx(exact, rel=1e-12)
+
+
+def test_large_inputs_use_the_fourier_bound(generator):
+    layer = SparseConv2d(1, 2, 3, padding=1, n_iter=1, dtype=DTYPE, generator=generator)
+    shape = (1, 30, 30)  # 2 * 900 atoms x 900 pixels: above the explicit-matrix limit
+    value = layer.lipschitz(shape)
+    with torch.no_grad():
+        atoms = layer.atoms()
+    assert value == fourier_lipschitz_bound(atoms, (1, 1), (1, 1), shape)
+    assert value >= ConvDictionary(atoms, 1, 1).lipschitz(shape) * (1 - 1e-9)
