@@ -488,3 +488,39 @@ def test_large_inputs_use_the_fourier_bound(generator):
         atoms = layer.atoms()
     assert value == fourier_lipschitz_bound(atoms, (1, 1), (1, 1), shape)
     assert value >= ConvDictionary(atoms, 1, 1).lipschitz(shape) * (1 - 1e-9)
+
+
+def test_multi_layer_ista_matches_numpy_reference(generator):
+    """Joint ML-ISTA (Sulam et al. 2018) across a conv, a flatten and a dense layer, against
+    a plain numpy implementation with explicit matrices; n_unfold = 0 is the CNN exactly."""
+    conv = SparseConv2d(1, 3, 3, stride=2, padding=1, dtype=DTYPE, generator=generator)
+    dense = SparseLinear(27, 5, dtype=DTYPE, generator=generator)
+    with torch.no_grad():
+        dense.bias.copy_(-dense.bias.abs())
+    model = HierarchicalSparseCoding(conv, nn.Flatten(), dense, inference="ml_ista",
+                                     n_unfold=0)
+    x = torch.randn(2, 1, 6, 6, generator=generator, dtype=DTYPE)
+    with torch.no_grad():
+        layered = F.relu(F.linear(F.relu(F.conv2d(x, conv.weight, conv.bias, 2, 1)).flatten(1),
+                                  dense.weight, dense.bias))
+        assert torch.equal(model(x), layered)
+        model.n_unfold = 3
+        output = model(x).numpy()
+        d1 = explicit_analysis_matrix(lambda v: F.conv2d(v, conv.atoms(), stride=2, padding=1),
+                                      (1, 6, 6)).numpy().T
+        d2 = dense.atoms().numpy().T
+        s1 = np.repeat(conv.output_scales().numpy(), 9)
+        s2 = dense.output_scales().numpy()
+        l1 = np.repeat(conv.thresholds().numpy(), 9)
+        l2 = dense.thresholds().numpy()
+    lip1, lip2 = np.linalg.norm(d1, 2) ** 2, np.linalg.norm(d2, 2) ** 2
+    for signal, result in zip(x.flatten(1).numpy(), output, strict=True):
+        a1 = np.maximum(d1.T @ signal - l1, 0)
+        a2 = np.maximum(d2.T @ (s1 * a1) - l2, 0)
+        for _ in range(3):
+            a1_hat = d2 @ a2 / s1
+            a1 = np.maximum(a1_hat - d1.T @ (d1 @ a1_hat - signal) / lip1 - l1 / lip1, 0)
+            a2 = np.maximum(a2 - d2.T @ (d2 @ a2 - s1 * a1) / lip2 - l2 / lip2, 0)
+        np.testing.assert_allclose(result, s2 * a2, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="inference must be 'layered' or 'ml_ista'; got 'x'"):
+        HierarchicalSparseCoding(conv, inference="x")

@@ -194,11 +194,14 @@ def to_cnn(model: nn.Module) -> nn.Module:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    iterative = [name for name, module in model.named_modules()
-                 if isinstance(module, (SparseConv2d, SparseLinear)) and module.n_iter > 0]
+    iterative = [name or "<model>" for name, module in model.named_modules()
+                 if (isinstance(module, (SparseConv2d, SparseLinear)) and module.n_iter > 0)
+                 or (isinstance(module, HierarchicalSparseCoding)
+                     and module.inference == "ml_ista" and module.n_unfold > 0)]
     if iterative:
         warnings.warn(
-            f"to_cnn: layer(s) {', '.join(iterative)} use n_iter > 0; the plain CNN computes "
+            f"to_cnn: layer(s) {', '.join(iterative)} use n_iter > 0 (or ML-ISTA unfoldings); "
+            "the plain CNN computes "
             "the one-shot ReLU(W x + b) (n_iter=0) with the same weights", UserWarning,
             stacklevel=2)
     return _to_plain_tree(copy.deepcopy(model))

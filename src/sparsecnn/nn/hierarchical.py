@@ -11,6 +11,17 @@ which with ``n_iter = 0`` everywhere is layered (non-negative soft) thresholding
 forward pass ``Gamma_l = ReLU(W_l Gamma_{l-1} + b_l)`` (A.6), and with ``n_iter = k`` is layered
 k-step ISTA/FISTA/LCA inference (A.8.2) with the same parameters.
 
+``inference="ml_ista"`` runs instead ``n_unfold`` iterations of the *joint* multi-layer ISTA of
+Sulam, Aberdam, Beck, Elad (arXiv 1806.00701, Algorithm ML-ISTA), in unit-atom coordinates
+(``D_l = W_l/||w_l||``, ``lam_l = -b_l/||w_l||``, ``Gamma_l = ||w_l|| a_l``, step ``1/L_l``),
+starting from layered thresholding:
+
+    top-down:   a_hat_L = a_L;  a_hat_{l-1} = D_l a_hat_l / ||w_{l-1}||         (l = L..2)
+    bottom-up:  a_l^+ = ReLU(a_hat_l - (1/L_l) D_l^T (D_l a_hat_l - Gamma_{l-1}^+) - lam_l/L_l)
+                with Gamma_0^+ = x, Gamma_l^+ = ||w_l|| a_l^+;   a_L <- a_L^+
+
+``n_unfold = 0`` is exactly the CNN forward pass.
+
 :class:`SparseCodingClassifier` adds logistic regression ``p(y | Gamma_L) =
 softmax(V vec(Gamma_L) + c)`` (A.7): a CNN without normalisation or pooling (strided
 convolutions allowed).
@@ -24,6 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..dictionary import ConvDictionary, DenseDictionary
+from .functional import atoms_and_scales
 from .layers import SparseConv2d, SparseLinear
 
 __all__ = ["HierarchicalSparseCoding", "SparseCodingClassifier"]
@@ -40,7 +53,8 @@ class HierarchicalSparseCoding(nn.Sequential):
     has the same parameters.
     """
 
-    def __init__(self, *layers: nn.Module) -> None:
+    def __init__(self, *layers: nn.Module, inference: str = "layered",
+                 n_unfold: int = 0) -> None:
         if len(layers) == 1 and isinstance(layers[0], Sequence):
             layers = tuple(layers[0])
         if not layers:
@@ -54,6 +68,70 @@ class HierarchicalSparseCoding(nn.Sequential):
         if not any(isinstance(layer, (SparseConv2d, SparseLinear)) for layer in layers):
             raise ValueError("HierarchicalSparseCoding needs at least one sparse layer")
         super().__init__(*layers)
+        self.inference = inference
+        self.n_unfold = n_unfold
+        self._check_inference()
+
+    def _check_inference(self) -> None:
+        if self.inference not in ("layered", "ml_ista"):
+            raise ValueError(f"inference must be 'layered' or 'ml_ista'; got {self.inference!r}")
+        n_unfold = self.n_unfold
+        if isinstance(n_unfold, bool) or not isinstance(n_unfold, int) or n_unfold < 0:
+            raise ValueError(f"n_unfold must be an integer >= 0; got {n_unfold!r}")
+        if self.inference == "ml_ista" and any(not layer.nonneg for layer in self.sparse_layers):
+            raise ValueError("inference='ml_ista' needs nonneg=True layers")
+
+    def extra_repr(self) -> str:
+        return f"inference={self.inference!r}, n_unfold={self.n_unfold}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_inference()
+        if self.inference == "layered" or self.n_unfold == 0:
+            return super().forward(x)
+        return self._multi_layer_ista(x)
+
+    def _multi_layer_ista(self, x: torch.Tensor) -> torch.Tensor:
+        """Joint ML-ISTA (class docstring) from layered thresholding."""
+        stages = []  # per sparse layer: dictionary, scale view, threshold view, L, in/out shape
+        signal = x
+        for module in self:
+            if isinstance(module, nn.Flatten):
+                signal = module(signal)
+                continue
+            atoms, scales = atoms_and_scales(module.effective_weight())
+            thresholds = torch.zeros_like(scales) if module.bias is None else \
+                -module.bias / scales
+            if isinstance(module, SparseConv2d):
+                dictionary: ConvDictionary | DenseDictionary = ConvDictionary(
+                    atoms, module.stride, module.padding)
+                lipschitz = module.lipschitz(signal.shape[1:])
+                view = (1, -1, 1, 1)
+            else:
+                signal = signal.reshape(signal.shape[0], -1)
+                dictionary = DenseDictionary(atoms.T)
+                lipschitz = module.lipschitz()
+                view = (1, -1)
+            codes = torch.relu(dictionary.analysis(signal) - thresholds.view(view))
+            stages.append((dictionary, scales.view(view), thresholds.view(view), lipschitz,
+                           tuple(signal.shape), tuple(codes.shape)))
+            signal = codes * scales.view(view)
+        top = codes
+        for _ in range(self.n_unfold):
+            estimates = [top]
+            for index in range(len(stages) - 1, 0, -1):
+                dictionary, _, _, _, in_shape, _ = stages[index]
+                previous_scale, previous_shape = stages[index - 1][1], stages[index - 1][5]
+                synthesized = dictionary.synthesis(estimates[0], in_shape)
+                estimates.insert(0, synthesized.reshape(previous_shape) / previous_scale)
+            signal = x
+            for (dictionary, scale, threshold, lipschitz, in_shape, _), estimate in zip(
+                    stages, estimates, strict=True):
+                signal = signal.reshape(in_shape)
+                gradient = dictionary.analysis(dictionary.synthesis(estimate, in_shape) - signal)
+                codes = torch.relu(estimate - gradient / lipschitz - threshold / lipschitz)
+                signal = codes * scale
+            top = codes
+        return top * stages[-1][1]
 
     @classmethod
     def convolutional(cls, channels: Sequence[int], kernel_size: int | Sequence[int] = 3,
