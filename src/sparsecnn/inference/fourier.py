@@ -210,7 +210,7 @@ def circular_sparse_code(x: Any, filters: Any, lam: Any, *, nonneg: bool = False
     ``converged``, ``optimality_gap``; ``method="fista_fourier"``.
     """
     max_iter = check_positive_int(max_iter, "max_iter")
-    tol = max(check_positive_float(tol, "tol"), 4 * torch.finfo(torch.float32).eps)
+    tol = check_positive_float(tol, "tol")
     signal, weight, lam_tensor, numpy_input = _prepare(x, filters, lam, nonneg)
     tol = max(tol, 4 * torch.finfo(signal.dtype).eps)
     operator = CircularConvOperator(weight, tuple(signal.shape[2:]))

@@ -11,6 +11,7 @@ from .._checks import (
     check_positive_float,
     check_positive_int,
 )
+from .active_set import shrinking_fista, uses_fast_dense_path
 from .lca import lca
 from .problem import SparseCodeResult, SparseCodingProblem, warn_not_converged
 from .proximal_gradient import proximal_gradient
@@ -66,7 +67,7 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
     init_tensor = None if init is None else problem.as_codes(init, "init")
     tol = problem.effective_tol(tol)
 
-    orthogonality_gap = None
+    orthogonality_gap, gap_lipschitz = None, None
     if method == "closed_form":
         codes = problem.threshold(problem.correlation)
         n_iter, history, step = 0, [problem.energy(codes)] if return_history else [], 1.0
@@ -78,11 +79,17 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
             codes, n_iter, converged, history, step = lca(
                 problem, max_iter=max_iter, tol=tol, init=init_tensor, step_size=step_size,
                 return_history=return_history)
+        elif method == "fista" and uses_fast_dense_path(problem, init_tensor, return_history):
+            # same iterates per signal, no autograd graph: screening, shrinking, fused products
+            codes, n_iter, converged, step = shrinking_fista(
+                problem, max_iter=max_iter, tol=tol, init=init_tensor, step_size=step_size,
+                restart=restart)
+            history, gap_lipschitz = [], 1.0 / step
         else:
             codes, n_iter, converged, history, step = proximal_gradient(
                 problem, accelerated=method == "fista", restart=restart, max_iter=max_iter,
                 tol=tol, init=init_tensor, step_size=step_size, return_history=return_history)
-        gap = problem.optimality_gap(codes)
+        gap = problem.optimality_gap(codes, gap_lipschitz)
         if not converged and warn:
             warn_not_converged(method, max_iter, gap, tol)
 
