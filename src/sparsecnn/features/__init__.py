@@ -2,7 +2,14 @@
 the analytically constructed zero-error network, its certificate, and the comparison with
 networks trained by gradient descent."""
 
-from .certify import CertificationResult, certified_radius, certify, worst_case_perturbation
+from .certify import (
+    CertificationResult,
+    certified_radius,
+    certify,
+    smallest_breaking_perturbation,
+    worst_case_perturbation,
+)
+from .compare import CompareResult, compare
 from .construct import ConstructedNetwork, construct
 from .dataset_files import Dataset, load_dataset, save_dataset
 from .world import (
@@ -19,6 +26,7 @@ __all__ = [
     "BLOCK_SIZE",
     "PRESETS",
     "CertificationResult",
+    "CompareResult",
     "ConstructedNetwork",
     "Dataset",
     "FeatureSample",
@@ -27,9 +35,11 @@ __all__ = [
     "WellPosednessWarning",
     "certified_radius",
     "certify",
+    "compare",
     "construct",
     "load_dataset",
     "preset",
     "save_dataset",
+    "smallest_breaking_perturbation",
     "worst_case_perturbation",
 ]

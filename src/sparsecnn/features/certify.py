@@ -23,7 +23,8 @@ import torch
 from .construct import ConstructedNetwork
 from .world import FeatureSample, FeatureWorld, GroundTruth
 
-__all__ = ["CertificationResult", "certified_radius", "certify", "worst_case_perturbation"]
+__all__ = ["CertificationResult", "certified_radius", "certify", "smallest_breaking_perturbation",
+           "worst_case_perturbation"]
 
 
 @dataclass
@@ -110,17 +111,46 @@ def worst_case_perturbation(world: FeatureWorld, images: torch.Tensor, truth: Gr
     templates = torch.tensor(world.templates, dtype=torch.float64)
     binary = bool(np.all((world.templates == 0) | (world.templates == 1)))
     ids, positions = truth.feature_ids, truth.feature_positions
+    rows = torch.arange(k)[:, None]
+    cols = torch.arange(k)[None, :]
     for slot in range(ids.shape[1]):
-        index = np.flatnonzero((ids[:, slot] >= 0) & ~truth.is_distractor[:, slot])
-        for i in index:
-            j = int(ids[i, slot])
-            y, x = (int(v) for v in positions[i, slot])
-            if binary:
-                direction = -(2 * templates[j] - 1)
-            else:
-                window = images[i, 0, y:y + k, x:x + k].to(torch.float64)
-                direction = torch.sign(window - templates[j])
-                direction = torch.where(direction == 0, torch.sign(0.5 - templates[j]),
-                                        direction)
-            perturbation[i, 0, y:y + k, x:x + k] = rho * direction
+        index = torch.from_numpy(np.flatnonzero((ids[:, slot] >= 0)
+                                                & ~truth.is_distractor[:, slot]))
+        if len(index) == 0:
+            continue
+        chosen = templates[torch.from_numpy(ids[index.numpy(), slot])]
+        y = torch.from_numpy(positions[index.numpy(), slot, 0])[:, None, None] + rows
+        x = torch.from_numpy(positions[index.numpy(), slot, 1])[:, None, None] + cols
+        where = (index[:, None, None], 0, y, x)
+        if binary:
+            direction = -(2 * chosen - 1)
+        else:
+            window = images.to(torch.float64)[where]
+            direction = torch.sign(window - chosen)
+            direction = torch.where(direction == 0, torch.sign(0.5 - chosen), direction)
+        perturbation[where] = rho * direction
     return perturbation
+
+
+def smallest_breaking_perturbation(network: ConstructedNetwork, world: FeatureWorld,
+                                   sample: FeatureSample, *, iterations: int = 20) -> float:
+    """Smallest rho (to bisection accuracy) at which :func:`worst_case_perturbation` drives some
+    image's margin to <= 0: an upper bound on the true robust radius, to set beside the
+    certified lower bound ``radius``."""
+    images = sample.images.to(torch.float64)
+
+    def broken(rho: float) -> bool:
+        delta = worst_case_perturbation(world, sample.images, sample.truth, rho)
+        result = certify(network, world, images + delta, sample.labels)
+        return bool((result.margin <= 0).any())
+
+    low, high = 0.0, 1.0
+    if not broken(high):
+        return float("inf")
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        if broken(middle):
+            high = middle
+        else:
+            low = middle
+    return high

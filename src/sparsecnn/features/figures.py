@@ -95,7 +95,10 @@ def detection_maps_figure(image: torch.Tensor, constructed: torch.Tensor,
 
 def margin_figure(margin: torch.Tensor, radius: float, *, as_figure: bool = False) -> Any:
     figure, axis = plt.subplots(figsize=(4, 2.6))
-    axis.hist(margin.numpy(), bins=30, color="tab:blue")
+    values = margin.numpy()
+    low, high = float(values.min()), float(values.max())
+    bins = np.linspace(low - 0.5, high + 0.5, 31) if high - low < 1e-6 else 30
+    axis.hist(values, bins=bins, color="tab:blue")
     axis.set_xlabel("margin (true score - best other)")
     axis.set_ylabel("images")
     axis.set_title(f"constructed network; certified radius {radius:.3g}", fontsize=9)

@@ -156,6 +156,17 @@ class FeatureSample:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def __getitem__(self, index: slice) -> FeatureSample:
+        """The images ``index`` (a slice) with their labels and ground truth."""
+        if not isinstance(index, slice):
+            raise TypeError(f"index must be a slice; got {type(index).__name__}")
+        start, stop, _ = index.indices(len(self))
+        return FeatureSample(images=self.images[index], labels=self.labels[index],
+                             truth=self.truth[index], n_rejected=self.n_rejected,
+                             rejections=self.rejections, start=self.start + start,
+                             stop=self.start + max(stop, start),
+                             clean=None if self.clean is None else self.clean[index])
+
 
 @dataclass
 class _Tables:
