@@ -88,6 +88,7 @@ __all__ = [
     "plot_corruption_curves",
     "plot_roc_curves",
     "refit_head",
+    "small_cnn",
     "train_classifier",
 ]
 
@@ -165,7 +166,9 @@ def refit_head(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
     return model.eval()
 
 
-def _cnn(n_classes: int, seed: int) -> ConvClassifier:
+def small_cnn(n_classes: int, seed: int) -> ConvClassifier:
+    """The study's CNN: conv 3x3 (8 channels) -> conv 3x3 stride 2 (16) -> linear head, on
+    8x8 digits, initialised from ``seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return ConvClassifier(1, (8, 8), (8, 16), (1, 2), n_classes)
@@ -320,8 +323,8 @@ def _one_seed(seed: int, budget: Budget, progress: Callable[..., Any]) -> dict[s
                      desc=f"robustness seed {seed}", leave=False)
     for step in steps:
         if step == "train":
-            plain = train_classifier(_cnn(10, seed), data.train_images, data.train_labels,
-                                     epochs=budget.epochs, seed=seed)
+            plain = train_classifier(small_cnn(10, seed), data.train_images,
+                                     data.train_labels, epochs=budget.epochs, seed=seed)
         elif step == "swap":
             for k in budget.swap_steps:
                 swapped = _swap(plain, k)
@@ -332,8 +335,9 @@ def _one_seed(seed: int, budget: Budget, progress: Callable[..., Any]) -> dict[s
                 evaluation["clean_accuracy_without_refit"] = without_refit
                 result["models"][f"cnn_k{k}"] = evaluation
         elif step == "proper":
-            proper = train_classifier(_cnn(10, seed), data.train_images, data.train_labels,
-                                      epochs=budget.epochs, seed=seed, proper_prior=True)
+            proper = train_classifier(small_cnn(10, seed), data.train_images,
+                                      data.train_labels, epochs=budget.epochs, seed=seed,
+                                      proper_prior=True)
             evaluation = _evaluate(proper, images, labels, budget, seed)
             evaluation["max_hidden_bias"] = max(float(b.detach().max())
                                                 for b in hidden_bias_parameters(proper))
@@ -384,8 +388,8 @@ def _check27(fronts: dict[str, nn.Module], data: DatasetSplit, images: torch.Ten
 
 def _anomaly(nine: DatasetSplit, held_images: torch.Tensor, lca_front: nn.Module,
              budget: Budget, seed: int) -> dict[str, Any]:
-    model = train_classifier(_cnn(nine.n_classes, seed), nine.train_images, nine.train_labels,
-                             epochs=budget.epochs, seed=seed)
+    model = train_classifier(small_cnn(nine.n_classes, seed), nine.train_images,
+                             nine.train_labels, epochs=budget.epochs, seed=seed)
     inside = nine.test_images[:budget.n_ood]
     sets = out_of_distribution_sets(inside, n=budget.n_ood, seed=seed, held_out=held_images)
     coder = nn.Sequential(*lca_front.features)
@@ -605,13 +609,15 @@ def plot_corruption_curves(curves: dict[str, dict[str, dict[str, list[float]]]])
     return figure
 
 
-def plot_attack_curves(curves: dict[str, dict[str, dict[str, list[float]]]]) -> Any:
-    """``curves[model][attack] = {"mean": [...], "sd": [...]}`` over :data:`EPSILONS_LINF`
-    (FGSM, PGD L-inf) and :data:`EPSILONS_L2` (PGD L2)."""
+def plot_attack_curves(curves: dict[str, dict[str, dict[str, list[float]]]],
+                       epsilons_linf: Sequence[float] = EPSILONS_LINF,
+                       epsilons_l2: Sequence[float] = EPSILONS_L2) -> Any:
+    """``curves[model][attack] = {"mean": [...], "sd": [...]}`` over ``epsilons_linf``
+    (FGSM, PGD L-inf) and ``epsilons_l2`` (PGD L2)."""
     plt = _pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.4), sharey=True)
     for axis, attack in zip(axes, ("fgsm", "pgd_linf", "pgd_l2"), strict=True):
-        epsilons = EPSILONS_L2 if attack == "pgd_l2" else EPSILONS_LINF
+        epsilons = epsilons_l2 if attack == "pgd_l2" else epsilons_linf
         for model, per_attack in curves.items():
             mean, sd = np.asarray(per_attack[attack]["mean"]), np.asarray(per_attack[attack]["sd"])
             axis.plot(epsilons, mean, marker="o", ms=3, label=LABELS.get(model, model))
