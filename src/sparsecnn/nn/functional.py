@@ -33,7 +33,8 @@ from .._checks import check_choice
 from ..dictionary import ConvDictionary, DenseDictionary
 from ..inference import SparseCodingProblem
 
-__all__ = ["METHODS", "atoms_and_scales", "sparse_conv2d", "sparse_linear", "unrolled_codes"]
+__all__ = ["METHODS", "LayerProblem", "atoms_and_scales", "sparse_conv2d", "sparse_linear",
+           "unrolled_codes"]
 
 METHODS = ("ista", "fista", "lca")
 
@@ -75,11 +76,11 @@ def unrolled_codes(problem: SparseCodingProblem, n_iter: int, method: str,
         return codes
     # first proximal-gradient step from a^0 = 0: the gradient there is -D^T x (no convolution)
     codes = problem.threshold(step * problem.correlation, step)
-    previous = torch.zeros_like(codes)
     extrapolated = codes
     batch_shape = (-1,) + (1,) * (codes.ndim - 1)
     momentum = torch.ones(codes.shape[0], dtype=codes.dtype, device=codes.device)
-    if method == "fista":
+    if method == "fista" and n_iter > 1:
+        previous = torch.zeros_like(codes)
         extrapolated, momentum = _fista_momentum(codes, previous, previous, momentum, restart,
                                                  batch_shape)
     for _ in range(1, n_iter):
@@ -115,14 +116,29 @@ def _check_iterations(n_iter: int, method: str, lipschitz: float | None) -> None
                          f"{lipschitz!r}")
 
 
-def _problem(x: torch.Tensor, dictionary: ConvDictionary | DenseDictionary, lam: torch.Tensor,
-             nonneg: bool, broadcast_lam: torch.Tensor) -> SparseCodingProblem:
-    """The engine's problem; validated with a detached ``lam`` (its checks read values), then
-    given the differentiable thresholds so gradients reach the biases."""
-    problem = SparseCodingProblem(x, dictionary, lam.detach(), nonneg=nonneg,
-                                  allow_negative_lam=nonneg)
-    problem.lam = broadcast_lam
-    return problem
+class LayerProblem(SparseCodingProblem):
+    """The engine's :class:`~sparsecnn.inference.SparseCodingProblem` (same ``threshold``,
+    ``gradient``, ``normal``, ``energy``) for one forward pass of a layer, built without the
+    per-call validation scans of the engine (finiteness of ``x``, range of ``lam``): the layer
+    has checked the shapes, and like ``nn.Conv2d`` it does not scan its input.  ``lam`` (one
+    threshold per channel, broadcast to the codes) stays differentiable, so gradients reach
+    the biases."""
+
+    def __init__(self, x: torch.Tensor, dictionary: ConvDictionary | DenseDictionary,
+                 lam: torch.Tensor, nonneg: bool) -> None:  # no validation: see the docstring
+        self.x = x
+        self.D = dictionary
+        self.nonneg = bool(nonneg)
+        self.numpy_input = False
+        self.squeeze = False
+        self.signal_shape = tuple(x.shape)
+        self.code_shape = (x.shape[0], *dictionary.code_shape(x.shape[1:]))
+        self.lam = lam
+        self.correlation = dictionary.analysis(x)  # D^T x
+        self._gram = None
+        if isinstance(dictionary, DenseDictionary) and dictionary.n_atoms <= 2 * \
+                dictionary.n_features:
+            self._gram = dictionary.gram()
 
 
 def sparse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -145,7 +161,7 @@ def sparse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         return F.relu(z + offset) - F.relu(-z + offset)
     atoms, scales = atoms_and_scales(weight)
     lam = torch.zeros_like(scales) if bias is None else -bias / scales
-    problem = _problem(x, ConvDictionary(atoms, stride, padding), lam, nonneg, lam.view(-1, 1, 1))
+    problem = LayerProblem(x, ConvDictionary(atoms, stride, padding), lam.view(-1, 1, 1), nonneg)
     codes = unrolled_codes(problem, n_iter, method, lipschitz, restart)
     return codes * scales.view(1, -1, 1, 1)
 
@@ -169,6 +185,6 @@ def sparse_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     lam = torch.zeros_like(scales) if bias is None else -bias / scales
     leading = x.shape[:-1]
     flat = x.reshape(-1, x.shape[-1])
-    problem = _problem(flat, DenseDictionary(atoms.T), lam, nonneg, lam)
+    problem = LayerProblem(flat, DenseDictionary(atoms.T), lam, nonneg)
     codes = unrolled_codes(problem, n_iter, method, lipschitz, restart)
     return (codes * scales).reshape(*leading, weight.shape[0])
