@@ -120,8 +120,8 @@ class Budget:
 QUICK = Budget(seeds=1, epochs=6, n_eval=100, n_minimal=30, pgd_steps=3, lca_steps=30,
                dictionary_steps=15, n_ood=100, n_feature_world=80, tolerance=0.05,
                swap_steps=(0, 10))
-FULL = Budget(seeds=5, epochs=15, n_eval=300, n_minimal=60, pgd_steps=8, lca_steps=30,
-              dictionary_steps=30, n_ood=300, n_feature_world=300, tolerance=0.02)
+FULL = Budget(seeds=5, epochs=12, n_eval=250, n_minimal=50, pgd_steps=6, lca_steps=30,
+              dictionary_steps=30, n_ood=250, n_feature_world=200, tolerance=0.03)
 
 
 # -- training -----------------------------------------------------------------------------------
