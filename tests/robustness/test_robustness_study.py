@@ -1,0 +1,85 @@
+"""The robustness / anomaly reproduce study: verdicts follow from the numbers by the stated
+rules, the certificate of THEORY.md B.3 is never violated, training keeps proper priors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from sparsecnn.cli import cli
+from sparsecnn.data import load_digits_split
+from sparsecnn.studies.paper1_robustness import refit_head, small_cnn, train_classifier
+from sparsecnn.training import hidden_bias_parameters
+
+VERDICTS = {"holds", "does not hold", "inconclusive"}
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "robustness"
+    result = CliRunner().invoke(cli, ["reproduce", "--quick", "--only", "paper1_robustness",
+                                      "--out", str(out), "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _claims(run: Path) -> dict[str, dict]:
+    results = json.loads((run / "results.json").read_text())
+    return {claim["id"]: claim for claim in results["claims"]}
+
+
+def test_spread_verdicts_follow_from_the_measured_differences(study_run: Path) -> None:
+    claims = _claims(study_run)
+    assert {"P1-C9-lca-targeted-l2", "P1-C10-lca-noise-drop", "P1-A8-proper-prior-corruptions",
+            "P2-B3-certified-radius", "P1-anomaly-reconstruction",
+            "P1-anomaly-vs-softmax"} <= set(claims)
+    checked = 0
+    for claim in claims.values():
+        assert claim["verdict"] in VERDICTS
+        difference = claim["measured"].get("difference")
+        if difference is None or "inconclusive whenever" in claim["rule"]:
+            continue
+        mean, sd = difference["mean"], difference["sd"]
+        expected = "holds" if mean >= sd else "does not hold" if mean <= -sd else "inconclusive"
+        assert claim["verdict"] == expected, claim["id"]
+        checked += 1
+    assert checked >= 3
+
+
+def test_check27_difference_is_the_difference_of_the_medians(study_run: Path) -> None:
+    measured = _claims(study_run)["P1-C9-lca-targeted-l2"]["measured"]
+    assert measured["difference"]["mean"] == pytest.approx(
+        measured["lca_median_l2"]["mean"] - measured["relu_median_l2"]["mean"], abs=1e-12)
+    assert measured["lca_median_l2"]["mean"] > 0 and measured["relu_median_l2"]["mean"] > 0
+
+
+def test_certified_radius_is_never_violated(study_run: Path) -> None:
+    # THEORY.md B.3 certificate: no perturbation of L-inf size <= radius changes a prediction
+    claim = _claims(study_run)["P2-B3-certified-radius"]
+    assert claim["verdict"] == "holds"
+    assert claim["measured"]["min_accuracy_at_radius"] == 1.0
+    assert claim["measured"]["flip_over_certified"]["mean"] >= 1.0
+
+
+def test_report_has_the_figures_and_the_anomaly_table(study_run: Path) -> None:
+    figures = {p.name for p in (study_run / "figures").iterdir()}
+    assert {"robustness_corruptions.png", "robustness_attacks.png", "robustness_check27.png",
+            "robustness_feature_world.png", "anomaly_roc.png", "anomaly_histograms.png"} <= \
+        figures
+    page = (study_run / "report.html").read_text()
+    assert "P1-C9-lca-targeted-l2" in page
+
+
+def test_proper_prior_training_keeps_every_hidden_bias_nonpositive() -> None:
+    data = load_digits_split(seed=1)
+    model = train_classifier(small_cnn(10, 1), data.train_images[:256],
+                             data.train_labels[:256], epochs=2, seed=1, proper_prior=True)
+    assert max(float(b.detach().max()) for b in hidden_bias_parameters(model)) <= 0.0
+    features = [p.detach().clone() for p in model.features.parameters()]
+    refit_head(model, data.train_images[:256], data.train_labels[:256], steps=5)
+    for before, after in zip(features, model.features.parameters(), strict=True):
+        assert torch.equal(before, after)
