@@ -60,7 +60,8 @@ def test_from_cnn_one_shot_reproduces_outputs_exactly(inputs):
     with pytest.warns(UnmappedLayerWarning) as record:
         converted = from_cnn(model)
     message = str(record[0].message)
-    for kept in ("2 (BatchNorm2d", "4.0 (Conv2d", "4.1 (Tanh", "5 (MaxPool2d"):
+    for kept in ("2 (BatchNorm2d: no sparse-coding reading)", "4.1 (Tanh", "5 (MaxPool2d",
+                 "4.0 (Conv2d: not followed by nn.ReLU inside an nn.Sequential)"):
         assert kept in message
     assert "9 (Linear" not in message  # the logistic-regression head is expected
     assert isinstance(converted[0], SparseConv2d) and isinstance(converted[1], AbsorbedReLU)

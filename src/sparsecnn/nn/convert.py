@@ -123,7 +123,12 @@ def from_cnn(model: nn.Module, n_iter: int = 0, method: str = "ista", nonneg: bo
             continue
         if type(module) in _NEUTRAL or isinstance(module, (nn.Dropout, nn.Flatten)):
             continue
-        reason = rejected.get(name, "no sparse-coding reading")
+        if name in rejected:
+            reason = rejected[name]
+        elif isinstance(module, (nn.Conv2d, nn.Linear)):
+            reason = "not followed by nn.ReLU inside an nn.Sequential"
+        else:
+            reason = "no sparse-coding reading"
         kept.append(f"{name or '<model>'} ({type(module).__name__}: {reason})")
     if kept:
         warnings.warn(
