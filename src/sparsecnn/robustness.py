@@ -377,7 +377,8 @@ def _success(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
 class MinimalPerturbation:
     """Per image: ``distance`` (L2 norm of the smallest successful perturbation found; ``inf``
     where even ``max_epsilon`` failed), the adversarial inputs (the clean input where none was
-    found) and whether it succeeded; ``median`` over all images (``inf`` counts as largest)."""
+    found) and whether it succeeded; ``median`` over all images (the lower median, ``inf``
+    counting as largest)."""
 
     distance: torch.Tensor
     adversarial: torch.Tensor
@@ -505,12 +506,14 @@ def evaluate_robustness(model: nn.Module, images: torch.Tensor, labels: torch.Te
                         epsilons_linf: Sequence[float] = (0.0, 0.05, 0.1, 0.2),
                         epsilons_l2: Sequence[float] = (0.0, 0.5, 1.0, 2.0),
                         pgd_steps: int = 10, minimal_subset: int | None = 100,
+                        minimal_tolerance: float = 0.01,
                         targets: torch.Tensor | None = None, seed: int = 0,
                         corruptions: Sequence[str] = CORRUPTIONS,
                         bounds: Bounds = (0.0, 1.0)) -> dict[str, Any]:
     """Everything at once: clean accuracy, corruption curves, FGSM / PGD-L-inf / PGD-L2
-    curves and the median minimal L2 perturbation (on the first ``minimal_subset`` images;
-    targeted when ``targets`` is given).  A JSON-serialisable dict."""
+    curves and the median minimal L2 perturbation (on the first ``minimal_subset`` images,
+    bisection to ``minimal_tolerance``; targeted when ``targets`` is given; ``None`` when more
+    than half are not fooled within the search radius).  A JSON-serialisable dict."""
     was_training = model.training
     model.eval()
     try:
@@ -535,7 +538,7 @@ def evaluate_robustness(model: nn.Module, images: torch.Tensor, labels: torch.Te
             sub_targets = None if targets is None else targets[:count]
             minimal = minimal_l2_perturbation(model, images[:count], labels[:count],
                                               targets=sub_targets, steps=pgd_steps,
-                                              bounds=bounds)
+                                              tolerance=minimal_tolerance, bounds=bounds)
             finite = minimal.distance[torch.isfinite(minimal.distance)]
             result["minimal_l2"] = {
                 "median": minimal.median if math.isfinite(minimal.median) else None,
