@@ -86,7 +86,9 @@ class TrainingConfig:
 
     ``model`` names a builder in :data:`MODELS`: ``"cnn"`` (plain convolutions + ReLU + linear
     head: layered thresholding + logistic regression, THEORY.md A.6-A.7) or ``"sparse"``
-    (:class:`sparsecnn.nn.SparseCodingClassifier` with ``n_iter`` steps of ``method``).
+    (:class:`sparsecnn.nn.SparseCodingClassifier`, layered inference with ``n_iter`` steps of
+    ``method`` per layer) or ``"ml_ista"`` (the same classifier with ``n_iter`` unfoldings of
+    the joint multi-layer ISTA of Sulam et al. 2018, from layered thresholding).
     ``channels`` and ``strides`` give the hidden convolutional layers (3x3 kernels, padding 1).
     ``proper_prior`` projects every hidden bias onto ``b <= 0`` after every step.
     """
@@ -196,7 +198,19 @@ def _build_sparse(config: TrainingConfig, image_shape: tuple[int, ...], n_classe
     return SparseCodingClassifier(features, n_classes, tuple(image_shape))
 
 
-MODELS: dict[str, ModelBuilder] = {"cnn": _build_cnn, "sparse": _build_sparse}
+def _build_ml_ista(config: TrainingConfig, image_shape: tuple[int, ...], n_classes: int
+                   ) -> nn.Module:
+    from .nn import HierarchicalSparseCoding, SparseCodingClassifier
+
+    layers = HierarchicalSparseCoding.convolutional(
+        (image_shape[0], *config.channels), kernel_size=3, stride=list(config.strides),
+        padding=1, n_iter=0, nonneg=True, proper_prior=config.proper_prior)
+    features = HierarchicalSparseCoding(*layers, inference="ml_ista", n_unfold=config.n_iter)
+    return SparseCodingClassifier(features, n_classes, tuple(image_shape))
+
+
+MODELS: dict[str, ModelBuilder] = {"cnn": _build_cnn, "sparse": _build_sparse,
+                                   "ml_ista": _build_ml_ista}
 
 
 def register_model(name: str, builder: ModelBuilder) -> None:

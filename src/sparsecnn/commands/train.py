@@ -32,7 +32,8 @@ def _int_list(value: str, name: str) -> tuple[int, ...]:
               help="'digits' (scikit-learn) or a feature-world dataset file.")
 @click.option("--model", "model_name", type=click.Choice(sorted(MODELS)), default="cnn",
               show_default=True, help="cnn: conv+ReLU layers + linear head; sparse: "
-              "SparseConv2d layers with --n-iter steps of --method.")
+              "SparseConv2d layers with --n-iter steps of --method; ml_ista: --n-iter "
+              "unfoldings of joint multi-layer ISTA.")
 @click.option("--epochs", type=int, default=20, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True,
               help="Global batch size (split across ranks under torchrun).")

@@ -1,0 +1,238 @@
+"""Paper 1, one-shot thresholding vs sparse inference as feature extractors on digits
+(THEORY.md A.8; checks 24 and 26).
+
+For every seed ``s`` a dictionary ``D`` (``n_atoms`` unit-norm atoms, 4x overcomplete in full
+mode) is learned on the centred training half of digits split ``s``
+(:func:`sparsecnn.dictlearn.learn_dictionary`, l1 weight ``lam``).  Then:
+
+* **Check 24** (C11, Coates & Ng 2011; Denil & de Freitas 2012): logistic regression on
+  standardised features -- (i) the one-shot *split ReLU* ``[ReLU(D^T x - lam),
+  ReLU(-D^T x - lam)]`` (one ISTA step, up to the factor 1/L: A.8), (ii) the polarity split of the
+  exact LASSO codes ``argmin_a 1/2 ||x - D a||^2 + lam ||a||_1`` on the same dictionary
+  (:func:`sparsecnn.sparse_code`, FISTA), (iii) the raw pixels.  Expectation (b): (i) within
+  2 points of (ii); both >= (iii) - 1 point.
+* **Check 26** (C8, Gregor & LeCun 2010): LISTA with ``T = 3`` layers, initialised at ISTA's
+  values and trained (Adam, full batch) to regress the exact LASSO codes of the training
+  signals, against ``T = 3`` steps of ISTA: test MSE(LISTA) <= 0.5 x MSE(ISTA).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import load_digits_split
+from ..dictlearn import LearnedISTA, ista_encoder, learn_dictionary, plot_atoms
+from ..inference import ConvergenceWarning, sparse_code
+from ..priors import polarity_split
+from ..report.study import Claim, Figure, Study, StudyContext, StudyOutput, verdict_with_spread
+from ._paper1_common import mean_sd, paired, spread_claim
+
+__all__ = ["FULL", "QUICK", "STUDY", "Budget", "run"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    seeds: int
+    n_atoms: int
+    dictionary_steps: int
+    lista_steps: int
+    lam: float = 0.1
+    lista_layers: int = 3
+
+
+QUICK = Budget(seeds=1, n_atoms=128, dictionary_steps=20, lista_steps=150)
+FULL = Budget(seeds=5, n_atoms=256, dictionary_steps=60, lista_steps=600)
+
+WITHIN_POINTS = 0.02
+RAW_MARGIN = 0.01
+MSE_RATIO = 0.5
+
+
+def _logistic_accuracy(train_features: np.ndarray, train_labels: np.ndarray,
+                       test_features: np.ndarray, test_labels: np.ndarray) -> float:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lbfgs iteration-limit notices on separable features
+        model.fit(train_features, train_labels)
+    return float(model.score(test_features, test_labels))
+
+
+def _lasso_codes(signals: torch.Tensor, dictionary: torch.Tensor, lam: float, *,
+                 tol: float) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return sparse_code(signals, dictionary, lam, method="fista", max_iter=20000,
+                           tol=tol).codes
+
+
+def _one_seed(budget: Budget, seed: int) -> dict[str, Any]:
+    data = load_digits_split(seed, dtype=torch.float64)
+    train_x = data.train_images.flatten(1)
+    test_x = data.test_images.flatten(1)
+    mean = train_x.mean(0)
+    train_x, test_x = train_x - mean, test_x - mean
+    train_y, test_y = data.train_labels.numpy(), data.test_labels.numpy()
+    lam = budget.lam
+    dictionary = learn_dictionary(train_x, budget.n_atoms, lam,
+                                  n_steps=budget.dictionary_steps, batch_size=256,
+                                  seed=seed).dictionary
+
+    def split_relu(x: torch.Tensor) -> np.ndarray:
+        return polarity_split(x @ dictionary, lam).numpy()
+
+    train_codes = _lasso_codes(train_x, dictionary, lam, tol=1e-8)
+    test_codes = _lasso_codes(test_x, dictionary, lam, tol=1e-8)
+
+    def split_codes(codes: torch.Tensor) -> np.ndarray:
+        return torch.cat([torch.relu(codes), torch.relu(-codes)], dim=1).numpy()
+
+    result: dict[str, Any] = {
+        "seed": seed,
+        "split_relu_accuracy": _logistic_accuracy(split_relu(train_x), train_y,
+                                                  split_relu(test_x), test_y),
+        "lasso_accuracy": _logistic_accuracy(split_codes(train_codes), train_y,
+                                             split_codes(test_codes), test_y),
+        "raw_pixel_accuracy": _logistic_accuracy(train_x.numpy(), train_y, test_x.numpy(),
+                                                 test_y),
+        "lasso_zero_fraction": float((test_codes == 0).double().mean()),
+    }
+    # check 26: LISTA vs ISTA, T = 3, regressing the exact LASSO codes
+    torch.manual_seed(seed)
+    lista = LearnedISTA(dictionary, lam, budget.lista_layers)
+    optimizer = torch.optim.Adam(lista.parameters(), lr=1e-3)
+    for _ in range(budget.lista_steps):
+        loss = ((lista(train_x) - train_codes) ** 2).sum(1).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        lista_mse = float(((lista(test_x) - test_codes) ** 2).sum(1).mean())
+    ista_codes = ista_encoder(test_x, dictionary, lam, budget.lista_layers)
+    ista_mse = float(((ista_codes - test_codes) ** 2).sum(1).mean())
+    result.update({"lista_mse": lista_mse, "ista_mse": ista_mse,
+                   "mse_ratio": lista_mse / ista_mse,
+                   "code_energy": float((test_codes ** 2).sum(1).mean())})
+    result["dictionary"] = dictionary
+    return result
+
+
+def _within_claim(differences: dict[str, Any], measured: dict[str, Any]) -> Claim:
+    mean, sd = differences["mean"], differences["sd"]
+    if abs(mean) + sd <= WITHIN_POINTS:
+        result = "holds"
+    elif abs(mean) - sd > WITHIN_POINTS:
+        result = "does not hold"
+    else:
+        result = "inconclusive"
+    return Claim(
+        id="P1-check24-split-relu-vs-lasso", paper=1,
+        statement="One-shot split-ReLU features [ReLU(D^T x - lam), ReLU(-D^T x - lam)] are "
+                  "competitive with (within 2 points of) the exact LASSO codes on the same "
+                  "dictionary for logistic regression on digits (expectation (b), C11; "
+                  "THEORY.md check 24).",
+        measured={**measured, "difference": differences, "within": WITHIN_POINTS},
+        rule=f"d = accuracy(split ReLU) - accuracy(LASSO) per seed; holds if |mean(d)| + sd(d) "
+             f"<= {WITHIN_POINTS}, does not hold if |mean(d)| - sd(d) > {WITHIN_POINTS}, "
+             "inconclusive otherwise",
+        verdict=result)
+
+
+def _figure(results: list[dict[str, Any]]) -> Figure:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    names = [("split ReLU", "split_relu_accuracy"), ("LASSO codes", "lasso_accuracy"),
+             ("raw pixels", "raw_pixel_accuracy")]
+    for index, (_, key) in enumerate(names):
+        values = [r[key] for r in results]
+        left.bar(index, np.mean(values), yerr=np.std(values, ddof=1) if len(values) > 1 else 0,
+                 capsize=4, color="tab:blue")
+        left.scatter([index] * len(values), values, color="k", s=8, zorder=3)
+    left.set_xticks(range(len(names)), [n for n, _ in names])
+    low = min(r[key] for r in results for _, key in names)
+    left.set_ylim(max(0.0, low - 0.03), 1.0)
+    left.set_ylabel("logistic-regression test accuracy")
+    left.set_title("check 24", fontsize=9)
+    x = np.arange(len(results))
+    right.bar(x - 0.2, [r["ista_mse"] for r in results], width=0.4, label="ISTA, T=3")
+    right.bar(x + 0.2, [r["lista_mse"] for r in results], width=0.4, label="LISTA, T=3")
+    right.set_xticks(x, [f"seed {r['seed']}" for r in results])
+    right.set_ylabel("test MSE to the exact LASSO code")
+    right.set_title("check 26", fontsize=9)
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    return Figure.from_matplotlib(
+        "paper1_features",
+        "Left: digits accuracy of logistic regression on one-shot split-ReLU features, exact "
+        "LASSO codes (same learned dictionary) and raw pixels. Right: error of 3 ISTA steps vs "
+        "3 trained LISTA layers in reaching the exact LASSO code.", figure)
+
+
+def run(context: StudyContext) -> StudyOutput:
+    budget = QUICK if context.quick else FULL
+    seeds = [context.seed + index for index in range(budget.seeds)]
+    results = [_one_seed(budget, seed)
+               for seed in context.progress(seeds, desc="checks 24/26: digits dictionary")]
+    dictionary = results[0].pop("dictionary")
+    for result in results[1:]:
+        result.pop("dictionary")
+    relu = [r["split_relu_accuracy"] for r in results]
+    lasso = [r["lasso_accuracy"] for r in results]
+    raw = [r["raw_pixel_accuracy"] for r in results]
+    accuracies = {"split_relu_accuracy": mean_sd(relu), "lasso_accuracy": mean_sd(lasso),
+                  "raw_pixel_accuracy": mean_sd(raw), "n_atoms": budget.n_atoms,
+                  "lam": budget.lam,
+                  "lasso_zero_fraction": mean_sd([r["lasso_zero_fraction"] for r in results])}
+    claims = [
+        _within_claim(paired(relu, lasso), accuracies),
+        spread_claim("P1-check24-split-relu-vs-raw",
+                     "Split-ReLU features are at least as good as raw pixels, up to 1 point "
+                     "(THEORY.md check 24).", paired(relu, raw),
+                     "accuracy(split ReLU) - accuracy(raw pixels)", accuracies,
+                     margin=RAW_MARGIN),
+        spread_claim("P1-check24-lasso-vs-raw",
+                     "LASSO-code features are at least as good as raw pixels, up to 1 point "
+                     "(THEORY.md check 24).", paired(lasso, raw),
+                     "accuracy(LASSO) - accuracy(raw pixels)", accuracies, margin=RAW_MARGIN),
+    ]
+    ratios = mean_sd([r["mse_ratio"] for r in results])
+    claims.append(Claim(
+        id="P1-check26-lista", paper=1,
+        statement=f"LISTA (Gregor & LeCun 2010) with T = {budget.lista_layers} trained layers "
+                  "approximates the exact LASSO codes of digits with at most half the test MSE "
+                  f"of T = {budget.lista_layers} ISTA steps (C8; THEORY.md check 26).",
+        measured={"mse_ratio_lista_over_ista": ratios,
+                  "lista_mse": mean_sd([r["lista_mse"] for r in results]),
+                  "ista_mse": mean_sd([r["ista_mse"] for r in results]),
+                  "mean_squared_norm_of_exact_codes":
+                      mean_sd([r["code_energy"] for r in results]),
+                  "training_steps": budget.lista_steps},
+        rule=f"r = MSE(LISTA)/MSE(ISTA) per seed; holds if {MSE_RATIO} - mean(r) >= sd(r), does "
+             f"not hold if {MSE_RATIO} - mean(r) <= -sd(r), inconclusive otherwise",
+        verdict=verdict_with_spread(MSE_RATIO - ratios["mean"], ratios["sd"])))
+    atoms = Figure.from_matplotlib(
+        "paper1_digit_dictionary", f"The {budget.n_atoms} atoms learned on digits (seed "
+        f"{seeds[0]}), used for checks 24 and 26.",
+        plot_atoms(dictionary, (8, 8), title=f"digits dictionary, lam = {budget.lam}"))
+    summary = (f"Digits, {budget.n_atoms}-atom dictionary: split ReLU "
+               f"{np.mean(relu):.3f}, LASSO {np.mean(lasso):.3f}, raw pixels {np.mean(raw):.3f}; "
+               f"LISTA/ISTA test MSE ratio {ratios['mean']:.2f} +- {ratios['sd']:.2f}.")
+    return StudyOutput(claims=claims, figures=[_figure(results), atoms],
+                       results={"budget": budget.__dict__, "seeds": results}, summary=summary)
+
+
+STUDY = Study(name="paper1_features", paper=1, order=40,
+              title="One-shot thresholding vs sparse inference as features; LISTA "
+                    "(checks 24, 26)", run=run)
