@@ -113,7 +113,7 @@ def main() -> None:
                 print(f"  {method:5s} k={k}  {label:17s} {1e3 * measured:8.2f} ms  ideal "
                       f"{1e3 * ideal:8.2f} ms (1 conv {1e3 * one:6.2f} ms)  ratio "
                       f"{measured / ideal:.3f}")
-            print(f"  {method:5s} k={k}  L = {lipschitz:.4f} (power iteration, once per "
+            print(f"  {method:5s} k={k}  step constant L = {lipschitz:.4f} (computed once per "
                   f"weight version and input size: {setup:.2f} s)")
     transpose, convolution = paired_times(single_transpose, single_convolution,
                                           arguments.repeats)

@@ -74,8 +74,12 @@ def unrolled_codes(problem: SparseCodingProblem, n_iter: int, method: str,
             potential = potential + step * drive
             codes = problem.threshold(potential)
         return codes
-    # first proximal-gradient step from a^0 = 0: the gradient there is -D^T x (no convolution)
-    codes = problem.threshold(step * problem.correlation, step)
+    # first proximal-gradient step from a^0 = 0: the gradient there is -D^T x (no convolution).
+    # Non-negative codes: v - lam/L = a + (D^T x - lam)/L - D^T D a / L, so the constant part
+    # ``offset = (D^T x - lam)/L`` is formed once and a step costs three passes over the codes.
+    offset = step * (problem.correlation - problem.lam) if problem.nonneg else None
+    codes = torch.relu(offset) if offset is not None else problem.threshold(
+        step * problem.correlation, step)
     extrapolated = codes
     batch_shape = (-1,) + (1,) * (codes.ndim - 1)
     momentum = torch.ones(codes.shape[0], dtype=codes.dtype, device=codes.device)
@@ -84,7 +88,12 @@ def unrolled_codes(problem: SparseCodingProblem, n_iter: int, method: str,
         extrapolated, momentum = _fista_momentum(codes, previous, previous, momentum, restart,
                                                  batch_shape)
     for _ in range(1, n_iter):
-        new_codes = problem.threshold(extrapolated - step * problem.gradient(extrapolated), step)
+        if offset is not None:
+            new_codes = torch.relu(extrapolated + torch.add(
+                offset, problem.normal(extrapolated), alpha=-step))
+        else:
+            new_codes = problem.threshold(
+                extrapolated - step * problem.gradient(extrapolated), step)
         if method == "fista":
             extrapolated, momentum = _fista_momentum(new_codes, codes, extrapolated, momentum,
                                                      restart, batch_shape)
