@@ -88,4 +88,7 @@ def test_bad_arguments_give_a_one_line_error(tmp_path: Path) -> None:
                                  str(tmp_path / "c")])
     assert result.exit_code == 2 and "config.json is missing" in result.output
     assert "Traceback" not in result.output
+    result = runner.invoke(cli, ["robustness", "--device", "nowhere", "--out",
+                                 str(tmp_path / "d")])
+    assert result.exit_code == 2 and "cannot use device 'nowhere'" in result.output
     assert not (tmp_path / "a").exists()

@@ -105,7 +105,7 @@ def command(run_dir: Path | None, n_iter_list: str, method: str, refit_head: boo
     try:
         torch_device = torch.device(device)
         torch.empty(0, device=torch_device)
-    except (RuntimeError, TypeError) as error:
+    except (RuntimeError, TypeError, AssertionError) as error:
         raise click.BadParameter(f"cannot use device {device!r}: {error}",
                                  param_hint="--device") from None
     from tqdm.auto import tqdm
