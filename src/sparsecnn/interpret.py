@@ -229,24 +229,34 @@ class InterpretationReport:
         return figure
 
     def figure_gaps(self) -> Any:
-        """Sparse-coding gap per layer: relative energy gap and relative code distance between
-        the one-shot ReLU code and the optimum (needs ``inputs``)."""
+        """Sparse-coding gap per layer: relative energy gap ``(E0 - E*)/|E*|`` (log scale) and
+        relative code distance ``||a0 - a*||/||a*||`` between the one-shot ReLU code and the
+        optimum; layers whose energy is unbounded below are marked (needs ``inputs``)."""
         from matplotlib.figure import Figure
 
-        measured = [entry for entry in self.layers if entry.code_distance is not None]
+        measured = [entry for entry in self.layers if entry.gap_status is not None]
         if not measured:
             raise ValueError("figure_gaps needs a report computed with inputs "
                              "(interpret(model, inputs=...)); this one has none")
-        figure = Figure(figsize=(max(4.0, 1.2 * len(measured) + 2), 3.2))
-        axis = figure.add_subplot(1, 1, 1)
+        figure = Figure(figsize=(max(6.0, 1.6 * len(measured) + 3), 3.2))
+        names = [entry.name for entry in measured]
         positions = np.arange(len(measured))
-        axis.bar(positions - 0.2, [e.relative_energy_gap for e in measured], width=0.4,
-                 label="relative energy gap (E0 - E*) / |E*|")
-        axis.bar(positions + 0.2, [e.code_distance for e in measured], width=0.4,
-                 label="code distance ||a0 - a*|| / ||a*||")
-        axis.set_xticks(positions, [e.name for e in measured], fontsize=8)
-        axis.set_title("one-shot ReLU code vs sparse-coding optimum", fontsize=9)
-        axis.legend(fontsize=7)
+        panels = (("relative energy gap (E0 - E*) / |E*|", "relative_energy_gap", True),
+                  ("code distance ||a0 - a*|| / ||a*||", "code_distance", False))
+        for index, (title, attribute, logarithmic) in enumerate(panels):
+            axis = figure.add_subplot(1, 2, index + 1)
+            values = [getattr(entry, attribute) for entry in measured]
+            heights = [0.0 if v is None else max(v, 1e-16) for v in values]
+            axis.bar(positions, heights, color="tab:blue")
+            if logarithmic:
+                axis.set_yscale("log")
+            for position, value in zip(positions, values, strict=True):
+                if value is None:
+                    axis.annotate("unbounded", (position, 0.5), xycoords=("data", "axes fraction"),
+                                  ha="center", rotation=90, color="tab:red", fontsize=8)
+            axis.set_xticks(positions, names, fontsize=8)
+            axis.set_title(title, fontsize=9)
+        figure.suptitle("one-shot ReLU code vs the sparse-coding optimum", fontsize=9)
         figure.tight_layout()
         return figure
 
@@ -261,7 +271,7 @@ class InterpretationReport:
 
     def file_names(self) -> list[str]:
         names = ["report.json", "report.txt", "atoms.png", "thresholds.png"]
-        if any(entry.code_distance is not None for entry in self.layers):
+        if any(entry.gap_status is not None for entry in self.layers):
             names.append("gaps.png")
         return names
 
