@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.optimize import minimize
 from torch import nn
 
@@ -524,3 +526,23 @@ def test_multi_layer_ista_matches_numpy_reference(generator):
         np.testing.assert_allclose(result, s2 * a2, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="inference must be 'layered' or 'ml_ista'; got 'x'"):
         HierarchicalSparseCoding(conv, inference="x")
+
+
+@settings(max_examples=20)
+@given(kernel=st.integers(1, 4), stride=st.integers(1, 3), padding=st.integers(0, 2),
+       size=st.integers(5, 9), seed=st.integers(0, 2 ** 31 - 1))
+def test_relu_layer_is_scaled_unit_atom_code_for_all_geometries(kernel, stride, padding, size,
+                                                                seed):
+    """For every geometry: the one-shot layer is exactly conv + ReLU, and equals
+    ||w|| * ReLU(D^T x - lam) with unit atoms and lam = -b/||w|| (convention 5, check 5)."""
+    generator = torch.Generator().manual_seed(seed)
+    layer = SparseConv2d(2, 3, kernel, stride, padding, dtype=DTYPE, generator=generator)
+    x = torch.randn(2, 2, size, size, generator=generator, dtype=DTYPE)
+    with torch.no_grad():
+        output = layer(x)
+        assert torch.equal(output, F.relu(F.conv2d(x, layer.weight, layer.bias, stride,
+                                                   padding)))
+        scales = layer.output_scales().view(1, -1, 1, 1)
+        code = F.relu(F.conv2d(x, layer.atoms(), stride=stride, padding=padding)
+                      - layer.thresholds().view(1, -1, 1, 1))
+        torch.testing.assert_close(output, scales * code, rtol=0, atol=1e-12)
