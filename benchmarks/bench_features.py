@@ -42,9 +42,7 @@ def naive_generate(world: FeatureWorld, n: int, seed: int) -> tuple[np.ndarray, 
         for _ in range(int(rng.integers(0, world.distractors + 1))):
             for _ in range(8):
                 y, x = int(rng.integers(out_h)), int(rng.integers(out_w))
-                if all(max(abs(y - py), abs(x - px)) >= k + 1 or
-                       min(abs(y - py), abs(x - px)) >= k + 1 or
-                       abs(y - py) >= k + 1 or abs(x - px) >= k + 1 for _, py, px in placed):
+                if all(abs(y - py) >= k + 1 or abs(x - px) >= k + 1 for _, py, px in placed):
                     placed.append((int(rng.integers(world.n_features)), y, x))
                     break
         clean = np.zeros((height, width))

@@ -136,7 +136,8 @@ def dense_solvers(problem: DenseProblem, nonneg: bool, quick: bool
     fortran_dictionary32 = np.asfortranarray(D, dtype=np.float32)
     column_signals = np.ascontiguousarray(X.T)
     tolerances = [1e-2, 1e-3, 1e-4] if quick else [3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5]
-    sporco_tolerances = [1e-2, 1e-3] if quick else [3e-3, 1e-3, 1e-4]
+    # sporco on 20,000 patches takes minutes per run: one setting, which reaches the target
+    sporco_tolerances = [1e-2, 1e-3] if quick else [1e-3]
 
     def ours(dtype: torch.dtype) -> Solver:
         def solve(tol: float) -> np.ndarray:
@@ -172,7 +173,7 @@ def dense_solvers(problem: DenseProblem, nonneg: bool, quick: bool
         solver = pgm_bpdn.BPDN(D, column_signals, lam, options)
         return solver.solve().T
 
-    cd_budgets = [5, 20, 1000] if quick else [2, 5, 10, 20, 50, 1000]
+    cd_budgets = [5, 20, 1000] if quick else [5, 20, 50, 1000]
     return [
         ("sparsecnn fista float32", True, tolerances, ours(torch.float32)),
         ("sparsecnn fista float64", True, tolerances, ours(torch.float64)),
@@ -219,7 +220,8 @@ def conv_solvers(problem: ConvProblem, nonneg: bool, quick: bool
 
     def ours(tol: float) -> np.ndarray:
         result = circular_sparse_code(image32[None, None], filters32[:, None], lam,
-                                      nonneg=nonneg, tol=tol, max_iter=20_000, warn=False)
+                                      nonneg=nonneg, tol=tol, max_iter=20_000, warn=False,
+                                      check_every=5)
         return result.codes[0].numpy()
 
     return [

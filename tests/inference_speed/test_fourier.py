@@ -71,6 +71,16 @@ def test_circular_codes_match_sklearn_lasso(nonneg: bool, channels: int) -> None
     np.testing.assert_allclose(energy, explicit, rtol=1e-9)
 
 
+@pytest.mark.parametrize("check_every", [1, 5])
+def test_stopping_rule_holds_at_return(check_every: int) -> None:
+    filters, images = _setup(5)
+    result = circular_sparse_code(torch.tensor(images), torch.tensor(filters), 0.2, tol=1e-8,
+                                  max_iter=100_000, check_every=check_every)
+    assert result.converged and float(result.optimality_gap.max()) <= 1e-8
+    with pytest.raises(ValueError, match=r"check_every"):
+        circular_sparse_code(torch.tensor(images), torch.tensor(filters), 0.2, check_every=0)
+
+
 def test_float32_agrees_with_float64() -> None:
     filters, images = _setup(3)
     double = circular_sparse_code(torch.tensor(images), torch.tensor(filters), 0.3, tol=1e-10,

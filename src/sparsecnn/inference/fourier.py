@@ -192,7 +192,7 @@ def _threshold(values: torch.Tensor, theta: torch.Tensor, nonneg: bool) -> torch
 
 def circular_sparse_code(x: Any, filters: Any, lam: Any, *, nonneg: bool = False,
                          max_iter: int = 1000, tol: float = 1e-6, restart: bool = True,
-                         warn: bool = True) -> SparseCodeResult:
+                         warn: bool = True, check_every: int = 1) -> SparseCodeResult:
     """Solve ``min_a 1/2 ||x - sum_k d_k (*) a_k||^2 + sum_i lam_i |a_i|`` (circular).
 
     Parameters
@@ -203,6 +203,9 @@ def circular_sparse_code(x: Any, filters: Any, lam: Any, *, nonneg: bool = False
     lam : ``>= 0``: a scalar, one value per filter, or a tensor broadcastable to the codes.
     nonneg : non-negative codes with penalty ``sum_i lam_i a_i``.
     max_iter, tol, restart, warn : as in :func:`sparsecnn.sparse_code`.
+    check_every : test the stopping rule every ``check_every`` iterations (it costs two norms
+        and, once the change is small, a gradient); the codes may then take up to
+        ``check_every - 1`` more iterations than needed.
 
     Returns
     -------
@@ -210,6 +213,7 @@ def circular_sparse_code(x: Any, filters: Any, lam: Any, *, nonneg: bool = False
     ``converged``, ``optimality_gap``; ``method="fista_fourier"``.
     """
     max_iter = check_positive_int(max_iter, "max_iter")
+    check_every = check_positive_int(check_every, "check_every")
     tol = check_positive_float(tol, "tol")
     signal, weight, lam_tensor, numpy_input = _prepare(x, filters, lam, nonneg)
     tol = max(tol, 4 * torch.finfo(signal.dtype).eps)
@@ -222,17 +226,26 @@ def circular_sparse_code(x: Any, filters: Any, lam: Any, *, nonneg: bool = False
         correlation = operator.inverse_transform(correlation_spectrum)
         scale = torch.clamp(correlation.abs().flatten(1).amax(1),
                             min=torch.finfo(signal.dtype).tiny)
-        # the proximal-gradient step from a point whose spectrum is y_hat:
-        #   prox(y - step * D^T (D y - x)),  D^T (D y - x) in the Fourier domain
-        gram_spectrum = torch.einsum("kchw,jchw->kjhw", operator.spectrum.conj(),
-                                     operator.spectrum)
+        # the proximal-gradient point from a point y with spectrum y_hat, in the Fourier domain:
+        #   y - step D^T (D y - x) = y + step D^T x - step D^T D y
+        shifted_correlation = step * correlation_spectrum
+        if weight.shape[1] == 1:
+            filter_spectrum = operator.spectrum[:, 0]  # (K, H, W')
+            conj_filter_spectrum = filter_spectrum.conj()
+            descent = -step * conj_filter_spectrum
 
-        def gradient_step_spectrum(point_spectrum: torch.Tensor) -> torch.Tensor:
-            normal = torch.einsum("kjhw,bjhw->bkhw", gram_spectrum, point_spectrum) \
-                if weight.shape[1] > 1 else operator.spectrum[:, 0].conj() * \
-                torch.einsum("khw,bkhw->bhw", operator.spectrum[:, 0], point_spectrum
-                             ).unsqueeze(1)
-            return point_spectrum - step * (normal - correlation_spectrum)
+            def gradient_step_spectrum(point_spectrum: torch.Tensor) -> torch.Tensor:
+                # sum_k hat d_k hat y_k (vecdot conjugates its first argument)
+                synthesis = torch.linalg.vecdot(conj_filter_spectrum, point_spectrum, dim=1)
+                return torch.addcmul(point_spectrum + shifted_correlation, descent,
+                                     synthesis.unsqueeze(1))
+        else:
+            gram_spectrum = torch.einsum("kchw,jchw->kjhw", operator.spectrum.conj(),
+                                         operator.spectrum)
+
+            def gradient_step_spectrum(point_spectrum: torch.Tensor) -> torch.Tensor:
+                normal = torch.einsum("kjhw,bjhw->bkhw", gram_spectrum, point_spectrum)
+                return point_spectrum + shifted_correlation - step * normal
 
         code_shape = (signal.shape[0], weight.shape[0], *signal.shape[2:])
         codes = torch.zeros(code_shape, dtype=signal.dtype, device=signal.device)
@@ -240,23 +253,27 @@ def circular_sparse_code(x: Any, filters: Any, lam: Any, *, nonneg: bool = False
         point, point_spectrum = codes, code_spectrum
         momentum = torch.ones(signal.shape[0], dtype=signal.dtype, device=signal.device)
         batch_shape = (-1, 1, 1, 1)
+        tiny = torch.finfo(signal.dtype).tiny
         converged, n_iter, gap = False, 0, None
         for n_iter in range(1, max_iter + 1):
             new_codes = _threshold(operator.inverse_transform(
                 gradient_step_spectrum(point_spectrum)), theta, nonneg)
             new_spectrum = operator.forward_transform(new_codes)
+            difference = new_codes - codes
             if restart:
-                direction = ((point - new_codes) * (new_codes - codes)).flatten(1).sum(1)
+                direction = torch.linalg.vecdot((point - new_codes).flatten(1),
+                                                difference.flatten(1))
                 momentum = torch.where(direction > 0, torch.ones_like(momentum), momentum)
             next_momentum = (1.0 + torch.sqrt(1.0 + 4.0 * momentum ** 2)) / 2.0
             beta = ((momentum - 1.0) / next_momentum).view(batch_shape)
-            difference = torch.linalg.vector_norm((new_codes - codes).flatten(1), dim=1)
-            size = torch.linalg.vector_norm(new_codes.flatten(1), dim=1)
-            change = difference / torch.clamp(size, min=torch.finfo(signal.dtype).tiny)
-            point = new_codes + beta * (new_codes - codes)
-            point_spectrum = new_spectrum + beta.to(new_spectrum.dtype) * (
-                new_spectrum - code_spectrum)
+            point = torch.addcmul(new_codes, difference, beta)
+            point_spectrum = torch.addcmul(new_spectrum, new_spectrum - code_spectrum,
+                                           beta.to(new_spectrum.dtype))
             codes, code_spectrum, momentum = new_codes, new_spectrum, next_momentum
+            if n_iter % check_every and n_iter != max_iter:
+                continue
+            change = torch.linalg.vector_norm(difference.flatten(1), dim=1) / torch.clamp(
+                torch.linalg.vector_norm(new_codes.flatten(1), dim=1), min=tiny)
             worst = float(change.max())
             if not math.isfinite(worst):
                 check_iterate(codes, "fista_fourier", n_iter)
