@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sparsecnn.features import FeatureWorld, construct
+from sparsecnn.features.construct import separable_max_pool
 from sparsecnn.features.templates import all_binary_patches
 
 
@@ -140,7 +141,10 @@ def test_check18_maxpool_tolerance(delta: int) -> None:
     for dy, dx in itertools.product(range(-delta - 1, delta + 2), repeat=2):
         expected = float(max(abs(dy), abs(dx)) <= delta)
         assert float(pooled[v[0] + dy, v[1] + dx]) == pytest.approx(expected, abs=1e-12)
-    # equals the definition via an explicit max over the window (max_pool2d with -inf pad)
-    reference = functional.max_pool2d(network.detection_maps(torch.tensor(canvas)),
-                                      2 * delta + 1, stride=1, padding=delta)[0, j]
-    assert torch.equal(pooled, reference)
+    # the fast path of the forward pass equals nn.MaxPool2d exactly
+    maps = network.detection_maps(torch.tensor(canvas))
+    reference = functional.max_pool2d(maps, 2 * delta + 1, stride=1, padding=delta)
+    assert torch.equal(separable_max_pool(maps, delta), reference)
+    noisy = torch.randn(3, 4, 11, 13, dtype=torch.float64)
+    assert torch.equal(separable_max_pool(noisy, delta),
+                       functional.max_pool2d(noisy, 2 * delta + 1, stride=1, padding=delta))

@@ -53,6 +53,7 @@ def test_shards_concatenate_bit_identically(world: FeatureWorld, n_shards: int) 
     full = world.sample(n, seed=9)
     shards = [world.sample(n, seed=9, shard=i, n_shards=n_shards) for i in range(n_shards)]
     assert torch.equal(torch.cat([s.images for s in shards]), full.images)
+    assert torch.equal(world.sample(n, seed=9, workers=2).images, full.images)
     assert torch.equal(torch.cat([s.labels for s in shards]), full.labels)
     for name in full.truth.FIELDS:
         joined = np.concatenate([getattr(s.truth, name) for s in shards])

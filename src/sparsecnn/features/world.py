@@ -849,12 +849,13 @@ class FeatureWorld:
 
     def sample(self, n: int, seed: int = 0, *, shard: int | None = None,
                n_shards: int | None = None, keep_clean: bool = False,
-               progress: bool = False) -> FeatureSample:
+               progress: bool = False, workers: int = 1) -> FeatureSample:
         """Draw ``n`` images; with ``shard=i, n_shards=s`` only images [i*n//s, (i+1)*n//s).
 
         Every image passed the reference matcher (exactly one complete object, the intended
         one, and no template occurrence other than the pasted ones).  The draw is a function
         of (world seed, ``seed``) only: shards concatenate bit-identically to the full draw.
+        ``workers`` > 1 draws blocks in that many threads (same result: blocks are independent).
         """
         n = _int(n, "n", 0)
         seed = _int(seed, "seed", 0)
@@ -870,16 +871,25 @@ class FeatureWorld:
                 raise ValueError(f"shard must be in [0, n_shards={n_shards}); got {shard}")
             start, stop = shard * n // n_shards, (shard + 1) * n // n_shards
         blocks = range(start // BLOCK_SIZE, -(-stop // BLOCK_SIZE)) if stop > start else range(0)
-        iterator: Any = blocks
+        workers = _int(workers, "workers", 1)
+        results: Any
+        if workers > 1 and len(blocks) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            executor = ThreadPoolExecutor(max_workers=workers)
+            results = executor.map(lambda b: (b, self._block(seed, b, keep_clean)), blocks)
+        else:
+            executor = None
+            results = ((b, self._block(seed, b, keep_clean)) for b in blocks)
         if progress:
             from tqdm.auto import tqdm
 
-            iterator = tqdm(blocks, desc="generating", unit="block", leave=False)
+            results = tqdm(results, total=len(blocks), desc="generating", unit="block",
+                           leave=False)
         pieces = []
         n_rejected = 0
         rejections: dict[str, int] = {}
-        for block in iterator:
-            data = self._block(seed, block, keep_clean)
+        for block, data in results:
             low = max(start - block * BLOCK_SIZE, 0)
             high = min(stop - block * BLOCK_SIZE, BLOCK_SIZE)
             pieces.append({key: value[low:high] for key, value in data.items()
@@ -887,6 +897,8 @@ class FeatureWorld:
             n_rejected += data["n_rejected"]
             for name, value in data["rejections"].items():
                 rejections[name] = rejections.get(name, 0) + value
+        if executor is not None:
+            executor.shutdown()
         return self._assemble(pieces, start, stop, n_rejected, rejections, keep_clean)
 
     def _assemble(self, pieces: list[dict[str, np.ndarray]], start: int, stop: int,
