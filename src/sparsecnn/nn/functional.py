@@ -70,8 +70,9 @@ def unrolled_codes(problem: SparseCodingProblem, n_iter: int, method: str,
                                 device=problem.x.device)
         codes = problem.threshold(potential)
         for _ in range(n_iter):
-            drive = problem.correlation - potential - problem.normal(codes) + codes
-            potential = potential + step * drive
+            # u + (1/L)(D^T x - u - D^T D a + a) = lerp(u, D^T x + a - D^T D a, 1/L)
+            target = problem.correlation + (codes - problem.normal(codes))
+            potential = torch.lerp(potential, target, step)
             codes = problem.threshold(potential)
         return codes
     # first proximal-gradient step from a^0 = 0: the gradient there is -D^T x (no convolution).
@@ -108,12 +109,14 @@ def _fista_momentum(new_codes: torch.Tensor, codes: torch.Tensor, extrapolated: 
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """FISTA's extrapolation ``y = a^{t+1} + ((s_t - 1)/s_{t+1})(a^{t+1} - a^t)``, with the
     gradient restart of :func:`sparsecnn.inference.proximal_gradient.proximal_gradient`."""
+    difference = new_codes - codes
     if restart:
-        direction = ((extrapolated - new_codes) * (new_codes - codes)).flatten(1).sum(1)
+        direction = torch.linalg.vecdot((extrapolated - new_codes).flatten(1),
+                                        difference.flatten(1))
         momentum = torch.where(direction > 0, torch.ones_like(momentum), momentum)
     next_momentum = (1.0 + torch.sqrt(1.0 + 4.0 * momentum ** 2)) / 2.0
     beta = ((momentum - 1.0) / next_momentum).view(batch_shape)
-    return new_codes + beta * (new_codes - codes), next_momentum
+    return torch.addcmul(new_codes, beta, difference), next_momentum
 
 
 def _check_iterations(n_iter: int, method: str, lipschitz: float | None) -> None:
