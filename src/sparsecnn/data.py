@@ -10,7 +10,7 @@
   (THEORY.md C7).
 * :func:`natural_image_patches` -- random ``p x p`` patches of the whitened images, the
   training signals of dictionary learning (THEORY.md check 25).
-* :func:`load_dataset` -- ``"digits"`` or a feature-world dataset file (written by
+* :func:`load_dataset` -- ``"digits"`` or a feature-world dataset directory (written by
   ``sparsecnn generate``; needs :mod:`sparsecnn.features`).
 """
 
@@ -195,56 +195,38 @@ def natural_image_patches(n_patches: int, patch_size: int = 8, seed: int = 0, *,
 
 
 def load_dataset(name: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> DatasetSplit:
-    """``"digits"`` (:func:`load_digits_split`) or the path of a feature-world dataset file.
-
-    Feature-world files are read through :mod:`sparsecnn.features` (``load_dataset_file``),
-    which must be installed with the package.
-    """
+    """``"digits"`` (:func:`load_digits_split`) or a feature-world dataset directory written
+    by ``sparsecnn generate`` (read and verified by :func:`sparsecnn.features.load_dataset`),
+    split 50/50 (stratified when every class has two images) with ``random_state=seed``."""
     if not isinstance(name, (str, Path)):
-        raise TypeError(f"dataset must be 'digits' or a file path; got {type(name).__name__}")
+        raise TypeError(f"dataset must be 'digits' or a path; got {type(name).__name__}")
     if str(name) == "digits":
         return load_digits_split(seed=seed, dtype=dtype)
     path = Path(name)
     if not path.exists():
-        raise ValueError(f"dataset must be 'digits' or an existing feature-world file; got "
-                         f"{str(name)!r}, which does not exist")
+        raise ValueError(f"dataset must be 'digits' or an existing feature-world dataset "
+                         f"directory; got {str(name)!r}, which does not exist")
     if importlib.util.find_spec("sparsecnn.features") is None:
-        raise ValueError(f"dataset {str(name)!r} is a file, but reading feature-world files "
+        raise ValueError(f"dataset {str(name)!r} is a path, but reading feature-world datasets "
                          "needs sparsecnn.features, which is not available in this install")
     features = importlib.import_module("sparsecnn.features")
-    return _from_feature_world(features, path, seed, dtype)
-
-
-def _from_feature_world(features: object, path: Path, seed: int,
-                        dtype: torch.dtype) -> DatasetSplit:
-    loader = getattr(features, "load_dataset_file", None) or getattr(features, "load_dataset",
-                                                                     None)
-    if loader is None:
-        raise ValueError("sparsecnn.features provides no load_dataset_file/load_dataset "
-                         f"function, so {str(path)!r} cannot be read")
-    loaded = loader(path)
-    images = getattr(loaded, "images", None)
-    labels = getattr(loaded, "labels", None)
-    if images is None and isinstance(loaded, dict):
-        images, labels = loaded.get("images"), loaded.get("labels")
-    if images is None or labels is None:
-        raise ValueError(f"{str(path)!r} did not yield images and labels")
-    images = torch.as_tensor(np.asarray(images)).to(dtype)
-    labels = torch.as_tensor(np.asarray(labels)).to(torch.int64)
-    if images.ndim == 3:
-        images = images[:, None]
-    if images.ndim != 4 or images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{str(path)!r}: expected images (n, C, H, W) and n labels; got "
-                         f"{tuple(images.shape)} and {tuple(labels.shape)}")
+    try:
+        loaded = features.load_dataset(path)
+    except FileNotFoundError as error:
+        raise ValueError(f"dataset {str(name)!r} is not a feature-world dataset: {error}"
+                         ) from None
+    images = loaded.sample.images.to(dtype)
+    labels = loaded.sample.labels.to(torch.int64)
+    n_classes = int(loaded.world.n_classes)
     from sklearn.model_selection import train_test_split
 
     indices = np.arange(labels.shape[0])
     label_array = labels.numpy()
-    counts = np.bincount(label_array)
+    counts = np.bincount(label_array, minlength=n_classes)
     stratify = label_array if counts[counts > 0].min() >= 2 else None
     train_idx, test_idx = train_test_split(indices, test_size=0.5, random_state=int(seed),
                                            stratify=stratify)
     train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
-    return DatasetSplit(name=path.stem, train_images=images[train_idx],
+    return DatasetSplit(name=path.name, train_images=images[train_idx],
                         train_labels=labels[train_idx], test_images=images[test_idx],
-                        test_labels=labels[test_idx], n_classes=int(label_array.max()) + 1)
+                        test_labels=labels[test_idx], n_classes=n_classes)

@@ -101,7 +101,7 @@ def test_invalid_configuration(values: dict, message: str) -> None:
 def test_unknown_dataset_file(tmp_path: Path) -> None:
     config = TrainingConfig(dataset=str(tmp_path / "nope.safetensors"), epochs=1)
     with pytest.raises(ValueError, match=r"dataset must be 'digits' or an existing feature-world "
-                       r"file; got .*nope\.safetensors.*does not exist"):
+                       r"dataset directory; got .*nope\.safetensors.*does not exist"):
         train(config, None, progress=False)
 
 
