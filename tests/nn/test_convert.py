@@ -24,6 +24,13 @@ from sparsecnn.nn import (
 DTYPE = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _seeded_default_initialisation() -> None:
+    """Layers built with PyTorch's default initialisation (nn.Conv2d, nn.Linear) are the same
+    whatever the test order or worker."""
+    torch.manual_seed(0)
+
+
 class Block(nn.Module):
     """A custom module holding a nested Sequential (conversion must reach inside)."""
 

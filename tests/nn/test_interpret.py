@@ -18,6 +18,13 @@ from sparsecnn.nn import from_cnn
 DTYPE = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _seeded_default_initialisation() -> None:
+    """Layers built with PyTorch's default initialisation (nn.Conv2d, nn.Linear) are the same
+    whatever the test order or worker."""
+    torch.manual_seed(0)
+
+
 def haar_bank() -> torch.Tensor:
     bank = torch.tensor([[[1, 1], [1, 1]], [[1, 1], [-1, -1]], [[1, -1], [1, -1]],
                          [[1, -1], [-1, 1]]], dtype=DTYPE) / 2.0

@@ -17,6 +17,13 @@ from sparsecnn.commands.interpret import (
     save_model,
 )
 
+
+@pytest.fixture(autouse=True)
+def _seeded_default_initialisation() -> None:
+    """Layers built with PyTorch's default initialisation (nn.Conv2d, nn.Linear) are the same
+    whatever the test order or worker."""
+    torch.manual_seed(0)
+
 ARCHITECTURE = {
     "format": ARCHITECTURE_FORMAT,
     "input_shape": [2, 6, 6],

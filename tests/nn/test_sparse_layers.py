@@ -29,6 +29,13 @@ from sparsecnn.nn.lipschitz import fourier_lipschitz_bound
 DTYPE = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _seeded_default_initialisation() -> None:
+    """Layers built with PyTorch's default initialisation (nn.Conv2d, nn.Linear) are the same
+    whatever the test order or worker."""
+    torch.manual_seed(0)
+
+
 def explicit_analysis_matrix(function, shape: tuple[int, ...]) -> torch.Tensor:
     """The matrix D^T of a linear map (computed by autograd, independent of the library)."""
     size = math.prod(shape)
