@@ -172,3 +172,12 @@ def test_certify_argument_errors(certified: tuple) -> None:
         certify(network, world, sample.images[:, 0], sample.labels)
     with pytest.raises(TypeError, match="world must be a FeatureWorld"):
         construct("default")  # type: ignore[arg-type]
+
+
+def test_four_level_hierarchy_any_number_of_levels() -> None:
+    world = FeatureWorld(levels=4, image_size=90, n_features=5, n_classes=3,
+                         features_per_object=2, parts_per_object=2, n_parts=4, displacement=1,
+                         distractors=1)
+    network = construct(world)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in network.hierarchy) == 3
+    _zero_error(world, n_images=200)
