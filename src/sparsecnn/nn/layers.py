@@ -242,7 +242,7 @@ class SparseConv2d(_SparseCodingLayer):
     def lipschitz(self, signal_shape: Sequence[int]) -> float:
         """``L = ||D||_2^2`` of the unit-norm dictionary for one signal ``(C, H, W)`` (cached)."""
         shape = tuple(int(s) for s in signal_shape[-3:])
-        return self._lipschitz.conv(self._lipschitz_parameters(), self.atoms(), self.stride,
+        return self._lipschitz.conv(self._lipschitz_parameters(), self.atoms, self.stride,
                                     self.padding, shape)
 
     def dictionary(self, signal_size: Sequence[int] | None = None) -> ConvDictionary:
@@ -302,7 +302,7 @@ class SparseLinear(_SparseCodingLayer):
 
     def lipschitz(self) -> float:
         """``L = ||D||_2^2`` of the unit-norm dictionary (exact; cached per weight version)."""
-        return self._lipschitz.dense(self._lipschitz_parameters(), self.atoms())
+        return self._lipschitz.dense(self._lipschitz_parameters(), self.atoms)
 
     def dictionary(self) -> DenseDictionary:
         """The (detached) dense dictionary ``(in_features, out_features)`` of unit-norm atoms."""

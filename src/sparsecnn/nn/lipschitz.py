@@ -18,7 +18,7 @@ step bumps the parameter's version counter) or a new input size arrives.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -113,20 +113,25 @@ class LipschitzCache:
                     for p in parameters]
         return (*versions, tuple(int(s) for s in signal_shape))
 
-    def conv(self, parameters: Sequence[torch.Tensor], atoms: torch.Tensor,
+    def conv(self, parameters: Sequence[torch.Tensor], atoms: Callable[[], torch.Tensor],
              stride: tuple[int, int], padding: tuple[int, int],
              signal_shape: Sequence[int]) -> float:
+        """``L`` for the current weights; ``atoms()`` is evaluated (without gradient) only on a
+        cache miss."""
         key = self.key(parameters, signal_shape)
         if key not in self._values:
             if len(self._values) > 32:  # old weight versions are never asked for again
                 self._values.clear()
-            self._values[key] = conv_lipschitz(atoms, stride, padding, signal_shape)
+            with torch.no_grad():
+                self._values[key] = conv_lipschitz(atoms(), stride, padding, signal_shape)
         return self._values[key]
 
-    def dense(self, parameters: Sequence[torch.Tensor], atoms: torch.Tensor) -> float:
+    def dense(self, parameters: Sequence[torch.Tensor], atoms: Callable[[], torch.Tensor]
+              ) -> float:
         key = self.key(parameters, ())
         if key not in self._values:
             if len(self._values) > 32:
                 self._values.clear()
-            self._values[key] = dense_lipschitz(atoms)
+            with torch.no_grad():
+                self._values[key] = dense_lipschitz(atoms())
         return self._values[key]
