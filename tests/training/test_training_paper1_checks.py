@@ -43,7 +43,7 @@ def test_check10_proper_priors_hold_at_every_step(model: str) -> None:
         if proper:
             biases = hidden_bias_parameters(result.model)
             assert len(biases) == 2
-            assert max(float(b.max()) for b in biases) <= 0.0
+            assert max(float(b.detach().max()) for b in biases) <= 0.0
             assert result.final["test_accuracy"] >= 0.5
     assert len(traces[True]) == 3 * 15
     assert max(traces[True]) <= 0.0

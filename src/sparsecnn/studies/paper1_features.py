@@ -45,8 +45,9 @@ class Budget:
     lista_layers: int = 3
 
 
-QUICK = Budget(seeds=1, n_atoms=128, dictionary_steps=20, lista_steps=150)
-FULL = Budget(seeds=5, n_atoms=256, dictionary_steps=60, lista_steps=600)
+QUICK = Budget(seeds=1, n_atoms=128, dictionary_steps=20, lista_steps=100)
+FULL = Budget(seeds=5, n_atoms=256, dictionary_steps=30, lista_steps=150)
+LISTA_LEARNING_RATE = 3e-3
 
 WITHIN_POINTS = 0.02
 RAW_MARGIN = 0.01
@@ -89,8 +90,8 @@ def _one_seed(budget: Budget, seed: int) -> dict[str, Any]:
     def split_relu(x: torch.Tensor) -> np.ndarray:
         return polarity_split(x @ dictionary, lam).numpy()
 
-    train_codes = _lasso_codes(train_x, dictionary, lam, tol=1e-8)
-    test_codes = _lasso_codes(test_x, dictionary, lam, tol=1e-8)
+    train_codes = _lasso_codes(train_x, dictionary, lam, tol=1e-7)
+    test_codes = _lasso_codes(test_x, dictionary, lam, tol=1e-7)
 
     def split_codes(codes: torch.Tensor) -> np.ndarray:
         return torch.cat([torch.relu(codes), torch.relu(-codes)], dim=1).numpy()
@@ -108,7 +109,7 @@ def _one_seed(budget: Budget, seed: int) -> dict[str, Any]:
     # check 26: LISTA vs ISTA, T = 3, regressing the exact LASSO codes
     torch.manual_seed(seed)
     lista = LearnedISTA(dictionary, lam, budget.lista_layers)
-    optimizer = torch.optim.Adam(lista.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(lista.parameters(), lr=LISTA_LEARNING_RATE)
     for _ in range(budget.lista_steps):
         loss = ((lista(train_x) - train_codes) ** 2).sum(1).mean()
         optimizer.zero_grad(set_to_none=True)
