@@ -52,6 +52,8 @@ class LayerInterpretation:
     """The sparse-coding reading of one layer (see the module docstring for every quantity).
 
     Energies, gaps and distances are means over the input signals (``None`` without inputs).
+    For a sparse layer with ``n_iter = k > 0``, ``layer_energy_gap`` and ``layer_code_distance``
+    compare the layer's own k-step code (its output divided by ``||w||``) with the optimum.
     ``orthogonality_signal_shape`` is the signal ``(C, H, W)`` for which the convolutional
     dictionary's gap was computed (its number of atoms depends on the image size).
     """
@@ -80,6 +82,9 @@ class LayerInterpretation:
     zero_code_fraction: float | None = None
     optimum_converged: bool | None = None
     gap_status: str | None = None
+    layer_n_iter: int = 0
+    layer_energy_gap: float | None = None
+    layer_code_distance: float | None = None
     extras: dict = field(default_factory=dict)
 
     @property
@@ -113,6 +118,9 @@ class LayerInterpretation:
             "zero_code_fraction": self.zero_code_fraction,
             "optimum_converged": self.optimum_converged,
             "gap_status": self.gap_status,
+            "layer_n_iter": self.layer_n_iter,
+            "layer_energy_gap": self.layer_energy_gap,
+            "layer_code_distance": self.layer_code_distance,
         }
         if include_arrays:
             result["thresholds"] = self.thresholds.tolist()
@@ -153,6 +161,9 @@ class InterpretationReport:
     def table(self) -> str:
         header = ["layer", "kind", "units", "lam mean [min, max]", "b>0", "b=0", "coherence",
                   "||DtD-I||_F", "energy gap", "rel. code dist."]
+        iterative = any(layer.layer_energy_gap is not None for layer in self.layers)
+        if iterative:
+            header += ["k", "k-step energy gap", "k-step code dist."]
         rows = [header]
         for layer in self.layers:
             lam = _summary(layer.thresholds)
@@ -163,12 +174,16 @@ class InterpretationReport:
                 f"{100 * layer.flat_prior_fraction:.0f}%",
                 f"{layer.coherence:.3f}", f"{layer.orthogonality_gap:.3g}",
                 _format(layer.energy_gap), _format(layer.code_distance)])
+            if iterative:
+                rows[-1] += [str(layer.layer_n_iter), _format(layer.layer_energy_gap),
+                             _format(layer.layer_code_distance)]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
                  for row in rows]
         lines.insert(1, "  ".join("-" * width for width in widths))
         note = ("thresholds lam = -b/||w||; b>0: improper anti-sparse prior, b=0: flat prior; "
-                "energy gap = E+(ReLU code) - E+(optimum)")
+                "energy gap = E+(ReLU code) - E+(optimum)"
+                + ("; k-step: the layer's own code after k iterations" if iterative else ""))
         return "\n".join([*lines, note])
 
     def __str__(self) -> str:
@@ -316,6 +331,7 @@ def _atom_image(atom: np.ndarray) -> tuple[np.ndarray, str | None]:
 # -- the analysis ---------------------------------------------------------------------------
 
 _LAYER_TYPES = (nn.Conv2d, nn.Linear, SparseConv2d, SparseLinear)
+_OUTPUT = "\x00output"  # key suffix of a captured layer output
 
 
 def _layer_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -359,6 +375,11 @@ def _capture_inputs(model: nn.Module, layers: list[tuple[str, nn.Module]],
         def hook(_module: nn.Module, args: tuple, name: str = name) -> None:
             captured.setdefault(name, args[0].detach())
         handles.append(module.register_forward_pre_hook(hook))
+        if isinstance(module, (SparseConv2d, SparseLinear)) and module.n_iter > 0:
+            def output_hook(_module: nn.Module, args: tuple, output: torch.Tensor,
+                            name: str = name) -> None:
+                captured.setdefault(f"{name}{_OUTPUT}", output.detach())
+            handles.append(module.register_forward_hook(output_hook))
     modes = {m: m.training for m in model.modules()}
     try:
         model.eval()
@@ -472,14 +493,24 @@ def interpret(model: nn.Module, inputs: Any = None, *, input_shape: Sequence[int
                 dictionary = KnownLipschitzConvDictionary(atoms, stride, padding, lipschitz)
             else:
                 signal = signal.reshape(-1, signal.shape[-1])
-            _sparse_coding_gap(entry, signal, dictionary, thresholds, max_iter, tol)
+            layer_output = captured.get(f"{name}{_OUTPUT}")
+            if layer_output is not None:
+                entry.layer_n_iter = int(module.n_iter)
+                view = (1, -1, 1, 1) if is_conv else (1, -1)
+                layer_output = layer_output.to(torch.float64)
+                if not is_conv:
+                    layer_output = layer_output.reshape(-1, layer_output.shape[-1])
+                layer_output = layer_output / scales.view(view)
+            _sparse_coding_gap(entry, signal, dictionary, thresholds, max_iter, tol,
+                               layer_output)
         entries.append(entry)
     return InterpretationReport(layers=entries, n_inputs=n_inputs, model_name=model_name)
 
 
 def _sparse_coding_gap(entry: LayerInterpretation, signal: torch.Tensor,
                        dictionary: ConvDictionary | DenseDictionary, thresholds: torch.Tensor,
-                       max_iter: int, tol: float) -> None:
+                       max_iter: int, tol: float, layer_codes: torch.Tensor | None = None
+                       ) -> None:
     """Fill the energy gap and code distance between ``ReLU(D^T x - lam)`` and the optimum."""
     problem = SparseCodingProblem(signal, dictionary, thresholds, nonneg=True,
                                   allow_negative_lam=True)
@@ -520,6 +551,12 @@ def _sparse_coding_gap(entry: LayerInterpretation, signal: torch.Tensor,
     entry.energy_gap = float(gap.mean())
     entry.relative_energy_gap = float(gap.mean() / max(abs(entry.optimal_energy), tiny))
     entry.code_distance = float((difference / torch.clamp(size, min=tiny)).mean())
+    if layer_codes is not None:
+        layer_gap = problem.energy(layer_codes) - optimal_energy
+        layer_difference = torch.linalg.vector_norm((layer_codes - optimum).flatten(1), dim=1)
+        entry.layer_energy_gap = float(layer_gap.mean())
+        entry.layer_code_distance = float(
+            (layer_difference / torch.clamp(size, min=tiny)).mean())
     entry.optimum_converged = bool(result.converged)
     entry.gap_status = "ok" if result.converged else (
         f"optimum not converged in {max_iter} FISTA iterations (gap is a lower bound)")

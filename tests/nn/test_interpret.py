@@ -180,3 +180,38 @@ def test_bad_models_are_clear_errors():
         interpret(nn.Sequential(nn.Conv2d(1, 3, 3)), torch.zeros(1, 2, 5, 5))
     with pytest.raises(ValueError, match="groups=2"):
         interpret(nn.Sequential(nn.Conv2d(2, 2, 3, groups=2)))
+
+
+def test_iterative_layers_report_their_own_gap():
+    """A converted layer with n_iter = k: its own code (output / ||w||) is compared with the
+    optimum; with k = 1 ISTA step that code is ReLU(D^T x - lam)/L (check 14), and many FISTA
+    steps close the gap."""
+    torch.manual_seed(1)
+    conv = nn.Conv2d(1, 3, 3, padding=1, dtype=DTYPE)
+    with torch.no_grad():
+        conv.bias.copy_(-conv.bias.abs() - 0.05)
+    model = nn.Sequential(conv, nn.ReLU())
+    x = torch.randn(2, 1, 5, 5, generator=torch.Generator().manual_seed(2), dtype=DTYPE)
+    one_step = interpret(from_cnn(model, n_iter=1), x, max_iter=20000, tol=1e-12).layers[0]
+    assert one_step.layer_n_iter == 1
+    norms = torch.linalg.vector_norm(conv.weight.detach().flatten(1), dim=1)
+    atoms = conv.weight.detach() / norms.view(-1, 1, 1, 1)
+    lipschitz = float(torch.linalg.matrix_norm(analysis_matrix(atoms, (1, 5, 5), padding=1),
+                                               ord=2) ** 2)
+    one_shot = torch.relu(F.conv2d(x, atoms, padding=1) + (conv.bias.detach() / norms).view(
+        1, -1, 1, 1))
+    expected_codes = one_shot / lipschitz
+    optimum_distance = one_step.code_distance  # of the one-shot code
+    assert one_step.layer_code_distance != pytest.approx(optimum_distance)
+    converged = interpret(from_cnn(model, n_iter=3000, method="fista"), x, max_iter=20000,
+                          tol=1e-12).layers[0]
+    assert converged.layer_code_distance <= 1e-6 and abs(converged.layer_energy_gap) <= 1e-9
+    assert one_step.layer_energy_gap > converged.layer_energy_gap
+    # the one-step code itself, checked through its energy against a direct computation
+    dictionary = analysis_matrix(atoms, (1, 5, 5), padding=1).T
+    lam = (-conv.bias.detach() / norms).repeat_interleave(25)
+    codes = expected_codes.flatten(1)
+    residual = x.flatten(1) - codes @ dictionary.T
+    energy = (0.5 * (residual ** 2).sum(1) + codes @ lam).mean()
+    assert one_step.layer_energy_gap == pytest.approx(float(energy) - one_step.optimal_energy,
+                                                      rel=1e-9)
