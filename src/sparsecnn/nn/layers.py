@@ -187,6 +187,11 @@ class SparseConv2d(_SparseCodingLayer):
     ``n_iter``, ``method`` (``"ista"``, ``"fista"``, ``"lca"``), ``nonneg`` (``False``: signed
     codes and the soft threshold), ``proper_prior``, ``unit_norm``, ``restart`` (FISTA's gradient
     restart, as in :func:`sparsecnn.sparse_code`) and ``generator`` (seeded initialisation).
+
+    With ``unit_norm=True`` the ``weight`` parameter is the direction ``v`` (any norm) and
+    :meth:`effective_weight` is ``output_scale * v/||v||``; a plain ``nn.Conv2d`` state dict
+    loads as ``v = W``, ``output_scale = ||W||``.  :meth:`atoms`, :meth:`thresholds` and
+    :meth:`output_scales` give the sparse-coding reading in every mode.
     """
 
     _plain_name = "Conv2d"
