@@ -25,14 +25,17 @@ import click
               help="Comma-separated training-set sizes for --compare.")
 @click.option("--seeds", "train_seeds", default="0,1", show_default=True,
               help="Comma-separated training seeds for --compare.")
-@click.option("--steps", default=600, show_default=True, type=click.IntRange(min=1),
+@click.option("--steps", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Adam steps per training run.")
+@click.option("--learning-rate", default=1e-2, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), help="Adam learning rate.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device for training.")
 @click.option("--out", default=None, type=click.Path(path_type=Path),
               help="Output directory [default: runs/construct-<preset>].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 def command(preset_name: str, world_seed: int, levels: int, n_images: int, seed: int,
-            run_compare: bool, train_sizes: str, train_seeds: str, steps: int, device: str,
+            run_compare: bool, train_sizes: str, train_seeds: str, steps: int,
+            learning_rate: float, device: str,
             out: Path | None, overwrite: bool) -> None:
     """Build the zero-error network of THEORY.md B.3 for a feature world and certify it.
 
@@ -102,7 +105,7 @@ def command(preset_name: str, world_seed: int, levels: int, n_images: int, seed:
             maps = network.detection_maps(sample.images[:1])[0].float()
             if run_compare:
                 result = compare(world, train_sizes=sizes, seeds=seeds, steps=steps,
-                                 device=device, progress=True)
+                                 learning_rate=learning_rate, device=device, progress=True)
                 report["compare"] = result.to_dict()
                 write_bytes(staging / "filters.png", filters_figure(
                     world.templates, result.learned_filters,

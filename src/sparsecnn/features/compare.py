@@ -232,7 +232,7 @@ def _train(template: ConstructedNetwork, images: torch.Tensor, labels: torch.Ten
 
 def compare(world: FeatureWorld, *, train_sizes: Sequence[int] = (100, 300, 1000, 3000),
             seeds: Sequence[int] = (0, 1, 2), test_size: int = 1000, steps: int = 1500,
-            batch_size: int = 64, learning_rate: float = 3e-3, device: str = "cpu",
+            batch_size: int = 32, learning_rate: float = 1e-2, device: str = "cpu",
             progress: bool = False) -> CompareResult:
     """Train the constructed architecture with Adam and compare it with the construction.
 

@@ -192,9 +192,9 @@ def run(context: StudyContext) -> StudyOutput:
 
     # --- B.7: trained vs constructed (check 22)
     if quick:
-        sizes, seeds, steps, test_size = (100, 500), (0,), 60, 300
+        sizes, seeds, steps, test_size = (100, 1000), (0,), 200, 300
     else:
-        sizes, seeds, steps, test_size = (100, 1000, 3000), (0, 1), 300, 600
+        sizes, seeds, steps, test_size = (100, 1000, 3000), (0, 1), 1000, 600
     comparison = compare(default_world, train_sizes=sizes, seeds=seeds, steps=steps,
                          test_size=test_size, batch_size=32)
     summary = comparison.summary()
