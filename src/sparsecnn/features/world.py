@@ -14,12 +14,13 @@ THEORY.md B.1 ([P2] Nandakumar, Tagade, Liu, arXiv 2307.00919; definitions [reco
   templates on the zero background, add up to ``distractors`` extra features at random places,
   then add noise eta ~ U[-epsilon, epsilon] per pixel and clip to [0, 1] (clipping never
   increases |eta|).
-* Well-posedness B.1(i)-(iv): (i) k^2 epsilon < Delta/2 (Delta = 1, the Hamming separation, for
-  binary templates); (ii) pasted features never overlap and no window other than a pasted one
-  matches a template; (iii) no image holds a complete configuration of another class; (iv)
-  objects of different classes are distinct configurations.  (ii) and (iii) are enforced per
-  image by the independent reference matcher (:mod:`.reference`); rejected draws are resampled
-  and counted.
+* Well-posedness B.1(i)-(iv): (i) k^2 epsilon < Delta/2 with Delta = 1 (the Hamming separation
+  of binary templates; real-valued templates are validated to be >= 1 in L1 from every other
+  window, and images with a closer window are rejected); (ii) pasted features never overlap
+  and no window other than a pasted one matches a template; (iii) no image holds a complete
+  configuration of another class; (iv) objects of different classes are distinct
+  configurations.  (ii) and (iii) are enforced per image by the independent reference matcher
+  (:mod:`.reference`); rejected draws are resampled and counted.
 
 Sampling is vectorized and deterministic: images come in blocks of ``BLOCK_SIZE``; block b is
 drawn from ``SeedSequence([world seed, sample seed, b])``, so any shard of a draw is a slice of
@@ -222,6 +223,10 @@ class FeatureWorld:
         self.levels = _int(levels, "levels", 2)
         self.distractors = _int(distractors, "distractors", 0)
         self.exclusive_objects = bool(exclusive_objects)
+        # Delta: binary windows differ from a template by Hamming (= L1) distance >= 1; real
+        # templates are validated to be >= 1 (L1) from every other window of an isolated
+        # template, and the reference matcher rejects images with a window closer than that.
+        self.separation = 1.0
         try:
             noise = float(noise)
         except (TypeError, ValueError):
@@ -484,36 +489,16 @@ class FeatureWorld:
                     f"L1 distance {separation} of a template at a shifted window")
         return None
 
-    def _measure_separation(self) -> float:
-        """Delta: 1 for binary templates; for real ones the smallest L1 distance between a
-        template and any other window of an isolated template (at most 1)."""
-        if self.template_family in ("binary", "bars"):
-            return 1.0
-        templates, k = self.templates, self.feature_size
-        n = len(templates)
-        canvas = np.zeros((n, 3 * k, 3 * k))
-        canvas[:, k:2 * k, k:2 * k] = templates
-        out = 2 * k + 1
-        smallest = np.inf
-        for j, template in enumerate(templates):
-            distance = np.zeros((n, out, out))
-            for row in range(k):
-                for col in range(k):
-                    distance += np.abs(canvas[:, row:row + out, col:col + out] - template[row, col])
-            distance[j, k, k] = np.inf
-            smallest = min(smallest, float(distance.min()))
-        return min(1.0, smallest)
-
     def _check_objects_exclusive(self) -> None:
         """No object's canonical rendering (no displacement) contains another object."""
         n_objects = len(self.hierarchy[-1])
         nodes = [self._expand(o) for o in range(n_objects)]
         k = self.feature_size
-        size_y = max(max(p[1][0] for p in leaves) for leaves, _ in nodes)
-        size_x = max(max(p[1][1] for p in leaves) for leaves, _ in nodes)
+        size_y = max(max(p[1][0] for p in leaves) for leaves, _, _ in nodes)
+        size_x = max(max(p[1][1] for p in leaves) for leaves, _, _ in nodes)
         pad = 2 * k + 2 * sum(self.displacement)
         canvas = np.zeros((n_objects, size_y + k + 2 * pad, size_x + k + 2 * pad))
-        for index, (leaves, _) in enumerate(nodes):
+        for index, (leaves, _, _) in enumerate(nodes):
             for feature, (y, x), _ in leaves:
                 canvas[index, pad + y:pad + y + k, pad + x:pad + x + k] = self.templates[feature]
         found = self._find_objects(canvas)
@@ -545,7 +530,6 @@ class FeatureWorld:
                                  f"(B.1(iv))")
             keys.setdefault(key, index)
         self._check_objects_exclusive()
-        self.separation = self._measure_separation()
         problems = self.assumption_problems()
         for text in problems.values():
             warnings.warn(text, WellPosednessWarning, stacklevel=3)
@@ -582,8 +566,9 @@ class FeatureWorld:
         return all(self.assumptions.values())
 
     # ------------------------------------------------------------------ hierarchy tables
-    def _expand(self, object_index: int) -> tuple[list, list]:
-        """Leaves (feature, nominal offset, displacement slots) and level-2 nodes of an object.
+    def _expand(self, object_index: int) -> tuple[list, list, list]:
+        """Leaves (feature, nominal offset, displacement slots), level-2 nodes (part, offset,
+        slots) and all intermediate nodes (level, offset, slots) of an object.
 
         The slot list holds, per configuration level t (0 = level 2), the index of the
         displacement draw applying to this node (-1 if none)."""
@@ -607,17 +592,12 @@ class FeatureWorld:
                     visit(level - 1, child, position, child_slots)
 
         visit(self.levels, object_index, (0, 0), [-1] * (self.levels - 1))
-        self._last_nodes = nodes
-        return leaves, parts
+        return leaves, parts, nodes
 
     def _build_tables(self) -> _Tables:
-        expanded = []
-        all_nodes = []
-        for o in range(self.n_objects):
-            expanded.append(self._expand(o))
-            all_nodes.append(self._last_nodes)
-        n_leaves = max(len(leaves) for leaves, _ in expanded)
-        n_parts = max(len(parts) for _, parts in expanded)
+        expanded = [self._expand(o) for o in range(self.n_objects)]
+        n_leaves = max(len(leaves) for leaves, _, _ in expanded)
+        n_parts = max(len(parts) for _, parts, _ in expanded)
         t = self.levels - 1
         leaf_ids = np.full((self.n_objects, n_leaves), -1, dtype=np.int64)
         leaf_offsets = np.zeros((self.n_objects, n_leaves, 2), dtype=np.int64)
@@ -629,10 +609,10 @@ class FeatureWorld:
         high = np.zeros((self.n_objects, 2), dtype=np.int64)
         n_slots = [0] * t
         top_domain = np.array(self.domain(self.levels))
-        for o, (leaves, parts) in enumerate(expanded):
+        for o, (leaves, parts, nodes) in enumerate(expanded):
             bounds_low = [np.zeros(2, dtype=np.int64)]
             bounds_high = [top_domain - 1]
-            items = [(1, offset, slots) for _, offset, slots in leaves] + all_nodes[o]
+            items = [(1, offset, slots) for _, offset, slots in leaves] + nodes
             for level, offset, slots in items:
                 domain = np.array(self.domain(level))
                 reach = sum(self.displacement[i] for i in range(t) if slots[i] >= 0)
@@ -660,8 +640,7 @@ class FeatureWorld:
         """Object occurrences (anchor boxes) in clean images by the reference matcher."""
         occurrences, _ = template_occurrences(clean, self.templates,
                                               binary=self.template_family in ("binary", "bars"),
-                                              separation=self.separation
-                                              if hasattr(self, "separation") else 1.0)
+                                              separation=self.separation)
         for level in range(2, self.levels + 1):
             domain = self._canvas_domain(clean.shape[1:], level)
             occurrences = configuration_occurrences(occurrences, self.hierarchy[level - 2],
