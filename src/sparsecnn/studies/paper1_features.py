@@ -30,7 +30,7 @@ from ..dictlearn import LearnedISTA, ista_encoder, learn_dictionary, plot_atoms
 from ..inference import ConvergenceWarning, sparse_code
 from ..priors import polarity_split
 from ..report.study import Claim, Figure, Study, StudyContext, StudyOutput, verdict_with_spread
-from ._paper1_common import mean_sd, paired, spread_claim
+from ._paper1_common import mean_sd, paired, single_thread, spread_claim
 
 __all__ = ["FULL", "QUICK", "STUDY", "Budget", "run"]
 
@@ -182,6 +182,11 @@ def _figure(results: list[dict[str, Any]]) -> Figure:
 
 
 def run(context: StudyContext) -> StudyOutput:
+    with single_thread():
+        return _run(context)
+
+
+def _run(context: StudyContext) -> StudyOutput:
     budget = QUICK if context.quick else FULL
     seeds = [context.seed + index for index in range(budget.seeds)]
     results = [_one_seed(budget, seed)

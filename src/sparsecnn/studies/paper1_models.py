@@ -32,7 +32,7 @@ from ..data import load_digits_split
 from ..report.study import Claim, Figure, Study, StudyContext, StudyOutput, verdict_with_spread
 from ..report.study import verdict as verdict_from
 from ..training import TrainingConfig, train
-from ._paper1_common import mean_sd, paired, spread_claim
+from ._paper1_common import mean_sd, paired, single_thread, spread_claim
 
 __all__ = ["FULL", "QUICK", "STUDY", "Budget", "run"]
 
@@ -161,6 +161,11 @@ def _figure(pairs: list[dict[str, Any]], unfolded: list[dict[str, Any]], n_unfol
 
 
 def run(context: StudyContext) -> StudyOutput:
+    with single_thread():
+        return _run(context)
+
+
+def _run(context: StudyContext) -> StudyOutput:
     budget = QUICK if context.quick else FULL
     seeds = [context.seed + index for index in range(budget.seeds)]
     pairs = [_train_pair(budget, seed)
