@@ -8,6 +8,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sparsecnn.features import BLOCK_SIZE, FeatureWorld, WellPosednessWarning, preset
 
@@ -209,3 +211,18 @@ def test_sample_argument_errors(world: FeatureWorld) -> None:
         world.sample(10, shard=2, n_shards=2)
     with pytest.raises(ValueError, match="n must be an integer >= 0; got -1"):
         world.sample(-1)
+
+
+@settings(max_examples=8)
+@given(n=st.integers(0, 1200), n_shards=st.integers(1, 5))
+def test_sharding_law_for_any_split(n: int, n_shards: int) -> None:
+    """For every n and shard count, shards concatenate to the unsharded draw."""
+    world = _SHARED_WORLD
+    full = world.sample(n, seed=11)
+    shards = [world.sample(n, seed=11, shard=i, n_shards=n_shards) for i in range(n_shards)]
+    assert sum(len(s) for s in shards) == n
+    assert torch.equal(torch.cat([s.images for s in shards]), full.images)
+    assert np.array_equal(np.concatenate([s.truth.anchor for s in shards]), full.truth.anchor)
+
+
+_SHARED_WORLD = FeatureWorld(image_size=20, n_classes=3, features_per_object=2, distractors=1)
