@@ -99,9 +99,9 @@ def test_convolutional_dictionary_learning_lowers_the_energy() -> None:
     generator = torch.Generator().manual_seed(0)
     filters = torch.randn(3, 1, 4, 4, generator=generator, dtype=torch.float64)
     filters = filters / torch.linalg.vector_norm(filters.flatten(1), dim=1).view(-1, 1, 1, 1)
-    spikes = (torch.rand(40, 3, 13, 13, generator=generator, dtype=torch.float64) < 0.04) * \
-        (torch.rand(40, 3, 13, 13, generator=generator, dtype=torch.float64) + 0.5)
-    images = ConvDictionary(filters).synthesis(spikes, (40, 1, 16, 16))
+    spikes = (torch.rand(40, 3, 9, 9, generator=generator, dtype=torch.float64) < 0.06) * \
+        (torch.rand(40, 3, 9, 9, generator=generator, dtype=torch.float64) + 0.5)
+    images = ConvDictionary(filters).synthesis(spikes, (40, 1, 12, 12))
     held_out = images[30:]
 
     def held_out_energy(bank: torch.Tensor) -> float:
@@ -109,7 +109,7 @@ def test_convolutional_dictionary_learning_lowers_the_energy() -> None:
                                  nonneg=True, max_iter=300, tol=1e-6, warn=False).energy.mean())
 
     random_start = torch.randn(3, 1, 4, 4, generator=generator, dtype=torch.float64)
-    result = learn_conv_dictionary(images[:30], 3, 4, 0.05, nonneg=True, n_steps=30,
+    result = learn_conv_dictionary(images[:30], 3, 4, 0.05, nonneg=True, n_steps=20,
                                    batch_size=10, seed=2, init=random_start)
     norms = torch.linalg.vector_norm(result.filters.flatten(1), dim=1)
     torch.testing.assert_close(norms, torch.ones(3, dtype=torch.float64), atol=1e-12, rtol=0)
@@ -120,7 +120,7 @@ def test_convolutional_dictionary_learning_lowers_the_energy() -> None:
     near = filters + 0.3 * torch.randn(filters.shape, generator=generator,
                                        dtype=torch.float64) / 4
     near_unit = near / torch.linalg.vector_norm(near.flatten(1), dim=1).view(-1, 1, 1, 1)
-    refined = learn_conv_dictionary(images[:30], 3, 4, 0.05, nonneg=True, n_steps=20,
+    refined = learn_conv_dictionary(images[:30], 3, 4, 0.05, nonneg=True, n_steps=10,
                                     batch_size=10, seed=2, init=near)
     before = (filters.flatten(1) * near_unit.flatten(1)).sum(1)
     after = (filters.flatten(1) * refined.filters.flatten(1)).sum(1)
