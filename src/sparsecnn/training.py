@@ -267,7 +267,7 @@ def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, tor
     for index, values in state["state"].items():
         for key, value in values.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{index}.{key}"] = value.detach().contiguous().clone()
+                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous().clone()
             else:
                 scalars.setdefault(str(index), {})[key] = value
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
@@ -292,7 +292,7 @@ def _checkpoint_name(epoch: int) -> str:
 
 def _write_checkpoint(out_dir: Path, epoch: int, step: int, config: TrainingConfig,
                       model: nn.Module, optimizer: torch.optim.Optimizer) -> Path:
-    model_bytes = save_safetensors({k: v.detach().contiguous().clone()
+    model_bytes = save_safetensors({k: v.detach().cpu().contiguous().clone()
                                     for k, v in model.state_dict().items()})
     optimizer_tensors, optimizer_meta = _optimizer_to_files(optimizer)
     optimizer_tensors["rng.torch"] = torch.get_rng_state()
@@ -511,7 +511,7 @@ def _prepare_out_dir(out_dir: Path, config: TrainingConfig, *, resume: bool, ove
 def train(config: TrainingConfig, out_dir: str | Path | None = None, *, resume: bool = False,
           overwrite: bool = False, progress: bool = True, dataset: DatasetSplit | None = None,
           callback: Callable[[str, dict[str, Any]], None] | None = None,
-          eval_every: int = 1) -> TrainingResult:
+          eval_every: int = 1, device: str | torch.device = "cpu") -> TrainingResult:
     """Train the model of ``config``; see the module docstring for files, resume and DDP.
 
     Parameters
@@ -525,15 +525,24 @@ def train(config: TrainingConfig, out_dir: str | Path | None = None, *, resume: 
         (``"epoch"``); an exception raised there interrupts training like a crash would.
     eval_every : evaluate train/test accuracy, loss and activation sparsity every this many
         epochs (and always after the last one); other epochs record the running loss only.
+    device : where the model and data live (``"cpu"``, ``"cuda:0"``, ...).  The model is
+        initialised on the CPU from the seed and then moved; checkpoints are stored from the
+        CPU, so a run can be resumed on another device (bit-identity holds on the same one).
     """
     eval_every = check_positive_int(eval_every, "eval_every")
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0'; got "
+                         f"{device!r}") from None
     if not isinstance(config, TrainingConfig):
         raise TypeError(f"config must be a TrainingConfig; got {type(config).__name__}")
     distributed = _setup_distributed()
     try:
         return _train(config, None if out_dir is None else Path(out_dir), resume=resume,
                       overwrite=overwrite, progress=progress, dataset=dataset,
-                      callback=callback, distributed=distributed, eval_every=eval_every)
+                      callback=callback, distributed=distributed, eval_every=eval_every,
+                      device=target)
     finally:
         if distributed.initialized_here:
             import torch.distributed as dist
@@ -544,7 +553,8 @@ def train(config: TrainingConfig, out_dir: str | Path | None = None, *, resume: 
 def _train(config: TrainingConfig, out_dir: Path | None, *, resume: bool, overwrite: bool,
            progress: bool, dataset: DatasetSplit | None,
            callback: Callable[[str, dict[str, Any]], None] | None,
-           distributed: _Distributed, eval_every: int) -> TrainingResult:
+           distributed: _Distributed, eval_every: int, device: torch.device
+           ) -> TrainingResult:
     writer = out_dir is not None and distributed.rank == 0
     checkpoint = None
     if out_dir is None and resume:
@@ -568,7 +578,10 @@ def _train(config: TrainingConfig, out_dir: Path | None, *, resume: bool, overwr
     dtype = DTYPES[config.dtype]
     data = (dataset if dataset is not None else load_dataset(config.dataset, seed=config.seed)
             ).to(dtype)
-    model = build_model(config, data.image_shape, data.n_classes)
+    data = DatasetSplit(data.name, data.train_images.to(device), data.train_labels.to(device),
+                        data.test_images.to(device), data.test_labels.to(device),
+                        data.n_classes)
+    model = build_model(config, data.image_shape, data.n_classes).to(device)
     optimizer = _make_optimizer(config, model)
     biases = hidden_bias_parameters(model)
     metrics: list[dict[str, Any]] = []
@@ -592,7 +605,8 @@ def _train(config: TrainingConfig, out_dir: Path | None, *, resume: bool, overwr
                       {"config": config.to_dict(), "config_hash": config_hash(config)})
     network: nn.Module = model
     if distributed.enabled:
-        network = nn.parallel.DistributedDataParallel(model)
+        network = nn.parallel.DistributedDataParallel(
+            model, device_ids=None if device.type == "cpu" else [device])
     n_train = data.train_images.shape[0]
     epochs: Iterable[int] = range(start_epoch, config.epochs + 1)
     if progress and distributed.rank == 0:
@@ -602,7 +616,7 @@ def _train(config: TrainingConfig, out_dir: Path | None, *, resume: bool, overwr
                       initial=start_epoch - 1, total=config.epochs)
     for epoch in epochs:
         began = time.perf_counter()
-        order = _epoch_order(config, epoch, n_train)
+        order = _epoch_order(config, epoch, n_train).to(device)
         network.train()
         loss_sum, max_bias_seen = 0.0, float("-inf")
         for start in range(0, n_train, config.batch_size):
@@ -637,7 +651,7 @@ def _train(config: TrainingConfig, out_dir: Path | None, *, resume: bool, overwr
             callback("epoch", dict(record))
     if writer:
         io.write_bytes(out_dir / "model.safetensors", save_safetensors(
-            {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}))
+            {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}))
         io.write_json(out_dir / "summary.json", {"config": config.to_dict(),
                                                  "final": metrics[-1] if metrics else {}})
     return TrainingResult(model=model, config=config, metrics=metrics, out_dir=out_dir,

@@ -108,3 +108,9 @@ def test_unknown_dataset_file(tmp_path: Path) -> None:
 def test_train_rejects_a_non_config() -> None:
     with pytest.raises(TypeError, match="config must be a TrainingConfig; got dict"):
         train({"epochs": 1}, None)
+
+
+def test_bad_device() -> None:
+    with pytest.raises(ValueError, match=r"device must be a torch device such as 'cpu' or "
+                                         r"'cuda:0'; got 'gpu please'"):
+        train(CONFIG, None, progress=False, device="gpu please")

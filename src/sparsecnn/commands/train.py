@@ -58,11 +58,13 @@ def _int_list(value: str, name: str) -> tuple[int, ...]:
               show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Start again in a non-empty --out.")
+@click.option("--device", default="cpu", show_default=True,
+              help="torch device (cpu, cuda:0, ...).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def command(dataset: str, model_name: str, epochs: int, batch_size: int, optimizer: str,
             learning_rate: float, weight_decay: float, channels: str, strides: str,
             proper_prior: bool, n_iter: int, method: str, dtype: str, resume: bool,
-            out_dir: Path, seed: int, overwrite: bool, no_progress: bool) -> None:
+            out_dir: Path, seed: int, overwrite: bool, device: str, no_progress: bool) -> None:
     """Train a classifier (hierarchical sparse coding + logistic regression) and write
     per-epoch safetensors checkpoints, metrics.jsonl and the final model.safetensors to
     --out."""
@@ -76,7 +78,7 @@ def command(dataset: str, model_name: str, epochs: int, batch_size: int, optimiz
             strides=_int_list(strides, "--strides"), proper_prior=proper_prior, n_iter=n_iter,
             method=method, dtype=dtype)
         result = train(config, out_dir, resume=resume, overwrite=overwrite,
-                       progress=not no_progress)
+                       progress=not no_progress, device=device)
     except OutputExistsError as error:
         raise click.ClickException(str(error)) from None
     except ValueError as error:
