@@ -114,3 +114,23 @@ def test_bad_device() -> None:
     with pytest.raises(ValueError, match=r"device must be a torch device such as 'cpu' or "
                                          r"'cuda:0'; got 'gpu please'"):
         train(CONFIG, None, progress=False, device="gpu please")
+
+
+def test_checkpoint_with_mismatched_weights_is_refused(finished_run: Path) -> None:
+    """A checkpoint whose (hash-consistent) weights do not fit the configured model."""
+    import hashlib
+    import json
+
+    import torch
+    from safetensors.torch import save
+
+    directory = finished_run / "checkpoints" / "epoch-0002"
+    data = save({"features.0.weight": torch.zeros(3, 1, 3, 3)})
+    (directory / "model.safetensors").write_bytes(data)
+    state = json.loads((directory / "state.json").read_text())
+    state["sha256"]["model.safetensors"] = hashlib.sha256(data).hexdigest()
+    (directory / "state.json").write_text(json.dumps(state))
+    before = snapshot(finished_run)
+    with pytest.raises(CheckpointError, match=r"does not fit the model of this configuration"):
+        train(CONFIG, finished_run, resume=True, progress=False)
+    assert snapshot(finished_run) == before
