@@ -226,3 +226,13 @@ def test_sharding_law_for_any_split(n: int, n_shards: int) -> None:
 
 
 _SHARED_WORLD = FeatureWorld(image_size=20, n_classes=3, features_per_object=2, distractors=1)
+
+
+def test_close_real_templates_raise() -> None:
+    """Real-valued templates closer than the separation Delta = 1 (L1) cannot be told apart."""
+    rng = np.random.default_rng(0)
+    first = rng.uniform(0.2, 0.8, size=(4, 4))
+    templates = np.stack([first, first + 0.01])
+    with pytest.raises(ValueError, match="templates are not well separated"):
+        FeatureWorld.from_templates(templates, [[(0, (0, 0))], [(1, (0, 0))]], image_size=20,
+                                    noise=0.0)
