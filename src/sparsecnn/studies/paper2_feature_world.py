@@ -93,6 +93,17 @@ def _review_verdict(trained: dict[str, float]) -> str:
 
 
 def run(context: StudyContext) -> StudyOutput:
+    """Run on one torch thread (the models are tiny; waiting threads spin on a shared machine;
+    results do not depend on the thread count beyond rounding)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(context)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(context: StudyContext) -> StudyOutput:
     quick = context.quick
     n_images = 200 if quick else 1000
     claims: list[Claim] = []
