@@ -203,7 +203,7 @@ def _run(context: StudyContext) -> StudyOutput:
 
     # --- B.7: trained vs constructed (check 22)
     if quick:
-        sizes, seeds, steps, test_size = (100, 1000), (0,), 200, 300
+        sizes, seeds, steps, test_size = (100, 1000), (0,), 500, 300
     else:
         sizes, seeds, steps, test_size = (100, 1000, 3000), (0, 1), 1000, 600
     comparison = compare(default_world, train_sizes=sizes, seeds=seeds, steps=steps,
