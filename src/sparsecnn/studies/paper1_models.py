@@ -50,7 +50,7 @@ class Budget:
     n_unfold: int = 6
 
 
-QUICK = Budget(seeds=2, complete_channels=(16, 32), complete_epochs=12,
+QUICK = Budget(seeds=2, complete_channels=(16, 32), complete_epochs=20,
                unfold_channels=(8, 16), unfold_epochs=4, unfold_batch=128)
 FULL = Budget(seeds=5, complete_channels=(32, 64), complete_epochs=30,
               unfold_channels=(16, 32), unfold_epochs=12, unfold_batch=128)
