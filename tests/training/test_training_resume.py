@@ -38,9 +38,12 @@ def assert_same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.
         assert torch.equal(first[key], second[key]), key
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
-def test_resume_after_interruption_is_bit_identical(tmp_path: Path, optimizer: str) -> None:
-    config = TrainingConfig(optimizer=optimizer, learning_rate=0.01, **SMALL)
+@pytest.mark.parametrize(("optimizer", "model", "n_iter"), [
+    ("adamw", "cnn", 0), ("sgd", "cnn", 0), ("adamw", "sparse", 2), ("sgd", "ml_ista", 2)])
+def test_resume_after_interruption_is_bit_identical(tmp_path: Path, optimizer: str, model: str,
+                                                    n_iter: int) -> None:
+    config = TrainingConfig(optimizer=optimizer, learning_rate=0.01, model=model,
+                            n_iter=n_iter, proper_prior=model == "sparse", **SMALL)
     reference = train(config, tmp_path / "reference", progress=False)
 
     interrupted = tmp_path / "interrupted"
