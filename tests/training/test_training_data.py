@@ -111,3 +111,16 @@ def test_feature_world_dataset_directory(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"is not a feature-world dataset: .*manifest\.json not "
                                          r"found"):
         load_dataset(str(tmp_path))
+    from sparsecnn.training import TrainingConfig, train
+
+    result = train(TrainingConfig(dataset=str(tmp_path / "world"), epochs=1, channels=(4,),
+                                  strides=(2,)), None, progress=False)
+    assert result.model.head.out_features == 2
+
+
+def test_feature_world_needs_the_features_module(tmp_path: Path, monkeypatch) -> None:
+    import sparsecnn.data
+
+    monkeypatch.setattr(sparsecnn.data.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match=r"needs sparsecnn\.features, which is not available"):
+        load_dataset(str(tmp_path))
