@@ -295,11 +295,13 @@ def format_table(problem_name: str, best: float, results: list[SolverResult]) ->
         time_text = "not reached" if r.time_to_target is None else f"{r.time_to_target:.3f} s"
         ratio = "-" if r.ratio_to_fastest_peer is None else f"{r.ratio_to_fastest_peer:.3f}"
         if r.is_sparsecnn and r.ratio_to_fastest_peer:
-            ratio += f" ({1 / r.ratio_to_fastest_peer:.2f}x faster)"
+            factor = r.ratio_to_fastest_peer
+            ratio += f" ({1 / factor:.2f}x faster)" if factor < 1 else f" ({factor:.2f}x slower)"
         gap = r.final_energy / best - 1
-        most_negative = min(trial.most_negative for trial in r.trials)
+        most_negative = f"{min(trial.most_negative for trial in r.trials):.1e}" \
+            if "non-negative" in problem_name else "-"
         lines.append(f"  {r.solver:<32} {time_text:>15} {r.final_energy:>16.10g} {gap:>10.2e} "
-                     f"{100 * r.final_density:>9.2f}% {most_negative:>10.1e} {ratio:>20}")
+                     f"{100 * r.final_density:>9.2f}% {most_negative:>10} {ratio:>20}")
     return "\n".join(lines)
 
 

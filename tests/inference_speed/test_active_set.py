@@ -67,13 +67,15 @@ def test_fast_path_equals_plain_differentiable_solver(nonneg: bool, lam_kind: st
     assert float(fast.optimality_gap.max()) <= 1e-11
 
 
-def test_each_signal_meets_the_stopping_rule_on_its_own() -> None:
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_each_signal_meets_the_stopping_rule_on_its_own(nonneg: bool) -> None:
     x, D = _problem(2)
-    problem = SparseCodingProblem(torch.tensor(x), torch.tensor(D), 0.2)
-    codes, n_iter, converged, step = shrinking_fista(problem, max_iter=10_000, tol=1e-7)
+    problem = SparseCodingProblem(torch.tensor(x), torch.tensor(D), 0.2, nonneg=nonneg)
+    codes, n_iter, converged, step = shrinking_fista(problem, max_iter=10_000, tol=1e-9)
     assert converged and 0 < n_iter < 10_000
     gaps = problem.optimality_gap(codes, 1.0 / step)
-    assert float(gaps.max()) <= 1e-7
+    assert float(gaps.max()) <= 1e-9
+    np.testing.assert_allclose(codes.numpy(), _sklearn_codes(x, D, 0.2, nonneg), atol=1e-6)
 
 
 @pytest.mark.parametrize("nonneg", [False, True])

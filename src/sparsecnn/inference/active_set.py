@@ -150,12 +150,19 @@ def _solve(problem: SparseCodingProblem, max_iter: int, tol: float,
         residual = torch.addmm(signals, point, matrix.T, beta=-1.0)  # D y - x
         return torch.addmm(point, residual, matrix, alpha=-step)
 
+    scalar_theta = float(theta_all) if theta_all.numel() == 1 else None
+
     def threshold(values: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Proximal map of ``step * penalty``, in place on the fresh tensor ``values``."""
+        if scalar_theta is not None:
+            if nonneg:
+                return values.sub_(scalar_theta).clamp_(min=0.0)
+            return torch.nn.functional.softshrink(values, scalar_theta)  # one fused pass
         theta = batch.theta
         if rows is not None and theta.ndim == 2 and theta.shape[0] > 1:
             theta = theta[rows]
         if nonneg:
-            return torch.relu(values - theta)
+            return values.sub_(theta).clamp_(min=0.0)
         return values - torch.clamp(values, -theta, theta)
 
     n_iter, converged = 0, index.numel() == 0
