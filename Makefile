@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 # The CPU build of torch 2.13.0; an open-ended torch requirement could pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 REPRODUCE_ARGS ?=
+# Spinning OpenMP threads make small torch operations 5-20x slower on a shared 2-core machine.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: reproduce test bench install install-dev clean
 

@@ -27,9 +27,13 @@ from .priors import (
 
 __version__ = "0.1.0"
 
-# Subpackages that pull in more (models, datasets, figures) load on first use: `sc.nn`,
-# `sc.features`, `sc.interpret(...)` work without importing them up front.
-_LAZY_MODULES = ("nn", "features", "dictlearn", "training", "data", "robustness", "sklearn",
+# After the engine they build on.  `interpret` is bound to the function; the module of the
+# same name stays importable as `sparsecnn.interpret` through `from sparsecnn.interpret import`.
+from . import features, nn
+from .interpret import interpret
+
+# Subpackages with heavier or optional dependencies load on first use.
+_LAZY_MODULES = ("dictlearn", "training", "data", "robustness", "anomaly", "sklearn",
                  "report", "studies")
 
 
@@ -40,11 +44,8 @@ def __getattr__(name: str):
         module = importlib.import_module(f"{__name__}.{name}")
         globals()[name] = module
         return module
-    if name == "interpret":
-        function = importlib.import_module(f"{__name__}.interpret").interpret
-        globals()["interpret"] = function  # the function, not the module of the same name
-        return function
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ConvDictionary",
@@ -56,8 +57,11 @@ __all__ = [
     "__version__",
     "bias_to_lambda",
     "energy",
+    "features",
+    "interpret",
     "lambda_to_bias",
     "merge_polarity",
+    "nn",
     "nonneg_threshold",
     "optimality_gap",
     "polarity_split",

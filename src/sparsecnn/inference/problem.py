@@ -131,12 +131,13 @@ class SparseCodingProblem:
             raise ValueError(
                 f"lam has more dimensions than the codes of shape {self.code_shape}; got "
                 f"shape {tuple(tensor.shape)}")
-        if tensor.numel() and float(tensor.min()) < 0:
+        if tensor.numel() and float(tensor.detach().min()) < 0:
             if not allow_negative_lam:
                 raise ValueError(
-                    f"lam must be >= 0 (the energy's l1 weight); got minimum "
-                    f"{float(tensor.min()):.6g}. Negative thresholds (positive CNN biases) are "
-                    "the modified model of THEORY.md A.4: pass allow_negative_lam=True with "
+                    "lam must be >= 0 (the energy's l1 weight); got minimum "
+                    f"{float(tensor.detach().min()):.6g}. Negative thresholds (positive CNN "
+                    "biases) are the modified model of THEORY.md A.4: pass "
+                    "allow_negative_lam=True with "
                     "nonneg=True to opt in")
             if not self.nonneg:
                 raise ValueError(
