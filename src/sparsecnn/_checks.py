@@ -104,3 +104,16 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
+
+
+def check_batch(images: Any, name: str = "images") -> torch.Tensor:
+    """A batch-first floating tensor ``(n, ...)`` with finite entries (images or features)."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor with the batch dimension first; got "
+                        f"{type(images).__name__}")
+    if images.ndim < 2 or not images.is_floating_point():
+        raise ValueError(f"{name} must be a floating tensor of shape (n, ...); got shape "
+                         f"{tuple(images.shape)}, dtype {images.dtype}")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError(f"{name} must be finite; got NaN/Inf entries")
+    return images

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_positive_float, check_positive_int
+from ._checks import check_batch, check_positive_float, check_positive_int
 from .inference import energy
 from .nn import SparseConv2d, SparseLinear, UnmappedLayerWarning, from_cnn
 
@@ -51,18 +51,6 @@ __all__ = [
 ]
 
 
-def _check_images(images: Any, name: str = "images") -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor with the batch dimension first; got "
-                        f"{type(images).__name__}")
-    if images.ndim < 2 or not images.is_floating_point():
-        raise ValueError(f"{name} must be a floating tensor of shape (n, ...); got shape "
-                         f"{tuple(images.shape)}, dtype {images.dtype}")
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError(f"{name} must be finite; got NaN/Inf entries")
-    return images
-
-
 def _as_model_input(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     parameter = next(iter(model.parameters()), None)
     if parameter is not None and parameter.is_floating_point():
@@ -75,7 +63,7 @@ def _as_model_input(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 def max_softmax_scores(model: nn.Module, images: torch.Tensor, batch_size: int = 1024
                        ) -> torch.Tensor:
     """Baseline anomaly score ``-max_c softmax(f(x))_c`` per image (higher = more anomalous)."""
-    images = _as_model_input(model, _check_images(images))
+    images = _as_model_input(model, check_batch(images))
     batch_size = check_positive_int(batch_size, "batch_size")
     with torch.no_grad():
         parts = [torch.softmax(model(images[i:i + batch_size]), dim=1).max(1).values
@@ -127,7 +115,7 @@ def sparse_coding_scores(model: nn.Module, images: torch.Tensor, batch_size: int
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    images = _as_model_input(model, _check_images(images))
+    images = _as_model_input(model, check_batch(images))
     batch_size = check_positive_int(batch_size, "batch_size")
     if not _sparse_layers(model):
         with warnings.catch_warnings():
@@ -280,7 +268,7 @@ def out_of_distribution_sets(in_images: torch.Tensor, *, n: int = 300, seed: int
     * ``"inverted"``: ``1 - x`` for the first ``n`` in-distribution images;
     * ``"held_out_class"``: ``held_out`` (images of a class the model never saw), if given.
     """
-    in_images = _check_images(in_images, "in_images")
+    in_images = check_batch(in_images, "in_images")
     if in_images.ndim != 4 or in_images.shape[1] != 1:
         raise ValueError(f"in_images must have shape (n, 1, H, W); got "
                          f"{tuple(in_images.shape)}")
@@ -300,7 +288,7 @@ def out_of_distribution_sets(in_images: torch.Tensor, *, n: int = 300, seed: int
     sets["gaussian_noise"] = gaussian.clamp(0.0, 1.0).to(dtype)
     sets["inverted"] = 1.0 - in_images[:n]
     if held_out is not None:
-        held_out = _check_images(held_out, "held_out")
+        held_out = check_batch(held_out, "held_out")
         if tuple(held_out.shape[1:]) != tuple(in_images.shape[1:]):
             raise ValueError(f"held_out must have images shaped {tuple(in_images.shape[1:])} "
                              f"like in_images; got {tuple(held_out.shape[1:])}")

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_choice, check_positive_float, check_positive_int
+from ._checks import check_batch, check_choice, check_positive_float, check_positive_int
 
 __all__ = [
     "ATTACKS",
@@ -91,19 +91,6 @@ def _check_images(images: Any, name: str = "images") -> torch.Tensor:
                         f"{type(images).__name__}")
     if images.ndim != 4 or not images.is_floating_point():
         raise ValueError(f"{name} must be a floating tensor of shape (n, C, H, W); got shape "
-                         f"{tuple(images.shape)}, dtype {images.dtype}")
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError(f"{name} must be finite; got NaN/Inf entries")
-    return images
-
-
-def _check_inputs(images: Any, name: str = "images") -> torch.Tensor:
-    """Any batch-first floating tensor (images or feature vectors)."""
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor with the batch dimension first; got "
-                        f"{type(images).__name__}")
-    if images.ndim < 2 or not images.is_floating_point():
-        raise ValueError(f"{name} must be a floating tensor of shape (n, ...); got shape "
                          f"{tuple(images.shape)}, dtype {images.dtype}")
     if not bool(torch.isfinite(images).all()):
         raise ValueError(f"{name} must be finite; got NaN/Inf entries")
@@ -294,7 +281,7 @@ def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epsilon: 
          targets: torch.Tensor | None = None, bounds: Bounds = (0.0, 1.0)) -> torch.Tensor:
     """Fast gradient sign method: ``clip(x + eps sign(grad_x CE(f(x), y)))`` (untargeted) or
     ``clip(x - eps sign(grad_x CE(f(x), t)))`` (targeted).  Returns the adversarial inputs."""
-    images = _model_dtype(model, _check_inputs(images))
+    images = _model_dtype(model, check_batch(images))
     labels = _check_labels(labels, images.shape[0])
     if targets is not None:
         targets = _check_labels(targets, images.shape[0], "targets")
@@ -317,7 +304,7 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     defaults to ``2.5 eps / steps``.  ``random_start`` draws ``delta^0`` uniformly in the ball's
     bounding box (projected) from ``seed``.  The returned inputs satisfy ``||x' - x|| <= eps``.
     """
-    images = _model_dtype(model, _check_inputs(images))
+    images = _model_dtype(model, check_batch(images))
     labels = _check_labels(labels, images.shape[0])
     if targets is not None:
         targets = _check_labels(targets, images.shape[0], "targets")
@@ -409,7 +396,7 @@ def minimal_l2_perturbation(model: nn.Module, images: torch.Tensor, labels: torc
     the final ``hi`` (an upper bound of the true minimal distance within ``tolerance`` of the
     radius bisected).  Images already misclassified (or already of the target class) get 0.
     """
-    images = _model_dtype(model, _check_inputs(images))
+    images = _model_dtype(model, check_batch(images))
     labels = _check_labels(labels, images.shape[0])
     if targets is not None:
         targets = _check_labels(targets, images.shape[0], "targets")
@@ -461,7 +448,7 @@ def minimal_l2_perturbation(model: nn.Module, images: torch.Tensor, labels: torc
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              batch_size: int = 1024) -> float:
     """Fraction of ``images`` whose ``argmax`` logit equals the label."""
-    images = _model_dtype(model, _check_inputs(images))
+    images = _model_dtype(model, check_batch(images))
     labels = _check_labels(labels, images.shape[0])
     batch_size = check_positive_int(batch_size, "batch_size")
     correct = 0

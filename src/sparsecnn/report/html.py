@@ -43,7 +43,15 @@ pre{background:#f6f8fa;padding:8px;overflow-x:auto;border:1px solid #d8dee4}
 figure{margin:14px 0;background:#fff;border:1px solid #d8dee4;padding:8px}
 figure img{max-width:100%;height:auto}figcaption{color:#57606a;font-size:.88rem}
 .measured{max-width:420px}
+table.summary td,table.summary th{padding:2px 6px;font-size:.8rem}
+table.summary td.id{white-space:nowrap}
 """
+
+
+def _shorten(text: str, limit: int = 110) -> str:
+    """First sentence of ``text``, cut at ``limit`` characters, for the one-screen summary."""
+    first = text.split(". ")[0].split(": ")[0]
+    return first if len(first) <= limit else first[:limit - 1].rstrip() + "\u2026"
 
 
 def _escape(value: Any) -> str:
@@ -104,12 +112,14 @@ def render_report(meta: dict[str, Any], studies: list[Study],
         + "".join(f"<span>{_verdict(v)} {n}</span>" for v, n in counts.items())
         + (f"<span>{_verdict('failed')} {len(errors)} stud{'y' if len(errors) == 1 else 'ies'}"
            "</span>" if errors else "") + "</p>",
-        "<table><tr><th>claim</th><th>paper</th><th>statement</th><th>verdict</th></tr>",
+        "<table class='summary'><tr><th>claim</th><th>paper</th><th>verdict</th>"
+        "<th>statement (hover for all of it; click the claim for its numbers)</th></tr>",
     ]
-    for _study, claim in claims:
-        parts.append(f"<tr><td><a href='#{_escape(claim.id)}'>{_escape(claim.id)}</a></td>"
-                     f"<td>{claim.paper}</td><td>{_escape(claim.statement)}</td>"
-                     f"<td>{_verdict(claim.verdict)}</td></tr>")
+    for _study, claim in sorted(claims, key=lambda pair: pair[1].paper):
+        parts.append(f"<tr><td class='id'><a href='#{_escape(claim.id)}'>{_escape(claim.id)}"
+                     f"</a></td><td>{claim.paper}</td><td>{_verdict(claim.verdict)}</td>"
+                     f"<td title='{_escape(claim.statement)}'>"
+                     f"{_escape(_shorten(claim.statement))}</td></tr>")
     for name, error in errors.items():
         parts.append(f"<tr><td>{_escape(name)}</td><td></td><td>study failed: "
                      f"{_escape(error.splitlines()[-1] if error else '')}</td>"
