@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from sparsecnn.cli import cli
@@ -101,3 +102,17 @@ def test_interrupted_run_leaves_no_report(tmp_path: Path, monkeypatch) -> None:
 def test_every_study_module_is_discovered() -> None:
     names = {s.name for s in discover_studies()}
     assert "paper1_identities" in names
+
+
+def test_study_threads_are_applied_and_restored(tmp_path: Path, monkeypatch) -> None:
+    seen = []
+
+    def record(context):
+        seen.append(torch.get_num_threads())
+        return StudyOutput()
+
+    monkeypatch.setattr(runner, "discover_studies",
+                        lambda: [Study("one", 1, "One thread", record, threads=1)])
+    before = torch.get_num_threads()
+    runner.run_reproduce(tmp_path / "run", quick=True)
+    assert seen == [1] and torch.get_num_threads() == before

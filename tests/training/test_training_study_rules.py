@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-from sparsecnn.studies._paper1_common import mean_sd, paired, single_thread, spread_claim
+from sparsecnn.studies._paper1_common import mean_sd, paired, spread_claim
 from sparsecnn.studies.paper1_features import _within_claim
 
 
@@ -40,10 +39,3 @@ def test_spread_claim_verdicts(values: list[float], margin: float, expected: str
 ])
 def test_within_two_points_rule(values: list[float], expected: str) -> None:
     assert _within_claim(mean_sd(values), {}).verdict == expected
-
-
-def test_single_thread_restores_the_thread_count() -> None:
-    before = torch.get_num_threads()
-    with single_thread():
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before

@@ -104,8 +104,11 @@ def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
 def _run_one(study: Study, context: StudyContext,
              errors: dict[str, str]) -> tuple[StudyOutput | None, float]:
     start = time.perf_counter()
+    previous_threads = torch.get_num_threads()
     try:
         torch.manual_seed(context.seed)
+        if study.threads is not None:
+            torch.set_num_threads(study.threads)
         output = study.run(context)
         if not isinstance(output, StudyOutput):
             raise TypeError(f"study {study.name} returned {type(output).__name__}, "
@@ -116,4 +119,6 @@ def _run_one(study: Study, context: StudyContext,
     except Exception:  # a failed study is reported, the others still run
         errors[study.name] = traceback.format_exc()
         output = None
+    finally:
+        torch.set_num_threads(previous_threads)
     return output, time.perf_counter() - start

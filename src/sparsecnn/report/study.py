@@ -103,10 +103,16 @@ class StudyContext:
 
 @dataclass
 class Study:
-    """A named study of one paper; ``order`` sorts studies within the report."""
+    """A named study of one paper; ``order`` sorts studies within the report.
+
+    ``threads``: torch intra-op threads while the study runs (restored afterwards); tiny models
+    run faster on one thread, since waiting threads spin on a shared machine.  ``None`` keeps
+    the process setting.
+    """
 
     name: str
     paper: int
     title: str
     run: Callable[[StudyContext], StudyOutput]
     order: int = 100
+    threads: int | None = None

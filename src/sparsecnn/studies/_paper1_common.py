@@ -9,16 +9,14 @@ inconclusive in between.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..report.study import Claim, verdict_with_spread
 
-__all__ = ["mean_sd", "paired", "single_thread", "spread_claim", "spread_rule"]
+__all__ = ["mean_sd", "paired", "spread_claim", "spread_rule"]
 
 
 def mean_sd(values: Sequence[float]) -> dict[str, Any]:
@@ -52,19 +50,3 @@ def spread_claim(claim_id: str, statement: str, differences: dict[str, Any], wha
                  verdict=verdict_with_spread(differences["mean"], differences["sd"],
                                              margin=margin),
                  units=units or {})
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread inside the block (restored afterwards).
-
-    The models and batches of these studies are tiny (8x8 digits, 8x8 patches): splitting their
-    operations across threads costs more in synchronisation than it gains, and on a shared
-    machine waiting threads spin.  Results do not depend on the thread count beyond rounding.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

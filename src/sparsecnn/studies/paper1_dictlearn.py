@@ -36,7 +36,7 @@ from ..dictlearn import (
 )
 from ..inference import ConvergenceWarning, sparse_code
 from ..report.study import Figure, Study, StudyContext, StudyOutput
-from ._paper1_common import mean_sd, single_thread, spread_claim
+from ._paper1_common import mean_sd, spread_claim
 
 __all__ = ["FULL", "QUICK", "STUDY", "Budget", "measure_natural_image_dictionary", "run"]
 
@@ -99,11 +99,6 @@ def measure_natural_image_dictionary(seed: int, budget: Budget) -> dict[str, Any
 
 
 def run(context: StudyContext) -> StudyOutput:
-    with single_thread():
-        return _run(context)
-
-
-def _run(context: StudyContext) -> StudyOutput:
     budget = QUICK if context.quick else FULL
     seeds = [context.seed + index for index in range(budget.seeds)]
     results = [measure_natural_image_dictionary(seed, budget)
@@ -174,4 +169,4 @@ def _difference(results: list[dict[str, Any]], first: str, second: str) -> dict[
 
 STUDY = Study(name="paper1_dictlearn", paper=1, order=45,
               title="Dictionary learning on natural images: oriented atoms, heavy-tailed "
-                    "codes (check 25)", run=run)
+                    "codes (check 25)", run=run, threads=1)

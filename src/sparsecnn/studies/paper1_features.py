@@ -30,7 +30,7 @@ from ..dictlearn import LearnedISTA, ista_encoder, learn_dictionary, plot_atoms
 from ..inference import ConvergenceWarning, sparse_code
 from ..priors import polarity_split
 from ..report.study import Claim, Figure, Study, StudyContext, StudyOutput, verdict_with_spread
-from ._paper1_common import mean_sd, paired, single_thread, spread_claim
+from ._paper1_common import mean_sd, paired, spread_claim
 
 __all__ = ["FULL", "QUICK", "STUDY", "Budget", "run"]
 
@@ -182,11 +182,6 @@ def _figure(results: list[dict[str, Any]]) -> Figure:
 
 
 def run(context: StudyContext) -> StudyOutput:
-    with single_thread():
-        return _run(context)
-
-
-def _run(context: StudyContext) -> StudyOutput:
     budget = QUICK if context.quick else FULL
     seeds = [context.seed + index for index in range(budget.seeds)]
     results = [_one_seed(budget, seed)
@@ -241,4 +236,4 @@ def _run(context: StudyContext) -> StudyOutput:
 
 STUDY = Study(name="paper1_features", paper=1, order=40,
               title="One-shot thresholding vs sparse inference as features; LISTA "
-                    "(checks 24, 26)", run=run)
+                    "(checks 24, 26)", run=run, threads=1)

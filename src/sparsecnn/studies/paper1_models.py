@@ -32,7 +32,7 @@ from ..data import load_digits_split
 from ..report.study import Claim, Figure, Study, StudyContext, StudyOutput, verdict_with_spread
 from ..report.study import verdict as verdict_from
 from ..training import TrainingConfig, train
-from ._paper1_common import mean_sd, paired, single_thread, spread_claim
+from ._paper1_common import mean_sd, paired, spread_claim
 
 __all__ = ["FULL", "QUICK", "STUDY", "Budget", "run"]
 
@@ -161,11 +161,6 @@ def _figure(pairs: list[dict[str, Any]], unfolded: list[dict[str, Any]], n_unfol
 
 
 def run(context: StudyContext) -> StudyOutput:
-    with single_thread():
-        return _run(context)
-
-
-def _run(context: StudyContext) -> StudyOutput:
     budget = QUICK if context.quick else FULL
     seeds = [context.seed + index for index in range(budget.seeds)]
     pairs = [_train_pair(budget, seed)
@@ -271,4 +266,4 @@ def _run(context: StudyContext) -> StudyOutput:
 
 STUDY = Study(name="paper1_models", paper=1, order=30,
               title="Trained sparse-coding CNNs on digits: complete model, proper priors, "
-                    "ML-ISTA (checks 9, 10, 23)", run=run)
+                    "ML-ISTA (checks 9, 10, 23)", run=run, threads=1)

@@ -93,17 +93,6 @@ def _review_verdict(trained: dict[str, float]) -> str:
 
 
 def run(context: StudyContext) -> StudyOutput:
-    """Run on one torch thread (the models are tiny; waiting threads spin on a shared machine;
-    results do not depend on the thread count beyond rounding)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run(context)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _run(context: StudyContext) -> StudyOutput:
     quick = context.quick
     n_images = 200 if quick else 1000
     claims: list[Claim] = []
@@ -269,4 +258,4 @@ def _run(context: StudyContext) -> StudyOutput:
 
 STUDY = Study(name="paper2_feature_world", paper=2,
               title="Feature world: constructed zero-error CNN, certificate, trained vs "
-                    "constructed", run=run, order=10)
+                    "constructed", run=run, order=10, threads=1)
