@@ -24,11 +24,17 @@ from .proximal_gradient import _relative_change
 __all__ = ["lca"]
 
 
-def lca(problem: SparseCodingProblem, *, max_iter: int, tol: float,
-        init: torch.Tensor | None, step_size: float | None, return_history: bool
+def lca(problem: SparseCodingProblem, *, max_iter: int, tol: float | None,
+        init: torch.Tensor | None, step_size: float | None, return_history: bool = False,
+        lipschitz: float | None = None
         ) -> tuple[torch.Tensor, int, bool, list[torch.Tensor], float]:
-    """Integrate the LCA dynamics; ``init`` is the initial membrane potential ``u``."""
-    lipschitz = problem.lipschitz()
+    """Integrate the LCA dynamics; ``init`` is the initial membrane potential ``u``.
+
+    ``tol=None`` runs exactly ``max_iter`` Euler steps with no stopping test (a layer's forward
+    pass); ``lipschitz`` may be given when already known.
+    """
+    if lipschitz is None:
+        lipschitz = problem.lipschitz()
     eta = 1.0 / lipschitz if step_size is None else step_size
     potential = torch.zeros(problem.code_shape, dtype=problem.x.dtype, device=problem.x.device) \
         if init is None else init
@@ -37,15 +43,16 @@ def lca(problem: SparseCodingProblem, *, max_iter: int, tol: float,
     converged = False
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        drive = problem.correlation - potential - problem.normal(codes) + codes
-        potential = potential + eta * drive
-        new_codes = problem.threshold(potential)
-        change = _relative_change(new_codes, codes)
-        codes = new_codes
+        # u + eta (D^T x - u - D^T D a + a) = lerp(u, D^T x + a - D^T D a, eta)
+        target = problem.correlation + (codes - problem.normal(codes))
+        potential = torch.lerp(potential, target, eta)
+        previous, codes = codes, problem.threshold(potential)
         if return_history:
             history.append(problem.energy(codes))
-        if problem.has_converged(change, codes, lipschitz, tol, "lca", n_iter):
+        if tol is not None and problem.has_converged(
+                _relative_change(codes, previous), codes, lipschitz, tol, "lca", n_iter):
             converged = True
             break
-    check_iterate(codes, "lca", n_iter)
+    if tol is not None:
+        check_iterate(codes, "lca", n_iter)
     return codes, n_iter, converged, history, eta

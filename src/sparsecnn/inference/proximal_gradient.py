@@ -18,7 +18,8 @@ every signal of the batch.  ISTA's energy is non-increasing; the function-value 
 (FISTA without restart).
 
 Every update builds new tensors (no in-place operation), so autograd differentiates through
-the iterations.
+the iterations.  With ``tol=None`` the loop runs a fixed number of steps: the forward pass of
+:class:`sparsecnn.nn.SparseConv2d` with ``n_iter=k``.
 """
 
 from __future__ import annotations
@@ -36,41 +37,65 @@ def _relative_change(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     return difference / torch.clamp(size, min=torch.finfo(new.dtype).tiny)
 
 
+def fista_momentum(new_codes: torch.Tensor, codes: torch.Tensor, extrapolated: torch.Tensor,
+                   momentum: torch.Tensor, restart: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """FISTA's extrapolation ``y = a^{t+1} + ((s_t - 1)/s_{t+1})(a^{t+1} - a^t)`` per signal,
+    resetting ``s_t = 1`` where ``<y^t - a^{t+1}, a^{t+1} - a^t> > 0`` when ``restart``."""
+    difference = new_codes - codes
+    if restart:
+        direction = torch.linalg.vecdot((extrapolated - new_codes).flatten(1),
+                                        difference.flatten(1))
+        momentum = torch.where(direction > 0, torch.ones_like(momentum), momentum)
+    next_momentum = (1.0 + torch.sqrt(1.0 + 4.0 * momentum ** 2)) / 2.0
+    beta = ((momentum - 1.0) / next_momentum).view((-1,) + (1,) * (codes.ndim - 1))
+    return torch.addcmul(new_codes, beta, difference), next_momentum
+
+
 def proximal_gradient(problem: SparseCodingProblem, *, accelerated: bool, restart: bool,
-                      max_iter: int, tol: float, init: torch.Tensor | None,
-                      step_size: float | None, return_history: bool
+                      max_iter: int, tol: float | None, init: torch.Tensor | None,
+                      step_size: float | None, return_history: bool = False
                       ) -> tuple[torch.Tensor, int, bool, list[torch.Tensor], float]:
     """Run ISTA (``accelerated=False``) or FISTA; return codes, iterations, convergence flag,
-    the energy history and the step size used."""
+    the energy history and the step size used.
+
+    ``tol=None`` runs exactly ``max_iter`` steps with no stopping test and no scan of the
+    iterates (the fixed-depth forward pass of a sparse-coding layer).
+    """
     lipschitz = problem.lipschitz() if step_size is None else 1.0 / step_size
     step = 1.0 / lipschitz
     method = "fista" if accelerated else "ista"
+    at_zero = init is None  # the first gradient is then -D^T x: no convolution needed
     codes = torch.zeros(problem.code_shape, dtype=problem.x.dtype, device=problem.x.device) \
         if init is None else init
+    # Non-negative codes: a - (1/L)(D^T D a - D^T x) - lam/L = a - (1/L) D^T D a + offset with
+    # offset = (D^T x - lam)/L formed once, so a step costs three passes over the codes.
+    offset = step * (problem.correlation - problem.lam) if problem.nonneg else None
     extrapolated = codes
-    batch_shape = (-1,) + (1,) * (codes.ndim - 1)
     momentum = torch.ones(codes.shape[0], dtype=codes.dtype, device=codes.device)
     history = [problem.energy(codes)] if return_history else []
     converged = False
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        new_codes = problem.threshold(extrapolated - step * problem.gradient(extrapolated), step)
-        if accelerated:
-            if restart:
-                direction = ((extrapolated - new_codes) * (new_codes - codes)).flatten(1).sum(1)
-                momentum = torch.where(direction > 0, torch.ones_like(momentum), momentum)
-            next_momentum = (1.0 + torch.sqrt(1.0 + 4.0 * momentum ** 2)) / 2.0
-            beta = ((momentum - 1.0) / next_momentum).view(batch_shape)
-            extrapolated = new_codes + beta * (new_codes - codes)
-            momentum = next_momentum
+        first = at_zero and n_iter == 1
+        if offset is not None:
+            new_codes = torch.relu(offset) if first else torch.relu(
+                extrapolated + torch.add(offset, problem.normal(extrapolated), alpha=-step))
+        else:
+            point = step * problem.correlation if first else \
+                extrapolated - step * problem.gradient(extrapolated)
+            new_codes = problem.threshold(point, step)
+        if accelerated and not (tol is None and n_iter == max_iter):  # last one unused
+            extrapolated, momentum = fista_momentum(new_codes, codes, extrapolated, momentum,
+                                                    restart)
         else:
             extrapolated = new_codes
-        change = _relative_change(new_codes, codes)
-        codes = new_codes
+        previous, codes = codes, new_codes
         if return_history:
             history.append(problem.energy(codes))
-        if problem.has_converged(change, codes, lipschitz, tol, method, n_iter):
+        if tol is not None and problem.has_converged(
+                _relative_change(codes, previous), codes, lipschitz, tol, method, n_iter):
             converged = True
             break
-    check_iterate(codes, method, n_iter)
+    if tol is not None:
+        check_iterate(codes, method, n_iter)
     return codes, n_iter, converged, history, step

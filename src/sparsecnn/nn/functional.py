@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from .._checks import check_choice
 from ..dictionary import ConvDictionary, DenseDictionary
 from ..inference import SparseCodingProblem
+from ..inference.lca import lca
+from ..inference.proximal_gradient import proximal_gradient
 
 __all__ = ["METHODS", "LayerProblem", "atoms_and_scales", "sparse_conv2d", "sparse_linear",
            "unrolled_codes"]
@@ -58,65 +60,19 @@ def atoms_and_scales(weight: torch.Tensor, name: str = "weight"
 def unrolled_codes(problem: SparseCodingProblem, n_iter: int, method: str,
                    lipschitz: float, restart: bool = True) -> torch.Tensor:
     """``n_iter`` iterates of ISTA, FISTA (gradient restart as in ``sparse_code``) or LCA from
-    zero, with step ``1/lipschitz`` (the Euler step ``dt/tau = 1/L`` for LCA).
+    zero, with step ``1/lipschitz`` (the Euler step ``dt/tau = 1/L`` for LCA): the engine's
+    loops in their fixed-step mode (``tol=None``).
 
     ISTA:  a^{t+1} = T_{lam/L}(a^t - (1/L) D^T (D a^t - x)),  a^0 = 0
     LCA:   u^{t+1} = u^t + (1/L)(D^T x - u^t - (D^T D - I) a^t),  a^t = T_lam(u^t),  u^0 = 0
     """
     check_choice(method, "method", METHODS)
-    step = 1.0 / lipschitz
     if method == "lca":
-        potential = torch.zeros(problem.code_shape, dtype=problem.x.dtype,
-                                device=problem.x.device)
-        codes = problem.threshold(potential)
-        for _ in range(n_iter):
-            # u + (1/L)(D^T x - u - D^T D a + a) = lerp(u, D^T x + a - D^T D a, 1/L)
-            target = problem.correlation + (codes - problem.normal(codes))
-            potential = torch.lerp(potential, target, step)
-            codes = problem.threshold(potential)
-        return codes
-    # first proximal-gradient step from a^0 = 0: the gradient there is -D^T x (no convolution).
-    # Non-negative codes: v - lam/L = a + (D^T x - lam)/L - D^T D a / L, so the constant part
-    # ``offset = (D^T x - lam)/L`` is formed once and a step costs three passes over the codes.
-    offset = step * (problem.correlation - problem.lam) if problem.nonneg else None
-    codes = torch.relu(offset) if offset is not None else problem.threshold(
-        step * problem.correlation, step)
-    extrapolated = codes
-    batch_shape = (-1,) + (1,) * (codes.ndim - 1)
-    momentum = torch.ones(codes.shape[0], dtype=codes.dtype, device=codes.device)
-    if method == "fista" and n_iter > 1:
-        previous = torch.zeros_like(codes)
-        extrapolated, momentum = _fista_momentum(codes, previous, previous, momentum, restart,
-                                                 batch_shape)
-    for _ in range(1, n_iter):
-        if offset is not None:
-            new_codes = torch.relu(extrapolated + torch.add(
-                offset, problem.normal(extrapolated), alpha=-step))
-        else:
-            new_codes = problem.threshold(
-                extrapolated - step * problem.gradient(extrapolated), step)
-        if method == "fista":
-            extrapolated, momentum = _fista_momentum(new_codes, codes, extrapolated, momentum,
-                                                     restart, batch_shape)
-        else:
-            extrapolated = new_codes
-        codes = new_codes
-    return codes
-
-
-def _fista_momentum(new_codes: torch.Tensor, codes: torch.Tensor, extrapolated: torch.Tensor,
-                    momentum: torch.Tensor, restart: bool, batch_shape: tuple[int, ...]
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """FISTA's extrapolation ``y = a^{t+1} + ((s_t - 1)/s_{t+1})(a^{t+1} - a^t)``, with the
-    gradient restart of :func:`sparsecnn.inference.proximal_gradient.proximal_gradient`."""
-    difference = new_codes - codes
-    if restart:
-        direction = torch.linalg.vecdot((extrapolated - new_codes).flatten(1),
-                                        difference.flatten(1))
-        momentum = torch.where(direction > 0, torch.ones_like(momentum), momentum)
-    next_momentum = (1.0 + torch.sqrt(1.0 + 4.0 * momentum ** 2)) / 2.0
-    beta = ((momentum - 1.0) / next_momentum).view(batch_shape)
-    return torch.addcmul(new_codes, beta, difference), next_momentum
+        return lca(problem, max_iter=n_iter, tol=None, init=None, step_size=None,
+                   lipschitz=lipschitz)[0]
+    return proximal_gradient(problem, accelerated=method == "fista", restart=restart,
+                             max_iter=n_iter, tol=None, init=None,
+                             step_size=1.0 / lipschitz)[0]
 
 
 def _check_iterations(n_iter: int, method: str, lipschitz: float | None) -> None:
