@@ -1,6 +1,9 @@
 """``sparsecnn interpret``: read a CNN as hierarchical sparse coding (THEORY.md A.4-A.8).
 
-``sparsecnn interpret MODEL.safetensors`` loads the weights and an architecture description,
+``sparsecnn interpret RUN_DIR`` reads a ``sparsecnn train`` run (its ``config.json`` rebuilds the
+model, its ``model.safetensors`` holds the weights, and its dataset's test images are the
+inputs).  ``sparsecnn interpret MODEL.safetensors`` loads the weights and an architecture
+description,
 runs :func:`sparsecnn.interpret.interpret` on inputs (scikit-learn digits for ``1x8x8`` models,
 seeded Gaussian images otherwise) and writes ``report.json``, ``report.txt``, ``atoms.png``,
 ``thresholds.png``, ``gaps.png`` and ``run.json`` to ``--out``.  Without ``MODEL`` it first
@@ -168,6 +171,43 @@ def load_model(path: Path, architecture_path: Path | None = None
     return model, architecture
 
 
+def load_training_run(directory: Path, n_inputs: int
+                      ) -> tuple[nn.Module, torch.Tensor, str]:
+    """Rebuild the model of a ``sparsecnn train`` run, load its final weights, and take the
+    first ``n_inputs`` test images of its dataset."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from ..data import load_dataset
+    from ..training import TrainingConfig, build_model
+
+    config_file, weights_file = directory / "config.json", directory / "model.safetensors"
+    for required in (config_file, weights_file):
+        if not required.is_file():
+            raise ValueError(f"MODEL {directory} is not a finished sparsecnn train run: "
+                             f"{required.name} is missing")
+    try:
+        config = TrainingConfig.from_dict(json.loads(config_file.read_text())["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{config_file} is not a sparsecnn train configuration: {error}") \
+            from None
+    dataset = load_dataset(config.dataset, seed=config.seed)
+    n_classes = int(max(dataset.train_labels.max(), dataset.test_labels.max())) + 1
+    model = build_model(config, tuple(dataset.train_images.shape[1:]), n_classes)
+    try:
+        tensors = load_file(str(weights_file))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{weights_file} is not a readable safetensors file (corrupted or "
+                         f"truncated?): {error}") from None
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as error:
+        raise ValueError(f"weights in {weights_file} do not match the model of "
+                         f"{config_file}: {error}") from None
+    inputs = dataset.test_images[:n_inputs].to(next(model.parameters()).dtype)
+    return model, inputs, f"{config.dataset} test images"
+
+
 def train_default_model(epochs: int, seed: int, progress: bool = True
                         ) -> tuple[nn.Sequential, dict[str, Any], float]:
     """Train :data:`DEFAULT_ARCHITECTURE` on the digits (AdamW, cross-entropy, batch 64, seeded);
@@ -213,7 +253,7 @@ def _inputs(architecture: dict[str, Any], n_inputs: int, seed: int) -> tuple[tor
 
 @click.command("interpret")
 @click.argument("model_path", metavar="[MODEL]", required=False,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+                type=click.Path(exists=True, path_type=Path))
 @click.option("--architecture", "architecture_path",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON architecture of MODEL (default: safetensors metadata, then "
@@ -236,8 +276,8 @@ def command(model_path: Path | None, architecture_path: Path | None, out_dir: Pa
     """Read a CNN as hierarchical sparse coding: atoms, thresholds -b/||w||, improper priors,
     coherence, orthogonality gap and the gap between the ReLU code and the true sparse code.
 
-    MODEL is a safetensors file (architecture: see --architecture); without it a small CNN is
-    trained on scikit-learn's digits first.
+    MODEL is a `sparsecnn train` run directory, or a safetensors file (architecture: see
+    --architecture); without it a small CNN is trained on scikit-learn's digits first.
     """
     if out_dir.exists() and not overwrite:
         raise click.ClickException(f"{out_dir} exists; pass --overwrite to replace it")
@@ -252,13 +292,20 @@ def command(model_path: Path | None, architecture_path: Path | None, out_dir: Pa
         model, architecture, accuracy = train_default_model(epochs, seed, not no_progress)
         run.update(model="default CNN trained on digits", epochs=epochs,
                    test_accuracy=accuracy)
+    elif model_path.is_dir():
+        try:
+            model, inputs, description = load_training_run(model_path, n_inputs)
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
+        run.update(model=str(model_path))
     else:
         try:
             model, architecture = load_model(model_path, architecture_path)
         except ValueError as error:
             raise click.ClickException(str(error)) from None
         run.update(model=str(model_path))
-    inputs, description = _inputs(architecture, n_inputs, seed)
+    if model_path is None or not model_path.is_dir():
+        inputs, description = _inputs(architecture, n_inputs, seed)
     run["inputs"] = description
     model = model.to(torch_device)
     inputs = inputs.to(device=torch_device, dtype=next(model.parameters()).dtype)
