@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import textwrap
 from typing import Any
 
 from .study import Study, StudyOutput
@@ -48,10 +49,9 @@ table.summary td.id{white-space:nowrap}
 """
 
 
-def _shorten(text: str, limit: int = 110) -> str:
-    """First sentence of ``text``, cut at ``limit`` characters, for the one-screen summary."""
-    first = text.split(". ")[0].split(": ")[0]
-    return first if len(first) <= limit else first[:limit - 1].rstrip() + "\u2026"
+def _shorten(text: str, limit: int = 105) -> str:
+    """``text`` cut at a word boundary to ``limit`` characters, for the one-screen summary."""
+    return textwrap.shorten(text, width=limit, placeholder=" \u2026")
 
 
 def _escape(value: Any) -> str:
