@@ -85,3 +85,57 @@ def test_proper_prior_training_keeps_every_hidden_bias_nonpositive() -> None:
     refit_head(model, data.train_images[:256], data.train_labels[:256], steps=5)
     for before, after in zip(features, model.features.parameters(), strict=True):
         assert torch.equal(before, after)
+
+
+def test_feature_world_claims_are_reported_with_their_differences(study_run: Path) -> None:
+    claims = _claims(study_run)
+    world = {"P1-A8-world-k10-corruptions", "P1-A8-world-k10-pgd",
+             "P1-A8-world-proper-prior-corruptions", "P2-B3-world-constructed-vs-trained"}
+    assert world <= set(claims)
+    measured = claims["P2-B3-world-constructed-vs-trained"]["measured"]
+    assert measured["difference"]["mean"] == pytest.approx(
+        measured["pgd_accuracy_constructed"]["mean"] - measured["pgd_accuracy_trained"]["mean"],
+        abs=1e-12)
+    measured = claims["P1-A8-world-k10-corruptions"]["measured"]
+    assert measured["difference"]["mean"] == pytest.approx(
+        measured["drop_k0"]["mean"] - measured["drop_k10"]["mean"], abs=1e-12)
+    for claim_id in world:  # same rule as the digits claims: sign of mean vs sd, budget guard
+        claim = claims[claim_id]
+        mean, sd = claim["measured"]["difference"]["mean"], claim["measured"]["difference"]["sd"]
+        expected = "holds" if mean >= sd else "does not hold" if mean <= -sd else "inconclusive"
+        if not claim["measured"]["same_clean_accuracy_budget"]:
+            expected = "inconclusive"
+        assert claim["verdict"] == expected, claim_id
+    assert (study_run / "figures" / "robustness_feature_world_models.png").exists()
+
+
+def test_swap_with_zero_steps_reproduces_the_feature_world_cnn_exactly() -> None:
+    import warnings
+
+    from sparsecnn.features import preset
+    from sparsecnn.nn import UnmappedLayerWarning
+    from sparsecnn.studies._feature_world_models import feature_world_cnn, swap_forward
+
+    world = preset("default", seed=3)
+    train = world.sample(64, seed=4)
+    model = train_classifier(feature_world_cnn(world, 3), train.images, train.labels,
+                             epochs=1, seed=3, batch_size=32)
+    test = world.sample(40, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnmappedLayerWarning)  # the swap silences only its own
+        swapped = swap_forward(model, 0)
+    with torch.no_grad():
+        expected = model(test.images)
+        # the plain forward pass written out layer by layer, independent of from_cnn
+        reference = model.head(model.features(test.images))
+        got = swapped(test.images)
+    assert torch.equal(expected, reference)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(got.argmax(1), expected.argmax(1))
+
+
+def test_feature_world_cnn_rejects_a_non_world() -> None:
+    from sparsecnn.studies._feature_world_models import feature_world_cnn
+
+    with pytest.raises(TypeError, match="world must be a FeatureWorld; got int"):
+        feature_world_cnn(3, 0)

@@ -115,11 +115,14 @@ class Budget:
     n_feature_world: int
     tolerance: float
     swap_steps: tuple[int, ...] = (0, 2, 5, 10)
+    world_train: int = 400
+    world_epochs: int = 8
+    world_eval: int = 100
 
 
 QUICK = Budget(seeds=1, epochs=6, n_eval=100, n_minimal=30, pgd_steps=3, lca_steps=30,
                dictionary_steps=15, n_ood=100, n_feature_world=80, tolerance=0.05,
-               swap_steps=(0, 10))
+               swap_steps=(0, 10), world_train=300, world_epochs=6, world_eval=60)
 FULL = Budget(seeds=5, epochs=12, n_eval=250, n_minimal=50, pgd_steps=6, lca_steps=30,
               dictionary_steps=30, n_ood=250, n_feature_world=200, tolerance=0.03)
 
@@ -311,6 +314,49 @@ def _feature_world(seed: int, budget: Budget) -> dict[str, Any]:
             "n_images": len(labels)}
 
 
+def _evaluate_world(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                    budget: Budget, seed: int) -> dict[str, Any]:
+    curves = corruption_curves(model, images, labels, seed=seed)
+    return {"clean_accuracy": curves[CORRUPTIONS[0]][0], "corruptions": curves,
+            "mean_corruption_accuracy": float(np.mean([curves[name][1:]
+                                                       for name in CORRUPTIONS])),
+            "attacks": {"pgd_linf": attack_curve(model, images, labels, "pgd_linf",
+                                                 EPSILONS_LINF, steps=budget.pgd_steps)}}
+
+
+def _feature_world_cnns(seed: int, budget: Budget) -> dict[str, Any]:
+    """On the seed's ``"default"`` feature world: the B.3 architecture trained by Adam (plain
+    and with proper priors), and the plain one with its forward pass swapped by
+    ``from_cnn(n_iter=k)`` (head refit for k > 0), each under corruptions and PGD L-inf."""
+    from ..features import construct, preset
+    from ._feature_world_models import feature_world_cnn, swap_forward
+
+    world = preset("default", seed=seed)
+    train = world.sample(budget.world_train, seed=seed + 2)
+    test = world.sample(budget.world_eval, seed=seed + 3)
+    models: dict[str, Any] = {}
+    plain = train_classifier(feature_world_cnn(world, seed), train.images, train.labels,
+                             epochs=budget.world_epochs, seed=seed, batch_size=32)
+    for k in budget.swap_steps:
+        swapped = swap_forward(plain, k)
+        without_refit = accuracy(swapped, test.images, test.labels)
+        if k > 0:
+            refit_head(swapped, train.images, train.labels)
+        evaluation = _evaluate_world(swapped, test.images, test.labels, budget, seed)
+        evaluation["clean_accuracy_without_refit"] = without_refit
+        models[f"cnn_k{k}"] = evaluation
+    proper = train_classifier(feature_world_cnn(world, seed), train.images, train.labels,
+                              epochs=budget.world_epochs, seed=seed, batch_size=32,
+                              proper_prior=True)
+    evaluation = _evaluate_world(proper, test.images, test.labels, budget, seed)
+    evaluation["max_hidden_bias"] = max(float(b.detach().max())
+                                        for b in hidden_bias_parameters(proper))
+    models["cnn_proper_prior"] = evaluation
+    models["constructed"] = _evaluate_world(construct(world), test.images, test.labels,
+                                            budget, seed)
+    return models
+
+
 def _one_seed(seed: int, budget: Budget, progress: Callable[..., Any]) -> dict[str, Any]:
     from ..dictlearn import learn_dictionary
 
@@ -319,7 +365,7 @@ def _one_seed(seed: int, budget: Budget, progress: Callable[..., Any]) -> dict[s
     held_out = 9 - seed % 10
     nine, held_images = _nine_classes(data, held_out)
     result: dict[str, Any] = {"seed": seed, "held_out_class": held_out, "models": {}}
-    steps = progress(["train", "swap", "proper", "front", "world", "anomaly"],
+    steps = progress(["train", "swap", "proper", "front", "world", "world_cnn", "anomaly"],
                      desc=f"robustness seed {seed}", leave=False)
     for step in steps:
         if step == "train":
@@ -353,6 +399,8 @@ def _one_seed(seed: int, budget: Budget, progress: Callable[..., Any]) -> dict[s
                 result["models"][name] = _evaluate(model, images, labels, budget, seed)
         elif step == "world":
             result["feature_world"] = _feature_world(seed, budget)
+        elif step == "world_cnn":
+            result["feature_world"]["models"] = _feature_world_cnns(seed, budget)
         else:
             result["anomaly"] = _anomaly(nine, held_images, fronts["lca_front_end"], budget,
                                          seed)
@@ -529,6 +577,8 @@ def _claims(seeds: list[dict[str, Any]]) -> list[Claim]:
                                        for s in seeds)},
         budget_ok=abs(proper_clean - baseline_clean) <= CLEAN_BUDGET))
 
+    claims += _world_claims([s["feature_world"]["models"] for s in seeds])
+
     worlds = [s["feature_world"] for s in seeds]
     index = worlds[0]["multiples_of_radius"].index(1.0)
     at_radius = [min(w["accuracy_structured"][index], w["accuracy_random_sign"][index],
@@ -592,12 +642,85 @@ def _claims(seeds: list[dict[str, Any]]) -> list[Claim]:
     return claims
 
 
+def _world_claims(per_seed: list[dict[str, Any]]) -> list[Claim]:
+    """The digits comparisons repeated on the feature world (same rules, same budget guard):
+    k-step swap vs the one-shot CNN, proper priors vs plain, and the constructed network vs
+    the trained CNN, by paired seed differences."""
+    def values(model: str, key: str) -> list[float]:
+        return [m[model][key] for m in per_seed]
+
+    def drop(model: str) -> list[float]:
+        return [c - m for c, m in zip(values(model, "clean_accuracy"),
+                                      values(model, "mean_corruption_accuracy"), strict=True)]
+
+    def pgd_at(model: str) -> list[float]:
+        return [m[model]["attacks"]["pgd_linf"][2] for m in per_seed]
+
+    def clean(model: str) -> float:
+        return float(np.mean(values(model, "clean_accuracy")))
+
+    def same_budget(model: str) -> bool:
+        return abs(clean(model) - clean("cnn_k0")) <= CLEAN_BUDGET
+
+    claims = []
+    k = max(int(name[5:]) for name in per_seed[0] if name.startswith("cnn_k"))
+    swapped = f"cnn_k{k}"
+    claims.append(_spread_claim(
+        f"P1-A8-world-k{k}-corruptions", 1,
+        f"A.8.2 on the feature world: the trained B.3-architecture CNN with its forward pass "
+        f"replaced by {k}-step sparse inference (head refit) has a smaller mean accuracy drop "
+        "over 5 corruptions x 5 severities.",
+        [a - b for a, b in zip(drop("cnn_k0"), drop(swapped), strict=True)],
+        f"mean corruption drop (k=0) - (k={k})",
+        {"clean_accuracy_k0": _mean_sd(values("cnn_k0", "clean_accuracy")),
+         f"clean_accuracy_k{k}": _mean_sd(values(swapped, "clean_accuracy")),
+         f"clean_accuracy_k{k}_without_refit": _mean_sd(
+             values(swapped, "clean_accuracy_without_refit")),
+         "drop_k0": _mean_sd(drop("cnn_k0")), f"drop_k{k}": _mean_sd(drop(swapped))},
+        budget_ok=same_budget(swapped)))
+    claims.append(_spread_claim(
+        f"P1-A8-world-k{k}-pgd", 1,
+        f"A.8.2 on the feature world: {k}-step sparse inference raises accuracy under white-box "
+        "PGD L-inf (eps = 0.1).",
+        [a - b for a, b in zip(pgd_at(swapped), pgd_at("cnn_k0"), strict=True)],
+        f"PGD accuracy (k={k}) - (k=0)",
+        {"pgd_accuracy_k0": _mean_sd(pgd_at("cnn_k0")),
+         f"pgd_accuracy_k{k}": _mean_sd(pgd_at(swapped))},
+        budget_ok=same_budget(swapped)))
+    claims.append(_spread_claim(
+        "P1-A8-world-proper-prior-corruptions", 1,
+        "A.8.1 on the feature world: the CNN trained with proper priors (every hidden bias <= 0)"
+        " has a smaller mean corruption accuracy drop than the unconstrained CNN.",
+        [a - b for a, b in zip(drop("cnn_k0"), drop("cnn_proper_prior"), strict=True)],
+        "mean corruption drop (plain) - (proper priors)",
+        {"clean_accuracy_plain": _mean_sd(values("cnn_k0", "clean_accuracy")),
+         "clean_accuracy_proper": _mean_sd(values("cnn_proper_prior", "clean_accuracy")),
+         "drop_plain": _mean_sd(drop("cnn_k0")), "drop_proper": _mean_sd(drop("cnn_proper_prior")),
+         "pgd_accuracy_proper": _mean_sd(pgd_at("cnn_proper_prior")),
+         "max_hidden_bias_proper": max(m["cnn_proper_prior"]["max_hidden_bias"]
+                                       for m in per_seed)},
+        budget_ok=same_budget("cnn_proper_prior")))
+    claims.append(_spread_claim(
+        "P2-B3-world-constructed-vs-trained", 2,
+        "On its feature world the constructed network is more robust than the same architecture"
+        " trained by Adam: higher accuracy under white-box PGD L-inf (eps = 0.1).",
+        [a - b for a, b in zip(pgd_at("constructed"), pgd_at("cnn_k0"), strict=True)],
+        "PGD accuracy (constructed) - (trained CNN)",
+        {"pgd_accuracy_constructed": _mean_sd(pgd_at("constructed")),
+         "pgd_accuracy_trained": _mean_sd(pgd_at("cnn_k0")),
+         "clean_accuracy_constructed": _mean_sd(values("constructed", "clean_accuracy")),
+         "drop_constructed": _mean_sd(drop("constructed")), "drop_trained": _mean_sd(
+             drop("cnn_k0"))},
+        budget_ok=same_budget("constructed")))
+    return claims
+
+
 # -- figures ------------------------------------------------------------------------------------
 
 LABELS = {"cnn_k0": "CNN (one-shot ReLU)", "cnn_k2": "CNN, 2-step ISTA",
           "cnn_k5": "CNN, 5-step ISTA", "cnn_k10": "CNN, 10-step ISTA",
           "cnn_proper_prior": "CNN, proper priors", "relu_front_end": "ReLU front end",
-          "lca_front_end": "LCA front end"}
+          "lca_front_end": "LCA front end", "constructed": "constructed network (B.3)"}
 
 
 def _pyplot() -> Any:
@@ -734,6 +857,17 @@ def _world_figure(seeds: list[dict[str, Any]]) -> Any:
 # -- the study ----------------------------------------------------------------------------------
 
 def _aggregate(seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    world_models = seeds[0]["feature_world"]["models"]
+    world = {"corruption_curves": {m: {c: _curve_stats(
+                [s["feature_world"]["models"][m]["corruptions"][c] for s in seeds])
+                for c in CORRUPTIONS} for m in world_models},
+             "pgd_linf_curves": {m: _curve_stats(
+                 [s["feature_world"]["models"][m]["attacks"]["pgd_linf"] for s in seeds])
+                 for m in world_models},
+             "clean_accuracy": {m: _mean_sd([s["feature_world"]["models"][m]["clean_accuracy"]
+                                             for s in seeds]) for m in world_models},
+             "certified_radius": _mean_sd([s["feature_world"]["certified_radius"]
+                                           for s in seeds])}
     models = list(seeds[0]["models"])
     corruption = {m: {c: _curve_stats([s["models"][m]["corruptions"][c] for s in seeds])
                       for c in CORRUPTIONS} for m in models}
@@ -746,7 +880,7 @@ def _aggregate(seeds: list[dict[str, Any]]) -> dict[str, Any]:
                    for score in tables[0][o]} for o in tables[0]}
     return {"clean_accuracy": clean, "corruption_curves": corruption, "attack_curves": attacks,
             "anomaly_table": anomaly, "epsilons_linf": list(EPSILONS_LINF),
-            "epsilons_l2": list(EPSILONS_L2)}
+            "epsilons_l2": list(EPSILONS_L2), "feature_world": world}
 
 
 def run(context: StudyContext) -> StudyOutput:
@@ -778,6 +912,12 @@ def run(context: StudyContext) -> StudyOutput:
             "robustness_feature_world", "Feature world (default preset): the constructed "
             "network's accuracy vs L-inf perturbation size, with its certified radius.",
             _world_figure(seeds)),
+        Figure.from_matplotlib(
+            "robustness_feature_world_models", "Feature world (default preset): test accuracy "
+            "vs corruption severity (0 = clean) for the trained B.3-architecture CNN, its k-step "
+            "sparse-inference swaps (head refit), the proper-prior CNN and the constructed "
+            f"network, mean +- sd over {budget.seeds} seed(s).",
+            plot_corruption_curves(aggregate["feature_world"]["corruption_curves"])),
         Figure.from_matplotlib(
             "anomaly_roc", f"Anomaly identification (seed {seeds[0]['seed']}, held-out digit "
             f"{seeds[0]['held_out_class']}): ROC curves per out-of-distribution set; AUROC in "
