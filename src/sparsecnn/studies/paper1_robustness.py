@@ -97,6 +97,7 @@ EPSILONS_L2 = (0.0, 0.5, 1.0, 2.0)
 NOISE_SEVERITY = 4  # gaussian_noise severity 4 is sigma = 0.3 (THEORY.md check 27)
 FRONT_END_ATOMS = 64
 FRONT_END_LAMBDA = 0.5
+WORLD_LEARNING_RATE = 3e-2  # Adam on the feature world (B.3 architecture, batch 32)
 CLEAN_BUDGET = 0.05  # variants more than 5 pts below the baseline's clean accuracy: inconclusive
 
 
@@ -116,13 +117,13 @@ class Budget:
     tolerance: float
     swap_steps: tuple[int, ...] = (0, 2, 5, 10)
     world_train: int = 400
-    world_epochs: int = 8
-    world_eval: int = 100
+    world_epochs: int = 10
+    world_eval: int = 60
 
 
 QUICK = Budget(seeds=1, epochs=6, n_eval=100, n_minimal=30, pgd_steps=3, lca_steps=30,
                dictionary_steps=15, n_ood=100, n_feature_world=80, tolerance=0.05,
-               swap_steps=(0, 10), world_train=300, world_epochs=6, world_eval=60)
+               swap_steps=(0, 10), world_train=300, world_epochs=8, world_eval=40)
 FULL = Budget(seeds=5, epochs=12, n_eval=250, n_minimal=50, pgd_steps=6, lca_steps=30,
               dictionary_steps=30, n_ood=250, n_feature_world=200, tolerance=0.03)
 
@@ -336,7 +337,8 @@ def _feature_world_cnns(seed: int, budget: Budget) -> dict[str, Any]:
     test = world.sample(budget.world_eval, seed=seed + 3)
     models: dict[str, Any] = {}
     plain = train_classifier(feature_world_cnn(world, seed), train.images, train.labels,
-                             epochs=budget.world_epochs, seed=seed, batch_size=32)
+                             epochs=budget.world_epochs, seed=seed, batch_size=32,
+                             learning_rate=WORLD_LEARNING_RATE)
     for k in budget.swap_steps:
         swapped = swap_forward(plain, k)
         without_refit = accuracy(swapped, test.images, test.labels)
@@ -347,7 +349,7 @@ def _feature_world_cnns(seed: int, budget: Budget) -> dict[str, Any]:
         models[f"cnn_k{k}"] = evaluation
     proper = train_classifier(feature_world_cnn(world, seed), train.images, train.labels,
                               epochs=budget.world_epochs, seed=seed, batch_size=32,
-                              proper_prior=True)
+                              learning_rate=WORLD_LEARNING_RATE, proper_prior=True)
     evaluation = _evaluate_world(proper, test.images, test.labels, budget, seed)
     evaluation["max_hidden_bias"] = max(float(b.detach().max())
                                         for b in hidden_bias_parameters(proper))
