@@ -97,7 +97,8 @@ EPSILONS_L2 = (0.0, 0.5, 1.0, 2.0)
 NOISE_SEVERITY = 4  # gaussian_noise severity 4 is sigma = 0.3 (THEORY.md check 27)
 FRONT_END_ATOMS = 64
 FRONT_END_LAMBDA = 0.5
-WORLD_LEARNING_RATE = 3e-2  # Adam on the feature world (B.3 architecture, batch 32)
+WORLD_LEARNING_RATE = 1e-2  # Adam on the feature world (B.3 architecture)
+WORLD_BATCH_SIZE = 16
 CLEAN_BUDGET = 0.05  # variants more than 5 pts below the baseline's clean accuracy: inconclusive
 
 
@@ -337,7 +338,7 @@ def _feature_world_cnns(seed: int, budget: Budget) -> dict[str, Any]:
     test = world.sample(budget.world_eval, seed=seed + 3)
     models: dict[str, Any] = {}
     plain = train_classifier(feature_world_cnn(world, seed), train.images, train.labels,
-                             epochs=budget.world_epochs, seed=seed, batch_size=32,
+                             epochs=budget.world_epochs, seed=seed, batch_size=WORLD_BATCH_SIZE,
                              learning_rate=WORLD_LEARNING_RATE)
     for k in budget.swap_steps:
         swapped = swap_forward(plain, k)
@@ -348,7 +349,7 @@ def _feature_world_cnns(seed: int, budget: Budget) -> dict[str, Any]:
         evaluation["clean_accuracy_without_refit"] = without_refit
         models[f"cnn_k{k}"] = evaluation
     proper = train_classifier(feature_world_cnn(world, seed), train.images, train.labels,
-                              epochs=budget.world_epochs, seed=seed, batch_size=32,
+                              epochs=budget.world_epochs, seed=seed, batch_size=WORLD_BATCH_SIZE,
                               learning_rate=WORLD_LEARNING_RATE, proper_prior=True)
     evaluation = _evaluate_world(proper, test.images, test.labels, budget, seed)
     evaluation["max_hidden_bias"] = max(float(b.detach().max())
