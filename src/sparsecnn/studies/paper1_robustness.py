@@ -23,6 +23,11 @@ seeded random targets, on test images both front ends classify correctly).
 On the ``"default"`` feature world (THEORY.md B.3's 28x28 example): the constructed network's
 certified L-inf radius beside its accuracy under the structured worst-case perturbation, random
 sign noise and PGD, and the smallest structured perturbation that flips an image.
+Beside it, on the same world per seed, the B.3 architecture trained by Adam
+(:mod:`._feature_world_models`): plain, with its forward pass swapped by ``from_cnn`` (k-step
+ISTA on the convertible layers, head refit for k > 0) and trained with proper priors, each
+under the five corruptions and PGD L-inf; the constructed network is evaluated on the same
+images.  Their claims use the digits rules (paired seed differences, same-clean-accuracy guard).
 
 Anomaly identification: a CNN trained on 9 digit classes; scores from the per-layer
 sparse-coding reconstruction error and energy of the CNN and of the LCA front end, against the
