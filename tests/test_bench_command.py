@@ -10,14 +10,20 @@ from sparsecnn.cli import cli
 from sparsecnn.commands import bench
 
 
-def test_suite_table_is_saved_and_outputs_are_not_overwritten(tmp_path: Path,
-                                                              monkeypatch) -> None:
+def run_fake_layers_suite(tmp_path: Path, monkeypatch, script: str):
+    """Run ``sparsecnn bench --suite layers`` with ``script`` standing in for the suite."""
     fake = tmp_path / "benchmarks"
-    fake.mkdir()
-    (fake / "bench_layers.py").write_text("import sys\nprint('ratio 1.000', sys.argv[1:])\n")
+    fake.mkdir(exist_ok=True)
+    (fake / "bench_layers.py").write_text(script)
     monkeypatch.setattr(bench, "BENCHMARKS", fake)
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["bench", "--suite", "layers", "--out", str(out)])
+    return CliRunner().invoke(cli, ["bench", "--suite", "layers", "--out", str(out)]), out
+
+
+def test_suite_table_is_saved_and_outputs_are_not_overwritten(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    result, out = run_fake_layers_suite(tmp_path, monkeypatch,
+                                        "import sys\nprint('ratio 1.000', sys.argv[1:])\n")
     assert result.exit_code == 0, result.output
     assert (out / "layers.txt").read_text() == "ratio 1.000 []\n"
     again = CliRunner().invoke(cli, ["bench", "--suite", "layers", "--out", str(out)])
@@ -25,12 +31,8 @@ def test_suite_table_is_saved_and_outputs_are_not_overwritten(tmp_path: Path,
 
 
 def test_failing_suite_is_an_error_and_leaves_no_output(tmp_path: Path, monkeypatch) -> None:
-    fake = tmp_path / "benchmarks"
-    fake.mkdir()
-    (fake / "bench_layers.py").write_text("raise SystemExit('peer missing')\n")
-    monkeypatch.setattr(bench, "BENCHMARKS", fake)
-    out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["bench", "--suite", "layers", "--out", str(out)])
+    result, out = run_fake_layers_suite(tmp_path, monkeypatch,
+                                        "raise SystemExit('peer missing')\n")
     assert result.exit_code == 1 and "layers benchmark failed (exit 1)" in result.output
     assert "peer missing" in result.output and not out.exists()
 

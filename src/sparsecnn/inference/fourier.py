@@ -44,6 +44,7 @@ from .._checks import (
     describe,
 )
 from .problem import ConvergenceWarning, SparseCodeResult, check_iterate
+from .proximal_gradient import fista_momentum
 
 __all__ = ["CircularConvOperator", "circular_energy", "circular_sparse_code"]
 
@@ -262,7 +263,6 @@ def circular_sparse_code(x: Any, filters: Any, lam: Any, *, nonneg: bool = False
         codes = torch.zeros(code_shape, dtype=signal.dtype, device=signal.device)
         point, point_spectrum = codes, operator.forward_transform(codes)
         momentum = torch.ones(signal.shape[0], dtype=signal.dtype, device=signal.device)
-        batch_shape = (-1, 1, 1, 1)
         tiny = torch.finfo(signal.dtype).tiny
         scalar_theta = float(theta) if theta.numel() == 1 and not nonneg else None
         converged, n_iter, gap = False, 0, None
@@ -270,18 +270,12 @@ def circular_sparse_code(x: Any, filters: Any, lam: Any, *, nonneg: bool = False
             values = operator.inverse_transform(gradient_step_spectrum(point_spectrum))
             new_codes = torch.nn.functional.softshrink(values, scalar_theta) \
                 if scalar_theta is not None else _threshold(values, theta, nonneg)
-            difference = new_codes - codes
-            if restart:
-                direction = torch.linalg.vecdot((point - new_codes).flatten(1),
-                                                difference.flatten(1))
-                momentum = torch.where(direction > 0, torch.ones_like(momentum), momentum)
-            next_momentum = (1.0 + torch.sqrt(1.0 + 4.0 * momentum ** 2)) / 2.0
-            beta = ((momentum - 1.0) / next_momentum).view(batch_shape)
-            point = torch.addcmul(new_codes, difference, beta)
+            point, momentum = fista_momentum(new_codes, codes, point, momentum, restart)
             point_spectrum = operator.forward_transform(point)  # one FFT per map per iteration
-            codes, momentum = new_codes, next_momentum
+            previous, codes = codes, new_codes
             if n_iter % check_every and n_iter != max_iter:
                 continue
+            difference = new_codes - previous
             change = torch.linalg.vector_norm(difference.flatten(1), dim=1) / torch.clamp(
                 torch.linalg.vector_norm(new_codes.flatten(1), dim=1), min=tiny)
             worst = float(change.max())
