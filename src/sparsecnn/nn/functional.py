@@ -34,6 +34,7 @@ from ..dictionary import ConvDictionary, DenseDictionary
 from ..inference import SparseCodingProblem
 from ..inference.lca import lca
 from ..inference.proximal_gradient import proximal_gradient
+from .fused import ConvUnrolling, unrolled_conv_codes
 
 __all__ = ["METHODS", "LayerProblem", "atoms_and_scales", "sparse_conv2d", "sparse_linear",
            "unrolled_codes"]
@@ -129,8 +130,14 @@ def sparse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         return F.relu(z + offset) - F.relu(-z + offset)
     atoms, scales = atoms_and_scales(weight)
     lam = torch.zeros_like(scales) if bias is None else -bias / scales
-    problem = LayerProblem(x, ConvDictionary(atoms, stride, padding), lam.view(-1, 1, 1), nonneg)
-    codes = unrolled_codes(problem, n_iter, method, lipschitz, restart)
+    if nonneg or not bool((lam < 0).any()):
+        settings = ConvUnrolling(method, n_iter, float(lipschitz), nonneg, restart,
+                                 tuple(stride), tuple(padding))
+        codes = unrolled_conv_codes(x, atoms, lam, settings)
+    else:  # signed codes with a negative threshold (an energy unbounded below): the engine loop
+        problem = LayerProblem(x, ConvDictionary(atoms, stride, padding), lam.view(-1, 1, 1),
+                               nonneg)
+        codes = unrolled_codes(problem, n_iter, method, lipschitz, restart)
     return codes * scales.view(1, -1, 1, 1)
 
 
