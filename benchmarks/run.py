@@ -147,6 +147,12 @@ def dense_solvers(problem: DenseProblem, nonneg: bool, quick: bool
             return result.codes.numpy()
         return solve
 
+    def ours_exact(dtype: torch.dtype) -> Solver:
+        def solve(_: object) -> np.ndarray:
+            x, d = (x32, d32) if dtype == torch.float32 else (x64, d64)
+            return sparse_code(x, d, lam, method="homotopy", nonneg=nonneg).codes.numpy()
+        return solve
+
     def sklearn(algorithm: str) -> Solver:
         def solve(max_iter: int) -> np.ndarray:
             return sparse_encode(X, D.T, algorithm=algorithm, alpha=lam, max_iter=max_iter,
@@ -175,6 +181,8 @@ def dense_solvers(problem: DenseProblem, nonneg: bool, quick: bool
 
     cd_budgets = [5, 20, 1000] if quick else [5, 20, 50, 1000]
     return [
+        ("sparsecnn homotopy float32", True, ["exact"], ours_exact(torch.float32)),
+        ("sparsecnn homotopy float64", True, ["exact"], ours_exact(torch.float64)),
         ("sparsecnn fista float32", True, tolerances, ours(torch.float32)),
         ("sparsecnn fista float64", True, tolerances, ours(torch.float64)),
         ("sklearn lasso_lars", False, [500], sklearn("lasso_lars")),

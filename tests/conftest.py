@@ -48,3 +48,26 @@ def haar_filters(dtype: torch.dtype = torch.float64) -> torch.Tensor:
         [[1, -1], [-1, 1]],
     ], dtype=np.float64) / 2.0
     return torch.tensor(bank, dtype=dtype).unsqueeze(1)
+
+
+def random_batch_problem(seed: int, n_signals: int, n_features: int, n_atoms: int,
+                         zero_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Signals ``(n_signals, n_features)`` and unit-norm atoms ``(n_features, n_atoms)``;
+    the first ``zero_fraction`` of the signals are scaled by 0.01 (all-zero solution)."""
+    rng = np.random.default_rng(seed)
+    D = rng.standard_normal((n_features, n_atoms))
+    D /= np.linalg.norm(D, axis=0)
+    x = rng.standard_normal((n_signals, n_features))
+    x[: int(n_signals * zero_fraction)] *= 0.01
+    return x, D
+
+
+def sklearn_lasso_codes(x: np.ndarray, D: np.ndarray, lam: float, nonneg: bool,
+                        tol: float = 1e-14) -> np.ndarray:
+    """scikit-learn's Lasso per signal: it minimises 1/(2 n) ||y - X w||^2 + alpha ||w||_1
+    with n = n_features here, so alpha = lam / n_features gives our minimiser."""
+    from sklearn.linear_model import Lasso
+
+    model = Lasso(alpha=lam / D.shape[0], fit_intercept=False, positive=nonneg, tol=tol,
+                  max_iter=1_000_000)
+    return np.stack([model.fit(D, row).coef_.copy() for row in x])

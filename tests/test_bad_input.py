@@ -92,8 +92,8 @@ def test_dtype_and_device_mixes(problem) -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"method": "admm"}, r"method must be one of 'closed_form', 'ista', 'fista', 'lca'; got "
-                         r"'admm'"),
+    ({"method": "admm"}, r"method must be one of 'closed_form', 'ista', 'fista', 'lca', "
+                         r"'homotopy'; got 'admm'"),
     ({"max_iter": 0}, r"max_iter must be an integer >= 1; got 0"),
     ({"tol": -1.0}, r"tol must be a finite number > 0; got -1.0"),
     ({"step_size": float("nan")}, r"step_size must be a finite number > 0; got nan"),

@@ -231,7 +231,7 @@ def test_per_atom_and_per_coefficient_lambda(overcomplete_dictionary, signals,
     assert torch.max(torch.abs(full - codes)) <= 1e-9
 
 
-@pytest.mark.parametrize("method", ("closed_form", *ITERATIVE))
+@pytest.mark.parametrize("method", ("closed_form", *ITERATIVE, "homotopy"))
 def test_float32_agrees_with_float64(overcomplete_dictionary, signals, method) -> None:
     D, x = overcomplete_dictionary, signals
     r64 = sc.sparse_code(x, D, 0.3, method=method, nonneg=True, max_iter=20000, tol=1e-9)

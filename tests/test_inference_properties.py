@@ -36,7 +36,7 @@ def test_ista_energy_never_increases(problem, nonneg: bool) -> None:
     assert torch.all(history[1:] <= history[:-1] + scale[:-1])
 
 
-@given(problems, st.sampled_from(["closed_form", "ista", "fista", "lca"]))
+@given(problems, st.sampled_from(["closed_form", "ista", "fista", "lca", "homotopy"]))
 def test_nonneg_codes_are_nonnegative(problem, method: str) -> None:
     n, m, batch, lam, seed = problem
     D, x = draw(n, m, batch, seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sklearn.linear_model import Lasso
+from conftest import random_batch_problem, sklearn_lasso_codes
 
 import sparsecnn as sc
 from sparsecnn.inference.active_set import (
@@ -17,19 +17,7 @@ from sparsecnn.inference.problem import SparseCodingProblem
 
 
 def _problem(seed: int, n_signals: int = 40, n_features: int = 16, n_atoms: int = 48):
-    rng = np.random.default_rng(seed)
-    D = rng.standard_normal((n_features, n_atoms))
-    D /= np.linalg.norm(D, axis=0)
-    x = rng.standard_normal((n_signals, n_features))
-    x[: n_signals // 4] *= 0.01  # a quarter of the signals have the all-zero solution
-    return x, D
-
-
-def _sklearn_codes(x: np.ndarray, D: np.ndarray, lam: float, nonneg: bool) -> np.ndarray:
-    # Lasso minimises 1/(2 n) ||y - X w||^2 + alpha ||w||_1 with n = n_features here
-    model = Lasso(alpha=lam / D.shape[0], fit_intercept=False, positive=nonneg, tol=1e-14,
-                  max_iter=200_000)
-    return np.stack([model.fit(D, row).coef_.copy() for row in x])
+    return random_batch_problem(seed, n_signals, n_features, n_atoms, zero_fraction=0.25)
 
 
 @pytest.mark.parametrize("nonneg", [False, True])
@@ -37,7 +25,7 @@ def _sklearn_codes(x: np.ndarray, D: np.ndarray, lam: float, nonneg: bool) -> np
 def test_fast_path_matches_sklearn_lasso(nonneg: bool, dtype: torch.dtype) -> None:
     x, D = _problem(0)
     lam = 0.3
-    reference = _sklearn_codes(x, D, lam, nonneg)
+    reference = sklearn_lasso_codes(x, D, lam, nonneg)
     tol = 1e-10 if dtype == torch.float64 else 1e-6
     result = sc.sparse_code(torch.tensor(x, dtype=dtype), torch.tensor(D, dtype=dtype), lam,
                             method="fista", nonneg=nonneg, tol=tol, max_iter=50_000)
@@ -75,7 +63,7 @@ def test_each_signal_meets_the_stopping_rule_on_its_own(nonneg: bool) -> None:
     assert converged and 0 < n_iter < 10_000
     gaps = problem.optimality_gap(codes, 1.0 / step)
     assert float(gaps.max()) <= 1e-9
-    np.testing.assert_allclose(codes.numpy(), _sklearn_codes(x, D, 0.2, nonneg), atol=1e-6)
+    np.testing.assert_allclose(codes.numpy(), sklearn_lasso_codes(x, D, 0.2, nonneg), atol=1e-6)
 
 
 @pytest.mark.parametrize("nonneg", [False, True])

@@ -11,14 +11,16 @@ from .._checks import (
     check_positive_float,
     check_positive_int,
 )
-from .active_set import shrinking_fista, uses_fast_dense_path
+from ..dictionary import DenseDictionary
+from .active_set import exact_lipschitz, shrinking_fista, uses_fast_dense_path
+from .homotopy import homotopy_sparse_code
 from .lca import lca
 from .problem import SparseCodeResult, SparseCodingProblem, warn_not_converged
 from .proximal_gradient import proximal_gradient
 
 __all__ = ["METHODS", "sparse_code"]
 
-METHODS = ("closed_form", "ista", "fista", "lca")
+METHODS = ("closed_form", "ista", "fista", "lca", "homotopy")
 
 
 def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = False,
@@ -38,9 +40,14 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
         per channel -- a 1-D tensor of length ``n_filters`` for a convolutional dictionary --
         or per coefficient).  No hidden rescaling.
     method : ``"closed_form"`` (one threshold of ``D^T x``, exact iff ``D^T D = I``),
-        ``"ista"``, ``"fista"`` (with gradient restart) or ``"lca"``.
+        ``"ista"``, ``"fista"`` (with gradient restart), ``"lca"``, or ``"homotopy"``: the
+        exact minimiser by the LARS-lasso path (dense dictionaries, ``lam > 0``, no autograd;
+        :mod:`sparsecnn.inference.homotopy`), the fastest method for batches of small
+        signals.
     nonneg : non-negative codes with penalty ``sum_i lam_i a_i`` (the ReLU model).
-    max_iter : iteration budget of the iterative methods.
+    max_iter : iteration budget of the iterative methods (for ``"homotopy"``: path segments
+        per signal; a signal that needs more, or whose path is degenerate, is solved by FISTA
+        with this budget).
     tol : stop when, for every signal, the relative change of the codes and the relative
         optimality gap are both ``<= tol`` (floored at 4 units of rounding of the dtype).
     init : initial codes (ISTA/FISTA) or initial potential (LCA); zeros by default.
@@ -64,6 +71,8 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
         step_size = check_positive_float(step_size, "step_size")
     problem = SparseCodingProblem(x, D, lam, nonneg=nonneg,
                                   allow_negative_lam=allow_negative_lam)
+    if method == "homotopy":
+        _check_homotopy(problem, init, step_size, return_history)
     init_tensor = None if init is None else problem.as_codes(init, "init")
     tol = problem.effective_tol(tol)
 
@@ -75,7 +84,12 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
         converged = bool(float(gap.max()) <= tol)
         orthogonality_gap = problem.D.orthogonality_gap(problem.signal_shape[1:])
     else:
-        if method == "lca":
+        if method == "homotopy":
+            codes, n_iter, converged = homotopy_sparse_code(problem, max_iter=max_iter, tol=tol)
+            # no step of its own: L (exact, from the small Gram eigenproblem) scales the gap
+            gap_lipschitz = exact_lipschitz(problem.D.matrix)
+            history, step = [], 1.0 / gap_lipschitz
+        elif method == "lca":
             codes, n_iter, converged, history, step = lca(
                 problem, max_iter=max_iter, tol=tol, init=init_tensor, step_size=step_size,
                 return_history=return_history)
@@ -104,3 +118,28 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
         history=problem.output(torch.stack(history)) if return_history else None,
         orthogonality_gap=orthogonality_gap,
     )
+
+
+def _check_homotopy(problem: SparseCodingProblem, init: Any, step_size: float | None,
+                    return_history: bool) -> None:
+    """What the exact path cannot do, said before any work."""
+    if not isinstance(problem.D, DenseDictionary):
+        raise ValueError(
+            "method='homotopy' needs a dense dictionary (a DenseDictionary or a 2-D matrix); "
+            f"got {type(problem.D).__name__}: use method='fista'")
+    tensors = (problem.x, problem.D.weight, problem.lam)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        raise ValueError(
+            "method='homotopy' is not differentiable (its codes come from a compiled path "
+            "solver, not an autograd graph); got x, D or lam with requires_grad=True: use "
+            "method='fista' or 'ista' to differentiate through the iterations")
+    for name, value in (("init", init), ("step_size", step_size)):
+        if value is not None:
+            raise ValueError(f"{name} is not used by method='homotopy' (the path starts at "
+                             f"a = 0 for lam = max|D^T x| and has no step); got {name}={value!r}"
+                             if name == "step_size" else
+                             f"{name} is not used by method='homotopy' (the path starts at "
+                             "a = 0 for lam = max|D^T x|); got an init")
+    if return_history:
+        raise ValueError("return_history=True is not available for method='homotopy' (it has "
+                         "no iterates, only path segments); got return_history=True")
