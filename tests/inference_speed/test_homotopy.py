@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import sparsecnn as sc
 from sparsecnn.inference.homotopy import (
     DEGENERATE,
+    NO_PATH_START,
     SOLVED,
     STEP_BUDGET_EXHAUSTED,
     homotopy_path_ends,
@@ -131,6 +132,8 @@ def test_zero_threshold_rows_are_solved_by_fista() -> None:
     D = rng.standard_normal((12, 5))
     D /= np.linalg.norm(D, axis=0)
     x = rng.standard_normal((4, 12))
+    _, _, status = homotopy_path_ends(D.T @ D, x @ D, np.zeros((1, 5)), False, 1000)
+    assert (status == NO_PATH_START).all()
     result = sc.sparse_code(x, D, 0.0, method="homotopy", max_iter=100_000, tol=1e-13)
     assert result.converged
     expected = np.linalg.lstsq(D, x.T, rcond=None)[0].T

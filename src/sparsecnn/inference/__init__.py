@@ -1,4 +1,5 @@
-"""Sparse inference: closed form, ISTA/FISTA and LCA on one shared problem definition."""
+"""Sparse inference: closed form, ISTA/FISTA, LCA and the exact homotopy path on one shared
+problem definition."""
 
 from .problem import (
     ConvergenceWarning,

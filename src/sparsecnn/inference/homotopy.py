@@ -33,7 +33,8 @@ result is the exact minimiser up to rounding in float64.
 
 Per-signal statistics: the number of path segments (events) and a status: ``0`` solved, ``1``
 the step budget ran out, ``2`` the active atoms became linearly dependent (``G_AA`` singular
-to working precision: the path is not unique there).  :func:`homotopy_sparse_code` solves the
+to working precision: the path is not unique there), ``3`` a threshold ``lam_i <= 0`` (the
+path has no start ``t_0``).  :func:`homotopy_sparse_code` solves the
 signals with status ``0`` exactly and hands the others to FISTA.
 
 The kernel is compiled by Numba and releases the GIL; the batch is split over
@@ -50,18 +51,19 @@ import numpy as np
 import torch
 
 from ..dictionary import DenseDictionary
-from .active_set import shrinking_fista, zero_is_optimal
+from .active_set import shrinking_fista
 from .problem import SparseCodingProblem
 
 __all__ = [
     "DEGENERATE",
+    "NO_PATH_START",
     "SOLVED",
     "STEP_BUDGET_EXHAUSTED",
     "homotopy_path_ends",
     "homotopy_sparse_code",
 ]
 
-SOLVED, STEP_BUDGET_EXHAUSTED, DEGENERATE = 0, 1, 2
+SOLVED, STEP_BUDGET_EXHAUSTED, DEGENERATE, NO_PATH_START = 0, 1, 2, 3
 # A joining atom whose squared distance to the span of the active atoms is below this
 # fraction of its squared norm makes G_AA numerically singular.
 _INDEPENDENCE_TOLERANCE = 1e-10
@@ -93,21 +95,34 @@ def _cholesky_append(factor: np.ndarray, gram: np.ndarray, active: np.ndarray, s
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST_FINITE_MATH)
-def _cholesky_solve(factor: np.ndarray, size: int, rhs: np.ndarray, out: np.ndarray) -> None:
-    """``out = (L L^T)^{-1} rhs`` for the leading ``size`` block of the factor ``L``; both
-    triangular solves read rows of ``L`` (contiguous), the second in column (axpy) form."""
-    for k in range(size):
+def _forward_rows(factor: np.ndarray, begin: int, end: int, rhs: np.ndarray,
+                  out: np.ndarray) -> None:
+    """Rows ``begin..end-1`` of the forward solve ``L out = rhs`` (the earlier rows of ``out``
+    are already solved): extending the factor by a row only needs the new entry."""
+    for k in range(begin, end):
         row = factor[k]
         value = rhs[k]
         for m in range(k):
             value -= row[m] * out[m]
         out[k] = value / row[k]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST_FINITE_MATH)
+def _back_substitute(factor: np.ndarray, size: int, out: np.ndarray) -> None:
+    """``out <- L^{-T} out`` in place, in column (axpy) form so that it reads rows of ``L``."""
     for k in range(size - 1, -1, -1):
         row = factor[k]
         value = out[k] / row[k]
         out[k] = value
         for m in range(k):
             out[m] -= value * row[m]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST_FINITE_MATH)
+def _cholesky_solve(factor: np.ndarray, size: int, rhs: np.ndarray, out: np.ndarray) -> None:
+    """``out = (L L^T)^{-1} rhs`` for the leading ``size`` block of the factor ``L``."""
+    _forward_rows(factor, 0, size, rhs, out)
+    _back_substitute(factor, size, out)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST_FINITE_MATH)
@@ -148,7 +163,8 @@ def _first_minimum(values: np.ndarray) -> int:
 def _homotopy_rows(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarray, nonneg: bool,
                    max_steps: int, codes: np.ndarray, steps: np.ndarray,
                    status: np.ndarray) -> None:
-    """Run the path for every row of ``correlation`` (``D^T x``, float64) into ``codes``."""
+    """Run the path for every row of ``correlation`` (``D^T x``) into the zero-filled
+    ``codes`` (either float dtype; the path itself is float64)."""
     n_signals, n_atoms = correlation.shape
     per_signal_lam = lam.shape[0] > 1
     residual = np.empty(n_atoms)
@@ -161,24 +177,37 @@ def _homotopy_rows(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarray, n
     column = np.empty(n_atoms)
     rhs = np.empty(n_atoms)
     direction = np.empty(n_atoms)
+    forward = np.empty(n_atoms)
     candidate = np.empty(n_atoms)
     blocked = np.zeros(n_atoms)  # +inf for the active atoms and the one that just left
+    positive_lam = True
     for n in range(n_signals):
         weights = lam[n] if per_signal_lam else lam[0]
+        steps[n] = 0
+        status[n] = SOLVED
+        if per_signal_lam or n == 0:
+            smallest = np.inf
+            for j in range(n_atoms):
+                smallest = min(smallest, weights[j])
+            positive_lam = smallest > 0.0
+        if not positive_lam:
+            status[n] = NO_PATH_START
+            continue
         start, first = 0.0, -1
         for j in range(n_atoms):
             residual[j] = correlation[n, j]
             bound = residual[j] if nonneg else abs(residual[j])
             if bound > start * weights[j]:
                 start, first = bound / weights[j], j
-        steps[n] = 0
-        status[n] = SOLVED
         if start <= 1.0:
             continue  # a = 0 satisfies |c| <= lam: it is the minimiser
         t = start
         size = 0
         signs[first] = 1.0 if (nonneg or residual[first] > 0) else -1.0
         _cholesky_append(factor, gram, active, size, first, column)
+        # ``forward`` = L^{-1} (s_A lam_A), kept up to date as atoms join and leave
+        rhs[0] = signs[first] * weights[first]
+        _forward_rows(factor, 0, 1, rhs, forward)
         active[0] = first
         position[first] = 0
         blocked[first] = np.inf
@@ -189,8 +218,8 @@ def _homotopy_rows(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarray, n
         for _ in range(max_steps):
             segments += 1
             for k in range(size):
-                rhs[k] = signs[active[k]] * weights[active[k]]
-            _cholesky_solve(factor, size, rhs, direction)
+                direction[k] = forward[k]
+            _back_substitute(factor, size, direction)  # u = G_AA^{-1} s_A lam_A
             _combine_rows(gram, active, direction, size, direction_of_atoms)
             # the first inactive atom to reach its bound, vectorised: candidate lengths of
             # every atom (blocked ones get +inf), then the smallest
@@ -237,6 +266,8 @@ def _homotopy_rows(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarray, n
                 position[who] = size
                 blocked[who] = np.inf
                 signs[who] = side
+                rhs[size] = side * weights[who]
+                _forward_rows(factor, size, size + 1, rhs, forward)
                 size += 1
             else:
                 leaving = active[who]
@@ -245,17 +276,19 @@ def _homotopy_rows(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarray, n
                 for k in range(who, size - 1):
                     active[k] = active[k + 1]
                     position[active[k]] = k
+                    rhs[k] = rhs[k + 1]
                 size -= 1
                 left = leaving  # stays blocked for one segment
                 # rows of the factor before the leaving atom's are unchanged; refactorise the rest
                 for k in range(who, size):
                     _cholesky_append(factor, gram, active, k, active[k], column)
+                _forward_rows(factor, who, size, rhs, forward)
         steps[n] = segments
         if finished:
             # exact end point a_A = G_AA^{-1}(c_A - s_A lam_A), kept if it has the path's signs
             for k in range(size):
-                rhs[k] = correlation[n, active[k]] - signs[active[k]] * weights[active[k]]
-            _cholesky_solve(factor, size, rhs, direction)
+                column[k] = correlation[n, active[k]] - signs[active[k]] * weights[active[k]]
+            _cholesky_solve(factor, size, column, direction)
             consistent = True
             for k in range(size):
                 if direction[k] * signs[active[k]] < 0.0:
@@ -281,12 +314,15 @@ def homotopy_path_ends(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarra
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The path's end points for a batch: ``(codes, steps, status)`` (module docstring).
 
-    ``gram`` ``(n_atoms, n_atoms)``, ``correlation`` ``(batch, n_atoms)`` and ``lam``
-    (``(1, n_atoms)`` or ``(batch, n_atoms)``, every entry ``> 0``) are float64 arrays.
-    ``threads`` contiguous slices of the batch run concurrently (the kernel holds no GIL).
+    ``gram`` ``(n_atoms, n_atoms)`` and ``lam`` (``(1, n_atoms)`` or ``(batch, n_atoms)``) are
+    float64; ``correlation`` ``(batch, n_atoms)`` is float32 or float64 and the codes have its
+    dtype (the path is computed in float64 either way).  ``threads`` workers take chunks of
+    the batch concurrently (the kernel holds no GIL).
     """
     gram = np.ascontiguousarray(gram, dtype=np.float64)
-    correlation = np.ascontiguousarray(correlation, dtype=np.float64)
+    if correlation.dtype not in (np.float32, np.float64):
+        correlation = correlation.astype(np.float64)
+    correlation = np.ascontiguousarray(correlation)
     lam = np.ascontiguousarray(lam, dtype=np.float64)
     n_signals = correlation.shape[0]
     codes = np.zeros_like(correlation)
@@ -326,35 +362,23 @@ def homotopy_sparse_code(problem: SparseCodingProblem, *, max_iter: int, tol: fl
     with torch.no_grad():
         x = problem.x
         correlation = problem.correlation.detach()
-        n_signals, n_atoms = correlation.shape
+        n_atoms = correlation.shape[1]
         lam = problem.lam.detach()
         lam = lam.reshape(1, 1).expand(1, n_atoms) if lam.numel() == 1 else \
             lam.reshape(-1, n_atoms)
-        lam_rows = lam.expand(n_signals, n_atoms)
-        codes = torch.zeros_like(correlation)
-        remaining = ~zero_is_optimal(correlation, lam_rows, problem.nonneg)
-        # the path starts at t_0 = max |c_j| / lam_j: it needs every lam_j > 0
-        on_path = remaining & (lam_rows > 0).all(dim=1)
-        rows = torch.nonzero(on_path).flatten()
-        n_iter = 0
-        if rows.numel():
-            matrix = problem.D.matrix.detach().to(dtype=torch.float64, device="cpu")
-            path_codes, steps, status = homotopy_path_ends(
-                (matrix.T @ matrix).numpy(),
-                correlation[rows].to(dtype=torch.float64, device="cpu").numpy(),
-                (lam[rows.cpu()] if lam.shape[0] > 1 else lam).to(
-                    dtype=torch.float64, device="cpu").numpy(),
-                problem.nonneg, max_iter, torch.get_num_threads())
-            codes[rows] = torch.from_numpy(path_codes).to(dtype=codes.dtype, device=x.device)
-            n_iter = int(steps.max())
-            remaining[rows[torch.from_numpy(status == SOLVED).to(x.device)]] = False
-        unsolved = torch.nonzero(remaining).flatten()
-        converged = True
+        matrix = problem.D.matrix.detach().to(dtype=torch.float64, device="cpu")
+        path_codes, steps, status = homotopy_path_ends(
+            (matrix.T @ matrix).numpy(), correlation.cpu().numpy(),
+            lam.to(dtype=torch.float64, device="cpu").numpy(), problem.nonneg, max_iter,
+            torch.get_num_threads())
+        codes = torch.from_numpy(path_codes).to(x.device)
+        n_iter, converged = int(steps.max()), True
+        unsolved = torch.from_numpy(np.flatnonzero(status != SOLVED)).to(x.device)
         if unsolved.numel():
-            subproblem = SparseCodingProblem(
-                x[unsolved], problem.D, problem.lam[unsolved] if problem.lam.ndim == 2 and
-                problem.lam.shape[0] > 1 else problem.lam, nonneg=problem.nonneg,
-                allow_negative_lam=True)
+            lam_rows = problem.lam[unsolved] if problem.lam.ndim == 2 and \
+                problem.lam.shape[0] > 1 else problem.lam
+            subproblem = SparseCodingProblem(x[unsolved], problem.D, lam_rows,
+                                             nonneg=problem.nonneg, allow_negative_lam=True)
             fista_codes, fista_iter, converged, _ = shrinking_fista(
                 subproblem, max_iter=max_iter, tol=tol)
             codes[unsolved] = fista_codes
