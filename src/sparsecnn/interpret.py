@@ -409,9 +409,16 @@ def interpret(model: nn.Module, inputs: Any = None, *, input_shape: Sequence[int
         layer's gap is computed on images of ``kernel + 2 * stride`` pixels per side.
     max_iter, tol : budget and tolerance of the FISTA solve for the optimum (float64).
 
-    Warns :class:`DeadLayerWarning` when a layer's thresholds make every one-shot code zero for
-    the given inputs.  Raises ``ValueError`` for a model without conv/linear layers, a layer
-    with a zero filter, or inputs the model cannot take.
+    Raises
+    ------
+    ValueError
+        For a model without conv/linear layers, a layer with a zero filter, or inputs the
+        model cannot take.
+
+    Warns
+    -----
+    DeadLayerWarning
+        When a layer's thresholds make every one-shot code zero for the given inputs.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")

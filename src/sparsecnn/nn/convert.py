@@ -71,8 +71,20 @@ def from_cnn(model: nn.Module, n_iter: int = 0, method: str = "ista", nonneg: bo
         on ``E+(a) = 1/2||x - D a||^2 + lam^T a`` with ``D = W/||w||``, ``lam = -b/||w||``).
     options : further layer options (``proper_prior``, ``unit_norm``, ``restart``).
 
-    The converted model has the same state-dict keys as ``model``.  Raises ``ValueError`` if no
-    layer can be converted; warns (:class:`UnmappedLayerWarning`) with the list of kept layers.
+    Returns
+    -------
+    nn.Module
+        The converted copy, with the same state-dict keys as ``model``.
+
+    Raises
+    ------
+    ValueError
+        If no layer can be converted.
+
+    Warns
+    -----
+    UnmappedLayerWarning
+        With the list of the layers kept as they are.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
