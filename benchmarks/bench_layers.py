@@ -5,19 +5,34 @@
   synthesis + analysis per step): target ratio <= 1.3 of that ideal.
 
 Forward and forward+backward, batch 64, 32x32 inputs, 3 -> 64 channels, 3x3 kernels, padding 1,
-float32, on ``--threads`` CPU threads.  ``--clock cpu`` (default) measures the process's CPU
-time (the work done, summed over threads), which other processes on a shared machine disturb
-far less than elapsed time (``--clock wall``).  The candidate and its reference are timed
-alternately (``--repeats`` rounds after a warm-up that also computes and caches the layer's
-Lipschitz constant, whose one-off cost is printed) and each is summarised by its minimum, the
-estimate least disturbed by other processes on a shared machine; the ratio is min / min.
+float32, on ``--threads`` CPU threads, elapsed time (``--clock wall``, default).  The process CPU
+clock (``--clock cpu``) is not a fair alternative with several threads: Linux updates the CPU
+time of the non-calling OpenMP threads only at scheduler ticks, so a single 2 ms convolution is
+counted as about one thread's worth while a 20 ms layer is counted with both threads, spin-waits
+included (measured: conv2d wall 1.7 ms, cpu 1.7 ms, single-thread 3.4 ms).
+
+On a shared machine each round first waits (at most ``--idle-wait`` seconds) until the machine
+is idle (``/proc/stat``): with a busy core every OpenMP barrier waits for a scheduler slice and
+an op of 0.5 ms takes 8 ms.  The candidate and its reference are timed alternately
+(``--repeats`` rounds after a warm-up that also computes and caches the layer's Lipschitz
+constant, whose one-off cost is printed) and each is summarised by its minimum; the ratio is
+min / min.
+
+``--allocator retain`` keeps freed memory in the process (glibc ``mallopt``: mmap threshold
+32 MiB, no trimming), as jemalloc/tcmalloc set-ups do; with the default system allocator a
+16.8 MB code tensor that glibc returned to the kernel costs ~4000 page faults (several ms, more
+than the 1.7 ms convolution) whenever it is allocated again, for the layer and the reference
+alike but not equally often.
 
     python benchmarks/bench_layers.py [--threads 2] [--repeats 10] [--k 1 2 4]
+                                      [--allocator system|retain]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import time
 from collections.abc import Callable
 
@@ -26,9 +41,47 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsecnn.nn import SparseConv2d
+from sparsecnn.nn.fused import conv_synthesis
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
-CLOCK = CLOCKS["cpu"]
+CLOCK = CLOCKS["wall"]
+IDLE_WAIT = 10.0
+BUSY_ROUNDS = [0, 0]  # rounds that found the machine busy, all rounds
+# glibc mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+def retain_freed_memory() -> None:
+    """Keep freed blocks up to 32 MiB in the heap and never trim it (glibc ``mallopt``)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if not (libc.mallopt(M_MMAP_THRESHOLD, 32 * 2 ** 20) and
+            libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1)):
+        raise RuntimeError("mallopt failed: --allocator retain needs glibc")
+
+
+def idle_fraction(interval: float = 0.25) -> float:
+    """Fraction of CPU time the whole machine spent idle over ``interval`` seconds."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]
+    total, idle = sample()
+    time.sleep(interval)
+    total_after, idle_after = sample()
+    return (idle_after - idle) / max(total_after - total, 1)
+
+
+def wait_until_idle() -> None:
+    """Wait (at most ``IDLE_WAIT`` seconds) until at least 90% of the machine is idle."""
+    BUSY_ROUNDS[1] += 1
+    deadline = time.perf_counter() + IDLE_WAIT
+    try:
+        while idle_fraction() < 0.9:
+            if time.perf_counter() > deadline:
+                BUSY_ROUNDS[0] += 1
+                return
+    except OSError:  # no /proc/stat: nothing to wait for
+        return
 
 
 def paired_times(candidate: Callable[[], object], reference: Callable[[], object],
@@ -39,6 +92,8 @@ def paired_times(candidate: Callable[[], object], reference: Callable[[], object
         reference()
     times: dict[int, list[float]] = {0: [], 1: []}
     for _ in range(repeats):
+        if IDLE_WAIT > 0:
+            wait_until_idle()
         for index, function in enumerate((candidate, reference)):
             start = CLOCK()
             function()
@@ -69,12 +124,19 @@ def main() -> None:
     parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--methods", nargs="+", default=["ista", "fista", "lca"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
-                        help="cpu: process CPU time of all threads (robust on a shared "
-                        "machine); wall: elapsed time")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall: elapsed time; cpu: process CPU time (undercounts the "
+                        "other threads of short ops, see the module docstring)")
+    parser.add_argument("--idle-wait", type=float, default=10.0,
+                        help="seconds each round may wait for an idle machine (0: no wait)")
+    parser.add_argument("--allocator", choices=["system", "retain"], default="system",
+                        help="retain: glibc keeps freed memory (no page faults on reuse)")
     arguments = parser.parse_args()
-    global CLOCK
+    global CLOCK, IDLE_WAIT
     CLOCK = CLOCKS[arguments.clock]
+    IDLE_WAIT = arguments.idle_wait
+    if arguments.allocator == "retain":
+        retain_freed_memory()
     torch.set_num_threads(arguments.threads)
     torch.manual_seed(arguments.seed)
     generator = torch.Generator().manual_seed(arguments.seed)
@@ -100,7 +162,7 @@ def main() -> None:
 
     print(f"batch {arguments.batch}, {arguments.size}x{arguments.size}, 3 -> 64 channels, "
           f"3x3, float32, {arguments.threads} thread(s), {arguments.clock} time, min of "
-          f"{arguments.repeats} alternating runs")
+          f"{arguments.repeats} alternating runs, {arguments.allocator} allocator")
 
     print("\nSparseConv2d(n_iter=0) vs Conv2d + ReLU (target <= 1.10)")
     for label, make in (("forward", forward_only), ("forward+backward", forward_backward)):
@@ -125,9 +187,20 @@ def main() -> None:
                       f"{measured / ideal:.3f}")
             print(f"  {method:5s} k={k}  step constant L = {lipschitz:.4f} (computed once per "
                   f"weight version and input size: {setup:.2f} s)")
-    transpose, convolution = paired_times(single_transpose, single_convolution,
-                                          arguments.repeats)
-    print(f"\nfor reference: conv_transpose2d / conv2d forward = {transpose / convolution:.3f}")
+    others = torch.randn(codes.shape, generator=generator)
+    size = (arguments.size, arguments.size)
+    print("\nfor reference, each / one conv2d forward (3 -> 64):")
+    for label, operation in (
+            ("conv_transpose2d (64 -> 3)", single_transpose),
+            ("matmul + col2im synthesis (64 -> 3)",
+             lambda: conv_synthesis(codes, conv.weight.detach(), (1, 1), (1, 1), size)),
+            ("relu pass over the codes", lambda: torch.relu(codes)),
+            ("add+relu pass over the codes", lambda: torch.ops.aten._add_relu(codes, others))):
+        measured, convolution = paired_times(operation, single_convolution, arguments.repeats)
+        print(f"  {label:38s} {1e3 * measured:6.2f} ms / {1e3 * convolution:6.2f} ms = "
+              f"{measured / convolution:.3f}")
+    print(f"rounds that found the machine busy after {IDLE_WAIT:g} s: {BUSY_ROUNDS[0]} of "
+          f"{BUSY_ROUNDS[1]}")
 
 if __name__ == "__main__":
     main()

@@ -54,8 +54,9 @@ def conv_synthesis(codes: torch.Tensor, atoms: torch.Tensor, stride: tuple[int, 
     channels, kernel_height, kernel_width = atoms.shape[1:]
     height, width = (int(s) for s in signal_size)
     (stride_h, stride_w), (pad_h, pad_w) = stride, padding
-    patches = torch.matmul(atoms.reshape(n_filters, -1).t(),
-                           codes.reshape(batch, n_filters, code_height * code_width))
+    # an explicit bmm: torch.matmul may fold the batch into one mm and copy the codes
+    patches = torch.bmm(atoms.reshape(n_filters, -1).t().expand(batch, -1, -1),
+                        codes.reshape(batch, n_filters, code_height * code_width))
     patches = patches.view(batch, channels, kernel_height, kernel_width, code_height,
                            code_width)
     padded = codes.new_zeros(batch, channels,
@@ -175,26 +176,25 @@ def _lca_forward(x: torch.Tensor, atoms: torch.Tensor, lam: torch.Tensor,
     scaled = atoms * eta
     bias = -eta * lam if settings.nonneg else None
     size = x.shape[-2:]
-    # potential u (signed) or shifted potential w = u - lam (non-negative); u^0 = 0
-    codes = None
-    if settings.nonneg and bool((lam < 0).any()):  # a^0 = relu(-lam) is not zero
-        code_shape = (x.shape[0], atoms.shape[0], *(
-            (size[axis] + 2 * settings.padding[axis] - atoms.shape[2 + axis])
-            // settings.stride[axis] + 1 for axis in (0, 1)))
-        potential = (-lam).view(1, -1, 1, 1).expand(code_shape).contiguous()
-        codes = torch.relu(potential)
+    # potential u (signed) or shifted potential w = u - lam (non-negative); u^0 = 0, so
+    # w^1 = (1 - eta)(-lam) + eta a^0 + conv2d(x - D a^0, eta W, -eta lam)
+    #     = conv2d(x - D a^0, eta W, -lam + eta relu(-lam)),  a^0 = relu(-lam) per channel
+    initial = _lca_initial_codes(atoms, lam, settings, size)
+    residual, first_bias = x, None if bias is None else -lam
+    if initial is not None:
+        residual = x - conv_synthesis(initial, atoms, settings.stride, settings.padding, size)
+        first_bias = -lam + eta * torch.relu(-lam)
     if trace is not None:
-        trace.initial_codes = codes
-    for _ in range(settings.n_iter):
-        if codes is None:
-            # u^1 = eta D^T x: w^1 = conv2d(x, eta W) - lam (the (1 - eta) w^0 term is -(1-eta) lam)
-            residual = x
-            potential = F.conv2d(x, scaled, None if bias is None else -lam, settings.stride,
-                                 settings.padding)
-        else:
+        trace.initial_codes = initial
+    codes = potential = None
+    for iteration in range(settings.n_iter):
+        if iteration:
             residual = x - conv_synthesis(codes, atoms, settings.stride, settings.padding, size)
             new_potential = F.conv2d(residual, scaled, bias, settings.stride, settings.padding)
             potential = new_potential.add_(potential, alpha=1.0 - eta).add_(codes, alpha=eta)
+        else:
+            potential = F.conv2d(residual, scaled, first_bias, settings.stride,
+                                 settings.padding)
         new_codes = torch.relu(potential) if settings.nonneg else _soft_threshold_(
             potential.clone(), lam)
         if trace is not None:
@@ -203,6 +203,17 @@ def _lca_forward(x: torch.Tensor, atoms: torch.Tensor, lam: torch.Tensor,
             trace.codes.append(new_codes)
         codes = new_codes
     return codes
+
+
+def _lca_initial_codes(atoms: torch.Tensor, lam: torch.Tensor, settings: ConvUnrolling,
+                       size: Sequence[int]) -> torch.Tensor | None:
+    """``a^0 = T(u^0 = 0)`` as one code map ``(1, K, H', W')`` (the same for every signal):
+    ``relu(-lam)`` per channel, ``None`` when it is zero (``lam >= 0`` or signed codes)."""
+    if not settings.nonneg or not bool((lam < 0).any()):
+        return None
+    code_size = [(size[axis] + 2 * settings.padding[axis] - atoms.shape[2 + axis])
+                 // settings.stride[axis] + 1 for axis in (0, 1)]
+    return torch.relu(-lam).view(1, -1, 1, 1).expand(1, -1, *code_size).contiguous()
 
 
 def _weight_gradient(grad_output: torch.Tensor, signal: torch.Tensor, atoms: torch.Tensor,
@@ -239,15 +250,17 @@ class _Gradients:
 
     def add_analysis(self, grad_output: torch.Tensor, residual: torch.Tensor,
                      atoms: torch.Tensor, settings: ConvUnrolling, scale: float,
-                     bias_scale: float | None) -> None:
-        """``z = conv2d(r, scale W, bias_scale * lam)`` received ``grad_output``."""
+                     bias_scale: float | None) -> torch.Tensor | None:
+        """``z = conv2d(r, scale W, bias_scale * lam)`` received ``grad_output``; returns the
+        per-channel sum of ``grad_output`` when there is a bias."""
         if not (self.needs_weight or (self.needs_lam and bias_scale is not None)):
-            return
+            return None
         weight, bias = _weight_gradient(grad_output, residual, atoms, settings,
                                         bias_scale is not None)
         self.weight.add_(weight, alpha=scale)
         if bias is not None:
             self.lam.add_(bias, alpha=bias_scale)
+        return bias
 
     def add_synthesis(self, grad_signal: torch.Tensor, codes: torch.Tensor,
                       atoms: torch.Tensor, settings: ConvUnrolling) -> None:
@@ -312,19 +325,11 @@ def _lca_backward(grad_codes: torch.Tensor, x: torch.Tensor, atoms: torch.Tensor
                                                      settings.nonneg)
     if grad_theta is not None:
         gradients.lam.add_(grad_theta)
-    for index in range(settings.n_iter - 1, -1, -1):
+    for index in range(settings.n_iter - 1, 0, -1):
         codes = trace.points[index]  # a^{t-1}
-        first_from_zero = codes is None
-        # the analysis bias: -eta lam (non-negative), -lam for the first step from zero
         gradients.add_analysis(grad_potential, trace.residuals[index], atoms, settings, eta,
-                               None if not settings.nonneg else (-1.0 if first_from_zero
-                                                                 else -eta))
-        if first_from_zero and not gradients.needs_x:
-            return
+                               -eta if settings.nonneg else None)
         grad_residual = _analysis_adjoint(grad_potential, atoms, eta, settings, size)
-        if first_from_zero:
-            gradients.x.add_(grad_residual)
-            return
         gradients.add_synthesis(grad_residual, codes, atoms, settings)
         grad_codes_previous = F.conv2d(grad_residual, negated, None, settings.stride,
                                        settings.padding).add_(grad_potential, alpha=eta)
@@ -332,8 +337,36 @@ def _lca_backward(grad_codes: torch.Tensor, x: torch.Tensor, atoms: torch.Tensor
         if grad_theta is not None:
             gradients.lam.add_(grad_theta)
         grad_potential = masked.add_(grad_potential, alpha=1.0 - eta)
-    if trace.initial_codes is not None:  # w^0 = -lam, broadcast
-        gradients.lam.sub_(grad_potential.sum(_CHANNEL_AXES))
+    _lca_first_step_backward(grad_potential, atoms, lam, settings, trace, gradients)
+
+
+def _lca_first_step_backward(grad_potential: torch.Tensor, atoms: torch.Tensor,
+                             lam: torch.Tensor, settings: ConvUnrolling, trace: _Trace,
+                             gradients: _Gradients) -> None:
+    """``w^1 = conv2d(x - D a^0, eta W, -lam + eta relu(-lam))``, ``a^0 = relu(-lam)`` one map
+    broadcast over the batch: its gradients are formed on the batch sum (one signal)."""
+    eta = settings.step
+    initial = trace.initial_codes
+    bias_sum = gradients.add_analysis(grad_potential, trace.residuals[0], atoms, settings, eta,
+                                      -1.0 if settings.nonneg else None)
+    if initial is None and not gradients.needs_x:
+        return
+    grad_residual = _analysis_adjoint(grad_potential, atoms, eta, settings,
+                                      trace.residuals[0].shape[-2:])
+    if gradients.x is not None:
+        gradients.x.add_(grad_residual)
+    if initial is None:
+        return
+    negative = (lam < 0).to(lam.dtype)  # d relu(-lam) / d lam = -negative
+    if bias_sum is not None:
+        gradients.lam.sub_(eta * negative * bias_sum)
+    grad_signal = grad_residual.sum(0, keepdim=True)
+    if gradients.needs_weight:
+        weight, _ = _weight_gradient(initial, grad_signal, atoms, settings, False)
+        gradients.weight.sub_(weight)
+    # a^0 received -D^T (sum_n grad_r), summed over positions
+    through_codes = F.conv2d(grad_signal, atoms, None, settings.stride, settings.padding)
+    gradients.lam.add_(negative * through_codes.sum(_CHANNEL_AXES))
 
 
 _FORWARD = {"ista": _proximal_gradient_forward, "fista": _proximal_gradient_forward,
