@@ -133,13 +133,12 @@ def _check_homotopy(problem: SparseCodingProblem, init: Any, step_size: float | 
             "method='homotopy' is not differentiable (its codes come from a compiled path "
             "solver, not an autograd graph); got x, D or lam with requires_grad=True: use "
             "method='fista' or 'ista' to differentiate through the iterations")
-    for name, value in (("init", init), ("step_size", step_size)):
-        if value is not None:
-            raise ValueError(f"{name} is not used by method='homotopy' (the path starts at "
-                             f"a = 0 for lam = max|D^T x| and has no step); got {name}={value!r}"
-                             if name == "step_size" else
-                             f"{name} is not used by method='homotopy' (the path starts at "
-                             "a = 0 for lam = max|D^T x|); got an init")
+    if init is not None:
+        raise ValueError("init is not used by method='homotopy' (the path starts at a = 0 for "
+                         "lam = max|D^T x|); got an init")
+    if step_size is not None:
+        raise ValueError("step_size is not used by method='homotopy' (the path has no step); "
+                         f"got step_size={step_size!r}")
     if return_history:
         raise ValueError("return_history=True is not available for method='homotopy' (it has "
                          "no iterates, only path segments); got return_history=True")
