@@ -10,18 +10,21 @@ from sklearn.utils.estimator_checks import check_estimator
 from sparsecnn.sklearn import SparseEncoder
 
 
-def test_check_estimator() -> None:
-    check_estimator(SparseEncoder())
+@pytest.mark.parametrize("method", ["fista", "homotopy"])
+def test_check_estimator(method: str) -> None:
+    check_estimator(SparseEncoder(method=method))
 
 
+@pytest.mark.parametrize("method", ["fista", "homotopy"])
 @pytest.mark.parametrize("nonneg", [False, True])
-def test_matches_sklearn_sparse_coder(nonneg: bool) -> None:
+def test_matches_sklearn_sparse_coder(nonneg: bool, method: str) -> None:
     """SparseCoder's lasso_cd with transform_alpha = lam minimises the same energy."""
     rng = np.random.default_rng(0)
     atoms = rng.standard_normal((30, 12))
     atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
     X = rng.standard_normal((5, 12))
-    ours = SparseEncoder(atoms, lam=0.3, nonneg=nonneg, max_iter=100_000, tol=1e-12)
+    ours = SparseEncoder(atoms, lam=0.3, method=method, nonneg=nonneg, max_iter=100_000,
+                         tol=1e-12)
     codes = ours.fit_transform(X)
     reference = SparseCoder(atoms, transform_algorithm="lasso_cd", transform_alpha=0.3,
                             positive_code=nonneg, transform_max_iter=100_000).transform(X)

@@ -33,7 +33,7 @@ class SparseEncoder(TransformerMixin, BaseEstimator):
         closed-form threshold of THEORY.md A.2/A.3.
     lam : float, default=0.1
         Threshold ``lam >= 0`` of the energy (no rescaling by ``n_features``).
-    method : {"closed_form", "ista", "fista", "lca"}, default="fista"
+    method : {"closed_form", "ista", "fista", "lca", "homotopy"}, default="fista"
     nonneg : bool, default=False
         Non-negative codes (the ReLU model).
     max_iter : int, default=1000
