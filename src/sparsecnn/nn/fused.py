@@ -124,8 +124,8 @@ def _momentum_step(new_codes: torch.Tensor, codes: torch.Tensor, extrapolated: t
     beta = ((momentum - 1.0) / next_momentum).view(-1, 1, 1, 1)
     if not bool(beta.ne(0).any()):
         return new_codes, next_momentum, None
-    if difference is None:
-        difference = new_codes - codes
+    if difference is None:  # one pass: a^{t-1} + (1 + beta)(a^t - a^{t-1})
+        return torch.lerp(codes, new_codes, 1.0 + beta), next_momentum, beta
     return torch.addcmul(new_codes, beta, difference), next_momentum, beta
 
 
