@@ -33,8 +33,10 @@ def planted_problem(nonneg: bool, seed: int = 0) -> tuple[torch.Tensor, torch.Te
     return codes @ atoms.T, atoms
 
 
+@pytest.mark.parametrize("inference_method", ["fista", "homotopy"])
 @pytest.mark.parametrize("nonneg", [False, True])
-def test_planted_dictionary_is_a_stable_fixed_point(nonneg: bool) -> None:
+def test_planted_dictionary_is_a_stable_fixed_point(nonneg: bool, inference_method: str
+                                                    ) -> None:
     """Started from the planted atoms perturbed by noise, learning returns to them."""
     signals, atoms = planted_problem(nonneg)
     generator = torch.Generator().manual_seed(5)
@@ -42,7 +44,7 @@ def test_planted_dictionary_is_a_stable_fixed_point(nonneg: bool) -> None:
         / atoms.shape[0] ** 0.5
     before = (atoms.T @ (start / torch.linalg.vector_norm(start, dim=0))).diagonal()
     result = learn_dictionary(signals, 30, 0.05, nonneg=nonneg, n_steps=40, batch_size=128,
-                              seed=1, init=start)
+                              seed=1, init=start, inference_method=inference_method)
     learned = result.dictionary
     np.testing.assert_allclose(torch.linalg.vector_norm(learned, dim=0).numpy(), 1.0,
                                atol=1e-12)
@@ -70,6 +72,18 @@ def test_learning_from_data_lowers_the_energy(nonneg: bool) -> None:
     assert energy(atoms) < energy(result.dictionary)  # the planted atoms are better still
 
 
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_exact_codes_equal_tightly_converged_fista(nonneg: bool) -> None:
+    """The homotopy's exact codes and FISTA run to 1e-12 give the same dictionary steps."""
+    signals, _ = planted_problem(nonneg, seed=4)
+    common = {"nonneg": nonneg, "n_steps": 4, "batch_size": 64, "seed": 2}
+    exact = learn_dictionary(signals[:400], 12, 0.1, inference_method="homotopy", **common)
+    iterative = learn_dictionary(signals[:400], 12, 0.1, inference_method="fista",
+                                 inference_iter=200_000, inference_tol=1e-12, **common)
+    torch.testing.assert_close(exact.dictionary, iterative.dictionary, atol=1e-7, rtol=0)
+    np.testing.assert_allclose(exact.energy_history, iterative.energy_history, rtol=1e-10)
+
+
 def test_same_seed_same_dictionary() -> None:
     signals, _ = planted_problem(False, seed=3)
     first = learn_dictionary(signals[:500], 10, 0.1, n_steps=5, batch_size=64, seed=7)
@@ -83,6 +97,8 @@ def test_same_seed_same_dictionary() -> None:
     ({"lam": 0.0}, r"lam must be a finite number > 0; got 0\.0"),
     ({"n_atoms": 0}, r"n_atoms must be an integer >= 1; got 0"),
     ({"forget": 1.5}, r"forget must be in \(0, 1\]; got 1\.5"),
+    ({"inference_method": "lars"}, r"inference_method must be one of 'fista', 'homotopy'; got "
+                                   r"'lars'"),
     ({"init": np.zeros((3, 2))}, r"init has 2 zero-norm atom\(s\)"),
     ({"init": np.ones((2, 2))}, r"init must have shape \(n_features, n_atoms\) = \(3, 2\); got "
                                 r"\(2, 2\)"),

@@ -30,11 +30,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import as_tensor, check_finite, check_positive_float, check_positive_int
+from .._checks import (
+    as_tensor,
+    check_choice,
+    check_finite,
+    check_positive_float,
+    check_positive_int,
+)
 from ..dictionary import DenseDictionary
 from ..inference import ConvergenceWarning, sparse_code
 
-__all__ = ["DictionaryLearningResult", "learn_dictionary"]
+__all__ = ["INFERENCE_METHODS", "DictionaryLearningResult", "learn_dictionary"]
+
+INFERENCE_METHODS = ("fista", "homotopy")
 
 
 @dataclass
@@ -73,8 +81,8 @@ def _initial_dictionary(signals: torch.Tensor, n_atoms: int, generator: torch.Ge
 
 def learn_dictionary(signals: Any, n_atoms: int, lam: float, *, nonneg: bool = False,
                      n_steps: int = 200, batch_size: int = 256, forget: float = 0.95,
-                     inference_iter: int = 100, inference_tol: float = 1e-4, seed: int = 0,
-                     init: Any = None,
+                     inference_iter: int = 100, inference_tol: float = 1e-4,
+                     inference_method: str = "fista", seed: int = 0, init: Any = None,
                      progress: Callable[[Iterable], Iterable] | None = None
                      ) -> DictionaryLearningResult:
     """Learn ``D`` (``n_features x n_atoms``, unit-norm columns) from ``signals``
@@ -87,7 +95,11 @@ def learn_dictionary(signals: Any, n_atoms: int, lam: float, *, nonneg: bool = F
     n_steps : number of minibatches; each is drawn without replacement from a seeded
         permutation of the signals (a new permutation per pass).
     forget : weight of the past statistics ``A``, ``B`` at each step (``0 < forget <= 1``).
-    inference_iter, inference_tol : FISTA budget and tolerance for the codes.
+    inference_iter, inference_tol : budget and tolerance of the codes' inference (FISTA
+        iterations; for ``inference_method="homotopy"``, path segments per signal).
+    inference_method : ``"fista"`` (approximate codes to ``inference_tol``) or ``"homotopy"``
+        (the exact LARS-lasso codes, as in Mairal et al.'s algorithm, and the faster of the two
+        for patches; :mod:`sparsecnn.inference.homotopy`).
     init : initial dictionary ``(n_features, n_atoms)``; random training signals by default.
     """
     data = _check_signals(signals)
@@ -96,6 +108,7 @@ def learn_dictionary(signals: Any, n_atoms: int, lam: float, *, nonneg: bool = F
     n_steps = check_positive_int(n_steps, "n_steps")
     batch_size = check_positive_int(batch_size, "batch_size")
     inference_iter = check_positive_int(inference_iter, "inference_iter")
+    check_choice(inference_method, "inference_method", INFERENCE_METHODS)
     forget = check_positive_float(forget, "forget")
     if forget > 1:
         raise ValueError(f"forget must be in (0, 1]; got {forget!r}")
@@ -127,7 +140,7 @@ def learn_dictionary(signals: Any, n_atoms: int, lam: float, *, nonneg: bool = F
         cursor += batch_size
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            result = sparse_code(batch, DenseDictionary(dictionary), lam, method="fista",
+            result = sparse_code(batch, DenseDictionary(dictionary), lam, method=inference_method,
                                  nonneg=nonneg, max_iter=inference_iter, tol=inference_tol,
                                  warn=False)
         codes = result.codes
