@@ -140,6 +140,12 @@ def test_zero_threshold_rows_are_solved_by_fista() -> None:
     np.testing.assert_allclose(result.codes, expected, atol=1e-9)
 
 
+def test_empty_batch() -> None:
+    _, D = _problem(8, n_signals=1)
+    result = sc.sparse_code(np.zeros((0, 16)), D, 0.2, method="homotopy")
+    assert result.codes.shape == (0, 48) and result.converged and result.n_iter == 0
+
+
 def test_threads_give_identical_codes() -> None:
     x, D = _problem(5, n_signals=700)
     arguments = (D.T @ D, x @ D, np.full((1, 48), 0.2), False, 1000)

@@ -372,7 +372,7 @@ def homotopy_sparse_code(problem: SparseCodingProblem, *, max_iter: int, tol: fl
             lam.to(dtype=torch.float64, device="cpu").numpy(), problem.nonneg, max_iter,
             torch.get_num_threads())
         codes = torch.from_numpy(path_codes).to(x.device)
-        n_iter, converged = int(steps.max()), True
+        n_iter, converged = int(steps.max(initial=0)), True
         unsolved = torch.from_numpy(np.flatnonzero(status != SOLVED)).to(x.device)
         if unsolved.numel():
             lam_rows = problem.lam[unsolved] if problem.lam.ndim == 2 and \
