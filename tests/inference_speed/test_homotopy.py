@@ -140,6 +140,25 @@ def test_zero_threshold_rows_are_solved_by_fista() -> None:
     np.testing.assert_allclose(result.codes, expected, atol=1e-9)
 
 
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_float32_event_search_gives_the_float64_end_points(nonneg: bool) -> None:
+    """The float32 search only orders the events; the end point and its certificate are
+    float64, so both working dtypes return the same codes (to float64 rounding)."""
+    x, D = _problem(9, n_signals=300, n_features=24, n_atoms=96)
+    arguments = (D.T @ D, x @ D, np.full((1, 96), 0.1), nonneg, 1000)
+    single = homotopy_path_ends(*arguments, working_dtype=np.float32)
+    double = homotopy_path_ends(*arguments, working_dtype=np.float64)
+    assert (single[2] == SOLVED).all() and (double[2] == SOLVED).all()
+    np.testing.assert_allclose(single[0], double[0], atol=1e-12)
+
+
+def test_working_dtype_is_checked() -> None:
+    x, D = _problem(10, n_signals=2)
+    with pytest.raises(ValueError, match="working_dtype must be float32 or float64; got int64"):
+        homotopy_path_ends(D.T @ D, x @ D, np.full((1, 48), 0.1), False, 10,
+                           working_dtype=np.int64)
+
+
 def test_empty_batch() -> None:
     _, D = _problem(8, n_signals=1)
     result = sc.sparse_code(np.zeros((0, 16)), D, 0.2, method="homotopy")

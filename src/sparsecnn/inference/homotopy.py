@@ -27,15 +27,21 @@ so on each segment ``a_A(t) = G_AA^{-1} (c_A - t s_A lam_A)`` moves along
 * the target ``t = 1`` is reached: the path ends.
 
 ``G_AA`` is kept as a Cholesky factor, extended by one row when an atom joins and refactorised
-when one leaves.  At ``t = 1`` the active coefficients are recomputed from the factor,
-``a_A = G_AA^{-1} (c_A - s_A lam_A)``, which removes the drift of the incremental updates; the
-result is the exact minimiser up to rounding in float64.
+from the leaving atom's row when one leaves.  At ``t = 1`` the active coefficients are
+recomputed from the factor, ``a_A = G_AA^{-1} (c_A - s_A lam_A)``, which removes the drift of
+the incremental updates, and the end point is **certified** in float64 by the optimality
+conditions above (signs on ``A``; ``|c_j - G_{j,A} a_A| <= lam_j`` off ``A`` up to ``2^-36
+max|c|``): the result is the exact minimiser up to float64 rounding.  Because the certificate
+guards the end point, the event search itself (``g``, the candidate lengths, ``r``) may run in
+float32 for float32 inputs, half the memory traffic of the dominant product ``G_{:,A} u``; a
+signal whose float32 search ends uncertified is run again in float64.
 
 Per-signal statistics: the number of path segments (events) and a status: ``0`` solved, ``1``
 the step budget ran out, ``2`` the active atoms became linearly dependent (``G_AA`` singular
 to working precision: the path is not unique there), ``3`` a threshold ``lam_i <= 0`` (the
-path has no start ``t_0``).  :func:`homotopy_sparse_code` solves the
-signals with status ``0`` exactly and hands the others to FISTA.
+path has no start ``t_0``), ``4`` the end point failed its certificate.
+:func:`homotopy_sparse_code` solves the signals with status ``0`` exactly and hands the others
+to FISTA.
 
 The kernel is compiled by Numba and releases the GIL; the batch is split over
 ``torch.get_num_threads()`` threads.  No autograd: the codes are a fixed point, not a graph.
@@ -59,17 +65,21 @@ __all__ = [
     "NO_PATH_START",
     "SOLVED",
     "STEP_BUDGET_EXHAUSTED",
+    "UNCERTIFIED",
     "homotopy_path_ends",
     "homotopy_sparse_code",
 ]
 
-SOLVED, STEP_BUDGET_EXHAUSTED, DEGENERATE, NO_PATH_START = 0, 1, 2, 3
+SOLVED, STEP_BUDGET_EXHAUSTED, DEGENERATE, NO_PATH_START, UNCERTIFIED = 0, 1, 2, 3, 4
 # A joining atom whose squared distance to the span of the active atoms is below this
 # fraction of its squared norm makes G_AA numerically singular.
 _INDEPENDENCE_TOLERANCE = 1e-10
 # Reassociation and contraction for vectorised loops; no "no-inf" assumption (blocked atoms
 # carry +inf).
 _CHUNK_ROWS = 256
+# An end point is certified when no inactive atom exceeds its bound by more than this
+# fraction of max|D^T x| (float64 rounding of G_{:,A} a_A is ~1e-14 of it).
+_CERTIFICATE_TOLERANCE = 2.0 ** -36
 _FAST_FINITE_MATH = {"nsz", "arcp", "contract", "reassoc", "afn"}
 
 
@@ -160,16 +170,25 @@ def _first_minimum(values: np.ndarray) -> int:
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST_FINITE_MATH)
-def _homotopy_rows(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarray, nonneg: bool,
-                   max_steps: int, codes: np.ndarray, steps: np.ndarray,
-                   status: np.ndarray) -> None:
+def _homotopy_rows(gram: np.ndarray, working_gram: np.ndarray, correlation: np.ndarray,
+                   lam: np.ndarray, nonneg: bool, max_steps: int, codes: np.ndarray,
+                   steps: np.ndarray, status: np.ndarray) -> None:
     """Run the path for every row of ``correlation`` (``D^T x``) into the zero-filled
-    ``codes`` (either float dtype; the path itself is float64)."""
+    ``codes`` (either float dtype).  The event search (``g = G_{:,A} u``, the candidate
+    lengths, the residual correlations) runs in ``working_gram``'s dtype; the Cholesky
+    factor, the coefficients, the end point and its certificate are float64."""
     n_signals, n_atoms = correlation.shape
     per_signal_lam = lam.shape[0] > 1
-    residual = np.empty(n_atoms)
+    # scalars of the working dtype (numba promotes mixed float32/float64 arithmetic)
+    typed = np.empty(4, dtype=working_gram.dtype)
+    typed[0], typed[1] = 0.0, np.inf
+    zero, infinity = typed[0], typed[1]
+    residual = np.empty(n_atoms, dtype=working_gram.dtype)
+    working_weights = np.empty(n_atoms, dtype=working_gram.dtype)
+    working_direction = np.empty(n_atoms, dtype=working_gram.dtype)
+    direction_of_atoms = np.empty(n_atoms, dtype=working_gram.dtype)
     coefficients = np.zeros(n_atoms)
-    direction_of_atoms = np.empty(n_atoms)
+    fitted = np.empty(n_atoms)
     position = np.full(n_atoms, -1)
     signs = np.zeros(n_atoms)
     active = np.empty(n_atoms, dtype=np.int64)
@@ -178,8 +197,9 @@ def _homotopy_rows(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarray, n
     rhs = np.empty(n_atoms)
     direction = np.empty(n_atoms)
     forward = np.empty(n_atoms)
-    candidate = np.empty(n_atoms)
-    blocked = np.zeros(n_atoms)  # +inf for the active atoms and the one that just left
+    candidate = np.empty(n_atoms, dtype=working_gram.dtype)
+    # +inf for the active atoms and the one that just left
+    blocked = np.zeros(n_atoms, dtype=working_gram.dtype)
     positive_lam = True
     for n in range(n_signals):
         weights = lam[n] if per_signal_lam else lam[0]
@@ -193,6 +213,8 @@ def _homotopy_rows(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarray, n
         if not positive_lam:
             status[n] = NO_PATH_START
             continue
+        for j in range(n_atoms):
+            working_weights[j] = weights[j]
         start, first = 0.0, -1
         for j in range(n_atoms):
             residual[j] = correlation[n, j]
@@ -220,28 +242,32 @@ def _homotopy_rows(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarray, n
             for k in range(size):
                 direction[k] = forward[k]
             _back_substitute(factor, size, direction)  # u = G_AA^{-1} s_A lam_A
-            _combine_rows(gram, active, direction, size, direction_of_atoms)
+            for m in range(size):
+                working_direction[m] = direction[m]
+            _combine_rows(working_gram, active, working_direction, size, direction_of_atoms)
+            typed[2] = t
+            level = typed[2]
             # the first inactive atom to reach its bound, vectorised: candidate lengths of
             # every atom (blocked ones get +inf), then the smallest
             if nonneg:
                 for j in range(n_atoms):
-                    w, g = weights[j], direction_of_atoms[j]
-                    plus = (t * w - residual[j]) / (w - g) if w - g > 0.0 else np.inf
-                    candidate[j] = max(plus, 0.0) + blocked[j]
+                    w, g = working_weights[j], direction_of_atoms[j]
+                    plus = (level * w - residual[j]) / (w - g) if w - g > zero else infinity
+                    candidate[j] = max(plus, zero) + blocked[j]
             else:
                 for j in range(n_atoms):
-                    w, g, r = weights[j], direction_of_atoms[j], residual[j]
-                    plus = (t * w - r) / (w - g) if w - g > 0.0 else np.inf
-                    minus = (t * w + r) / (w + g) if w + g > 0.0 else np.inf
-                    candidate[j] = max(min(plus, minus), 0.0) + blocked[j]
+                    w, g, r = working_weights[j], direction_of_atoms[j], residual[j]
+                    plus = (level * w - r) / (w - g) if w - g > zero else infinity
+                    minus = (level * w + r) / (w + g) if w + g > zero else infinity
+                    candidate[j] = max(min(plus, minus), zero) + blocked[j]
             who = _first_minimum(candidate)
             length, event, side = t - 1.0, 0, 1.0
             if candidate[who] < length:
-                length, event = candidate[who], 1
-                w, g, r = weights[who], direction_of_atoms[who], residual[who]
+                length, event = float(candidate[who]), 1
+                w, g, r = working_weights[who], direction_of_atoms[who], residual[who]
                 if not nonneg:  # which bound it reached: the nearer one
-                    plus = (t * w - r) / (w - g) if w - g > 0.0 else np.inf
-                    minus = (t * w + r) / (w + g) if w + g > 0.0 else np.inf
+                    plus = (level * w - r) / (w - g) if w - g > zero else infinity
+                    minus = (level * w + r) / (w + g) if w + g > zero else infinity
                     side = 1.0 if plus <= minus else -1.0
             for k in range(size):
                 value = coefficients[active[k]]
@@ -249,8 +275,10 @@ def _homotopy_rows(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarray, n
                     length, event, who = -value / direction[k], 2, k
             for k in range(size):
                 coefficients[active[k]] += length * direction[k]
+            typed[3] = length
+            step = typed[3]
             for j in range(n_atoms):
-                residual[j] -= length * direction_of_atoms[j]
+                residual[j] -= step * direction_of_atoms[j]
             t -= length
             if left >= 0:
                 blocked[left] = 0.0
@@ -285,17 +313,31 @@ def _homotopy_rows(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarray, n
                 _forward_rows(factor, who, size, rhs, forward)
         steps[n] = segments
         if finished:
-            # exact end point a_A = G_AA^{-1}(c_A - s_A lam_A), kept if it has the path's signs
+            # exact end point a_A = G_AA^{-1}(c_A - s_A lam_A), certified in float64 by the
+            # optimality conditions of every atom (signs on A, bounds off A)
             for k in range(size):
                 column[k] = correlation[n, active[k]] - signs[active[k]] * weights[active[k]]
             _cholesky_solve(factor, size, column, direction)
-            consistent = True
+            certified = True
             for k in range(size):
                 if direction[k] * signs[active[k]] < 0.0:
-                    consistent = False
-            if consistent:
-                for k in range(size):
-                    coefficients[active[k]] = direction[k]
+                    certified = False
+                coefficients[active[k]] = direction[k]
+            if size:
+                _combine_rows(gram, active, direction, size, fitted)  # G_{:,A} a_A
+            scale = 0.0
+            for j in range(n_atoms):
+                scale = max(scale, abs(correlation[n, j]))
+            slack = _CERTIFICATE_TOLERANCE * scale
+            for j in range(n_atoms):
+                if position[j] < 0:
+                    excess = correlation[n, j] - (fitted[j] if size else 0.0)
+                    if not nonneg:
+                        excess = abs(excess)
+                    if excess > weights[j] + slack:
+                        certified = False
+            if not certified:
+                status[n] = UNCERTIFIED
         elif status[n] == SOLVED:
             status[n] = STEP_BUDGET_EXHAUSTED
         for k in range(size):
@@ -310,31 +352,52 @@ def _homotopy_rows(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarray, n
 
 
 def homotopy_path_ends(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarray,
-                       nonneg: bool, max_steps: int, threads: int = 1
+                       nonneg: bool, max_steps: int, threads: int = 1,
+                       working_dtype: np.dtype | type | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The path's end points for a batch: ``(codes, steps, status)`` (module docstring).
 
     ``gram`` ``(n_atoms, n_atoms)`` and ``lam`` (``(1, n_atoms)`` or ``(batch, n_atoms)``) are
     float64; ``correlation`` ``(batch, n_atoms)`` is float32 or float64 and the codes have its
-    dtype (the path is computed in float64 either way).  ``threads`` workers take chunks of
-    the batch concurrently (the kernel holds no GIL).
+    dtype.  The event search runs in ``working_dtype`` (default: the correlation's dtype;
+    float32 halves the memory traffic of ``G_{:,A} u``); a signal whose float64 certificate
+    fails after a float32 search is run again in float64, so every end point with status 0
+    satisfies the optimality conditions in float64 whatever the working dtype.  ``threads``
+    workers take chunks of the batch concurrently (the kernel holds no GIL).
     """
     gram = np.ascontiguousarray(gram, dtype=np.float64)
     if correlation.dtype not in (np.float32, np.float64):
         correlation = correlation.astype(np.float64)
     correlation = np.ascontiguousarray(correlation)
     lam = np.ascontiguousarray(lam, dtype=np.float64)
-    n_signals = correlation.shape[0]
+    working = np.dtype(correlation.dtype if working_dtype is None else working_dtype)
+    if working not in (np.float32, np.float64):
+        raise ValueError(f"working_dtype must be float32 or float64; got {working}")
     codes = np.zeros_like(correlation)
-    steps = np.zeros(n_signals, dtype=np.int64)
-    status = np.zeros(n_signals, dtype=np.int64)
-    # many small chunks handed out on demand: path lengths vary 100-fold between signals
+    steps = np.zeros(correlation.shape[0], dtype=np.int64)
+    status = np.zeros(correlation.shape[0], dtype=np.int64)
+    _run_chunks(gram, gram.astype(working), correlation, lam, nonneg, max_steps, threads,
+                codes, steps, status)
+    again = np.flatnonzero(status == UNCERTIFIED)
+    if again.size and working != np.float64:
+        lam_rows = lam[again] if lam.shape[0] > 1 else lam
+        codes[again], steps[again], status[again] = homotopy_path_ends(
+            gram, correlation[again], lam_rows, nonneg, max_steps, threads, np.float64)
+    return codes, steps, status
+
+
+def _run_chunks(gram: np.ndarray, working_gram: np.ndarray, correlation: np.ndarray,
+                lam: np.ndarray, nonneg: bool, max_steps: int, threads: int,
+                codes: np.ndarray, steps: np.ndarray, status: np.ndarray) -> None:
+    """Many small chunks handed out on demand: path lengths vary 100-fold between signals."""
+    n_signals = correlation.shape[0]
     chunks = np.arange(0, n_signals, _CHUNK_ROWS)
 
     def run(begin: int) -> None:
         rows = slice(begin, min(begin + _CHUNK_ROWS, n_signals))
-        _homotopy_rows(gram, correlation[rows], lam[rows] if lam.shape[0] > 1 else lam,
-                       nonneg, max_steps, codes[rows], steps[rows], status[rows])
+        _homotopy_rows(gram, working_gram, correlation[rows],
+                       lam[rows] if lam.shape[0] > 1 else lam, nonneg, max_steps,
+                       codes[rows], steps[rows], status[rows])
 
     threads = max(1, min(int(threads), len(chunks)))
     if threads == 1:
@@ -343,7 +406,6 @@ def homotopy_path_ends(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarra
     else:
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(run, chunks))
-    return codes, steps, status
 
 
 def homotopy_sparse_code(problem: SparseCodingProblem, *, max_iter: int, tol: float
