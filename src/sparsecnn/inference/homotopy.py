@@ -74,12 +74,13 @@ SOLVED, STEP_BUDGET_EXHAUSTED, DEGENERATE, NO_PATH_START, UNCERTIFIED = 0, 1, 2,
 # A joining atom whose squared distance to the span of the active atoms is below this
 # fraction of its squared norm makes G_AA numerically singular.
 _INDEPENDENCE_TOLERANCE = 1e-10
-# Reassociation and contraction for vectorised loops; no "no-inf" assumption (blocked atoms
-# carry +inf).
-_CHUNK_ROWS = 256
 # An end point is certified when no inactive atom exceeds its bound by more than this
 # fraction of max|D^T x| (float64 rounding of G_{:,A} a_A is ~1e-14 of it).
 _CERTIFICATE_TOLERANCE = 2.0 ** -36
+# Rows per chunk of work handed to a thread.
+_CHUNK_ROWS = 256
+# Reassociation and contraction for vectorised loops; no "no-inf" assumption (blocked atoms
+# carry +inf).
 _FAST_FINITE_MATH = {"nsz", "arcp", "contract", "reassoc", "afn"}
 
 
