@@ -18,6 +18,9 @@ CONV_CASES = [  # (n_filters, channels, kernel, stride, padding, image)
     (3, 2, 4, 3, 2, (11, 13)),
     (2, 1, 3, 1, 0, (30, 27)),  # large enough for the interior-class reduction
     (3, 2, 3, 2, 1, (33, 31)),
+    (2, 1, 4, 3, 2, (40, 37)),  # reduction with stride 3, padding 2, both remainders
+    (2, 1, 5, 1, 2, (30, 29)),
+    (2, 2, 4, 2, 3, (41, 38)),  # padding wider than half the kernel
 ]
 
 

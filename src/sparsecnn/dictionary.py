@@ -481,13 +481,15 @@ class ConvDictionary(Dictionary):
     def _axis_representatives(self, size: int, axis: int) -> tuple[int, list[tuple[int, int]]]:
         """Reduced signal length and (position, multiplicity) pairs along one axis.
 
-        Atoms far from the border interact with the same neighbourhood, so one interior
-        representative stands for all of them; border atoms are kept one by one.
+        Atom ``q`` overlaps atoms ``|q' - q| < reach = ceil(k / s)`` and is cropped when
+        ``q < ceil(p / s)`` (or symmetrically at the far end), so its row of ``D^T D``
+        depends on the border only when ``q < reach + ceil(p / s)``: one interior
+        representative stands for all farther atoms; border atoms are kept one by one.
         """
         k, s, p = self.kernel_size[axis], self.stride[axis], self.padding[axis]
         n_out = self._out_size(size, axis)
         reach = math.ceil(k / s)
-        border = 2 * reach + math.ceil(p / s) + 2
+        border = reach + math.ceil(p / s) + 1
         target = 2 * border + 1
         if n_out <= target:
             return size, [(q, 1) for q in range(n_out)]
