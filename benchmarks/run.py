@@ -13,7 +13,9 @@ Problems (built in :mod:`problems`, nothing cached on disk):
   ``lam``: it divides by ``n_features`` before calling ``Lasso``/``LassoLars``, whose data
   term is ``1/(2 n_samples) ||y - X w||^2``), sporco ``admm.bpdn.BPDN`` and
   ``pgm.bpdn.BPDN`` (``1/2 ||D X - S||^2 + lmbda ||X||_1``), SPAMS ``lasso`` (``mode=2``:
-  ``0.5 ||x - D a||^2 + lambda1 ||a||_1``).
+  ``0.5 ||x - D a||^2 + lambda1 ||a||_1``).  sparsecnn runs ``sparse_code`` with
+  ``method="homotopy"`` (exact, like SPAMS's LARS) and ``method="fista"`` (a schedule of
+  tolerances).
 * P2 -- one 256x256 high-passed image, 32 8x8 filters, lam = 0.05, the convolutional energy
   with circular boundaries (sporco's convention: ``1/2 ||sum_k d_k (*) a_k - s||^2 +
   lam sum_k ||a_k||_1``, ``(*)`` circular convolution, filters zero-padded at the origin).
@@ -26,7 +28,8 @@ codes reach ``F <= F* (1 + 1e-3)``.  Each iterative solver runs a schedule of st
 tolerances from loose to tight (the tightest is the "long run").  Threads: 2 everywhere
 (torch.set_num_threads, OMP/MKL/OpenBLAS environment, SPAMS numThreads, sklearn n_jobs), with
 ``OMP_WAIT_POLICY=PASSIVE``.  Before its timed runs every solver is run once, untimed, with its
-loosest setting (a warm-up: thread pools, lazy imports and first-call initialisation).
+loosest setting (a warm-up: thread pools, lazy imports, first-call initialisation and the
+Numba compilation of the homotopy kernel).
 """
 
 from __future__ import annotations
