@@ -191,7 +191,10 @@ def _lca_forward(x: torch.Tensor, atoms: torch.Tensor, lam: torch.Tensor,
         if iteration:
             residual = x - conv_synthesis(codes, atoms, settings.stride, settings.padding, size)
             new_potential = F.conv2d(residual, scaled, bias, settings.stride, settings.padding)
-            potential = new_potential.add_(potential, alpha=1.0 - eta).add_(codes, alpha=eta)
+            # (1 - eta) w + eta relu(w) = leaky_relu(w, 1 - eta): one pass (w is not kept)
+            potential = new_potential.add_(
+                F.leaky_relu_(potential, 1.0 - eta) if settings.nonneg else
+                potential.mul_(1.0 - eta).add_(codes, alpha=eta))
         else:
             potential = F.conv2d(residual, scaled, first_bias, settings.stride,
                                  settings.padding)
