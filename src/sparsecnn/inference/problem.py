@@ -211,10 +211,11 @@ class SparseCodingProblem:
         """The stopping rule of every iterative method: the worst relative change and, only
         then (it costs a gradient), the worst relative optimality gap are both ``<= tol``.
         Raises :class:`SolverDivergedError` on non-finite iterates."""
-        worst_change = float(change.max())
+        worst_change = float(change.detach().max())
         if not np.isfinite(worst_change):
             check_iterate(codes, method, iteration)
-        return worst_change <= tol and float(self.optimality_gap(codes, lipschitz).max()) <= tol
+        return worst_change <= tol and float(
+            self.optimality_gap(codes.detach(), lipschitz).max()) <= tol
 
     # -- presenting results ------------------------------------------------------------------
     def output(self, tensor: torch.Tensor) -> Any:
