@@ -18,6 +18,13 @@ an op of 0.5 ms takes 8 ms.  The candidate and its reference are timed alternate
 constant, whose one-off cost is printed) and each is summarised by its minimum; the ratio is
 min / min.
 
+``--omp-wait-policy`` (default ``default``: the variable unset, as in a plain PyTorch process)
+sets ``OMP_WAIT_POLICY`` for the timed process, re-executing the script when the environment
+differs (OpenMP reads it once, at start-up).  ``make`` exports ``PASSIVE`` for the test suite,
+where two pytest workers share two cores; under ``PASSIVE`` each OpenMP worker sleeps after
+every parallel region and is woken by a futex at the next one, which adds a fixed cost to
+each of the ~30 operations of a k-step layer but only once to the reference convolution.
+
 ``--allocator retain`` keeps freed memory in the process (glibc ``mallopt``: mmap threshold
 32 MiB, no trimming), as jemalloc/tcmalloc set-ups do; with the default system allocator a
 16.8 MB code tensor that glibc returned to the kernel costs ~4000 page faults (several ms, more
@@ -26,6 +33,7 @@ alike but not equally often.
 
     python benchmarks/bench_layers.py [--threads 2] [--repeats 10] [--k 1 2 4]
                                       [--allocator system|retain]
+                                      [--omp-wait-policy default|passive|active]
 """
 
 from __future__ import annotations
@@ -33,15 +41,46 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import os
+import sys
 import time
 from collections.abc import Callable
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+OMP_WAIT_POLICIES = ("default", "passive", "active")
 
-from sparsecnn.nn import SparseConv2d
-from sparsecnn.nn.fused import conv_synthesis
+
+def apply_omp_wait_policy(argv: list[str]) -> str:
+    """Re-execute this script with ``OMP_WAIT_POLICY`` as ``--omp-wait-policy`` asks (before
+    torch starts OpenMP); return the policy in effect."""
+    policy = "default"
+    for index, argument in enumerate(argv):
+        if argument == "--omp-wait-policy" and index + 1 < len(argv):
+            policy = argv[index + 1]
+        elif argument.startswith("--omp-wait-policy="):
+            policy = argument.split("=", 1)[1]
+    if policy not in OMP_WAIT_POLICIES:
+        raise SystemExit(f"--omp-wait-policy must be one of {', '.join(OMP_WAIT_POLICIES)}; "
+                         f"got {policy!r}")
+    wanted = None if policy == "default" else policy.upper()
+    if os.environ.get("OMP_WAIT_POLICY") != wanted:
+        environment = dict(os.environ)
+        environment.pop("OMP_WAIT_POLICY", None)
+        if wanted is not None:
+            environment["OMP_WAIT_POLICY"] = wanted
+        os.execve(sys.executable, [sys.executable, *sys.argv], environment)
+    return policy
+
+
+if __name__ == "__main__":
+    apply_omp_wait_policy(sys.argv[1:])
+
+# torch after the policy: OpenMP reads OMP_WAIT_POLICY when torch loads it
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from sparsecnn.nn import SparseConv2d  # noqa: E402
+from sparsecnn.nn.fused import conv_synthesis  # noqa: E402
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 CLOCK = CLOCKS["wall"]
@@ -129,6 +168,8 @@ def main() -> None:
                         "other threads of short ops, see the module docstring)")
     parser.add_argument("--idle-wait", type=float, default=10.0,
                         help="seconds each round may wait for an idle machine (0: no wait)")
+    parser.add_argument("--omp-wait-policy", choices=OMP_WAIT_POLICIES, default="default",
+                        help="OMP_WAIT_POLICY of the timed process (default: unset)")
     parser.add_argument("--allocator", choices=["system", "retain"], default="system",
                         help="retain: glibc keeps freed memory (no page faults on reuse)")
     arguments = parser.parse_args()
@@ -162,7 +203,8 @@ def main() -> None:
 
     print(f"batch {arguments.batch}, {arguments.size}x{arguments.size}, 3 -> 64 channels, "
           f"3x3, float32, {arguments.threads} thread(s), {arguments.clock} time, min of "
-          f"{arguments.repeats} alternating runs, {arguments.allocator} allocator")
+          f"{arguments.repeats} alternating runs, {arguments.allocator} allocator, "
+          f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}")
 
     print("\nSparseConv2d(n_iter=0) vs Conv2d + ReLU (target <= 1.10)")
     for label, make in (("forward", forward_only), ("forward+backward", forward_backward)):

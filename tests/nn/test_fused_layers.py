@@ -47,10 +47,13 @@ def engine_codes(x, atoms, lam, settings: ConvUnrolling) -> torch.Tensor:
                          [(True, False), (True, True), (False, False)])
 @pytest.mark.parametrize(("stride", "padding"), GEOMETRIES)
 @pytest.mark.parametrize("n_iter", [1, 2, 6])
+@pytest.mark.parametrize("batch_chunk", [None, 2])
 def test_fast_codes_and_gradients_equal_engine_loop(method, nonneg, negative_thresholds,
-                                                    stride, padding, n_iter):
+                                                    stride, padding, n_iter, batch_chunk):
+    """Whole batch (one chunk) and uneven chunks of 2 + 1 signals alike."""
     x, atoms, lam, lipschitz = problem_tensors(n_iter, stride, padding, negative_thresholds)
-    settings = ConvUnrolling(method, n_iter, lipschitz, nonneg, True, stride, padding)
+    settings = ConvUnrolling(method, n_iter, lipschitz, nonneg, True, stride, padding,
+                             batch_chunk)
     inputs = [t.clone().requires_grad_() for t in (x, atoms, lam)]
     fast = unrolled_conv_codes(*inputs, settings)
     reference = engine_codes(*inputs, settings)
@@ -93,6 +96,34 @@ def test_gradcheck_fused(method, nonneg):
     inputs = tuple(t.clone().requires_grad_() for t in (x[:, :, :6, :5], atoms, lam))
     assert torch.autograd.gradcheck(lambda *a: unrolled_conv_codes(*a, settings), inputs,
                                     eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["ista", "fista", "lca"])
+def test_output_scales_equal_scaling_the_codes(method):
+    """``scales`` inside the function = ``codes * scales`` outside it, differentiated by
+    autograd (all four inputs, chunks of one signal), and gradcheck with the scales."""
+    x, atoms, lam, lipschitz = problem_tensors(5, (1, 1), (1, 1), True)
+    scales = torch.tensor([0.5, 2.0, 1.3, 0.9], dtype=DTYPE)
+    settings = ConvUnrolling(method, 4, lipschitz, True, True, (1, 1), (1, 1), 1)
+    inputs = [t.clone().requires_grad_() for t in (x, atoms, lam, scales)]
+    fused = unrolled_conv_codes(*inputs[:3], settings, inputs[3])
+    outside = unrolled_conv_codes(*inputs[:3], settings) * inputs[3].view(1, -1, 1, 1)
+    torch.testing.assert_close(fused, outside, rtol=1e-13, atol=1e-14)
+    weights = torch.randn(fused.shape, generator=torch.Generator().manual_seed(2), dtype=DTYPE)
+    for got, expected in zip(torch.autograd.grad((fused * weights).sum(), inputs),
+                             torch.autograd.grad((outside * weights).sum(), inputs),
+                             strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-12)
+    small = [inputs[0][:2, :, :5, :6], *inputs[1:]]
+    assert torch.autograd.gradcheck(lambda a, b, c, d: unrolled_conv_codes(a, b, c, settings, d),
+                                    [t.detach().clone().requires_grad_() for t in small],
+                                    eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("chunk", [0, -1, 1.5, True])
+def test_bad_batch_chunk_is_refused(chunk):
+    with pytest.raises(ValueError, match=r"batch_chunk must be None or an integer >= 1; got "):
+        ConvUnrolling("ista", 2, 1.0, True, True, (1, 1), (1, 1), chunk)
 
 
 def test_gradients_when_only_some_inputs_need_them():

@@ -133,7 +133,7 @@ def sparse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     if nonneg or not bool((lam < 0).any()):
         settings = ConvUnrolling(method, n_iter, float(lipschitz), nonneg, restart,
                                  tuple(stride), tuple(padding))
-        codes = unrolled_conv_codes(x, atoms, lam, settings)
+        return unrolled_conv_codes(x, atoms, lam, settings, scales)
     else:  # signed codes with a negative threshold (an energy unbounded below): the engine loop
         problem = LayerProblem(x, ConvDictionary(atoms, stride, padding), lam.view(-1, 1, 1),
                                nonneg)

@@ -23,7 +23,15 @@ from ``a^0 = 0``; THEORY.md A.8), written with fewer passes over the codes:
   :class:`torch.autograd.Function` holds the whole k-step map with a hand-written backward
   (the chain rule of the iteration above, reverse order): per step it applies ``D`` and
   ``D^T`` once to the gradient and forms the weight gradients with
-  ``aten.convolution_backward``; threshold masks are read from the saved codes (``a != 0``).
+  ``aten.convolution_backward``; threshold masks are read from the saved codes (``a != 0``)
+  and applied in place;
+* every operation of the iteration acts on each signal alone (FISTA's momentum and restart
+  test are per signal too), so forward and backward run the k steps chunk by chunk over the
+  batch (:func:`batch_chunk`): a chunk's code maps, ``CHUNK_BYTES`` each, stay in the
+  last-level cache from the pass that writes them to the passes that read them, where a whole
+  batch of 64 x 64 x 32 x 32 codes (16.8 MB a map) streams through memory at every pass;
+* the output scale ``||w||`` of the layer is applied inside the same function (one pass while
+  the final codes are in cache), and its gradient ``sum g a^k`` per channel is formed there.
 
 FISTA's momentum coefficients and restart decisions are piecewise constant in the inputs, so
 they carry no gradient (as in the autograd path).  The first extrapolation has ``beta = 0``,
@@ -39,9 +47,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ConvUnrolling", "conv_synthesis", "unrolled_conv_codes"]
+__all__ = ["CHUNK_BYTES", "ConvUnrolling", "batch_chunk", "conv_synthesis", "unrolled_conv_codes"]
 
 _CHANNEL_AXES = (0, 2, 3)
+# Bytes of one code map per chunk of signals (module docstring).  4 MiB: a step's few live
+# maps fit the 32 MiB last-level cache of the 2-core benchmark machine; smaller chunks pay the
+# fixed ~40 us of each oneDNN call more often (benchmarks/README.md, "Layers").
+CHUNK_BYTES = 4 * 2 ** 20
 
 
 def conv_synthesis(codes: torch.Tensor, atoms: torch.Tensor, stride: tuple[int, int],
@@ -59,21 +71,26 @@ def conv_synthesis(codes: torch.Tensor, atoms: torch.Tensor, stride: tuple[int, 
                         codes.reshape(batch, n_filters, code_height * code_width))
     patches = patches.view(batch, channels, kernel_height, kernel_width, code_height,
                            code_width)
-    padded = codes.new_zeros(batch, channels,
-                             max(height + 2 * pad_h, (code_height - 1) * stride_h + kernel_height),
-                             max(width + 2 * pad_w, (code_width - 1) * stride_w + kernel_width))
+    padded_height = max(height + 2 * pad_h, (code_height - 1) * stride_h + kernel_height)
+    padded_width = max(width + 2 * pad_w, (code_width - 1) * stride_w + kernel_width)
+    # kw strided sums along the width for all kernel rows at once, then kh along the height:
+    # kh + kw small operations instead of kh * kw
+    rows = codes.new_zeros(batch, channels, kernel_height, code_height, padded_width)
+    for column in range(kernel_width):
+        rows[..., column:column + (code_width - 1) * stride_w + 1:stride_w].add_(
+            patches[:, :, :, column])
+    padded = codes.new_zeros(batch, channels, padded_height, padded_width)
     for row in range(kernel_height):
-        for column in range(kernel_width):
-            padded[:, :, row:row + (code_height - 1) * stride_h + 1:stride_h,
-                   column:column + (code_width - 1) * stride_w + 1:stride_w].add_(
-                patches[:, :, row, column])
+        padded[:, :, row:row + (code_height - 1) * stride_h + 1:stride_h].add_(rows[:, :, row])
     return padded[:, :, pad_h:pad_h + height, pad_w:pad_w + width]
 
 
 @dataclass(frozen=True)
 class ConvUnrolling:
     """The fixed settings of one k-step map: ``method`` in ``ista``/``fista``/``lca``,
-    ``n_iter >= 1``, step ``1/lipschitz``, FISTA ``restart``, ``nonneg``, and the geometry."""
+    ``n_iter >= 1``, step ``1/lipschitz``, FISTA ``restart``, ``nonneg``, the geometry, and
+    ``batch_chunk``, the signals processed together (``None``: :func:`batch_chunk` chooses;
+    the result does not depend on it beyond floating-point rounding)."""
 
     method: str
     n_iter: int
@@ -82,6 +99,13 @@ class ConvUnrolling:
     restart: bool
     stride: tuple[int, int]
     padding: tuple[int, int]
+    batch_chunk: int | None = None
+
+    def __post_init__(self) -> None:
+        chunk = self.batch_chunk
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or
+                                  chunk < 1):
+            raise ValueError(f"batch_chunk must be None or an integer >= 1; got {chunk!r}")
 
     @property
     def step(self) -> float:
@@ -117,8 +141,10 @@ def _momentum_step(new_codes: torch.Tensor, codes: torch.Tensor, extrapolated: t
     difference = None
     if restart and not plain:
         difference = new_codes - codes
-        direction = torch.linalg.vecdot((extrapolated - new_codes).flatten(1),
-                                        difference.flatten(1))
+        # <y - a^t, d> as two dot products: no code-sized temporary for y - a^t
+        flat_difference = difference.flatten(1)
+        direction = (torch.linalg.vecdot(extrapolated.flatten(1), flat_difference) -
+                     torch.linalg.vecdot(new_codes.flatten(1), flat_difference))
         momentum = torch.where(direction > 0, torch.ones_like(momentum), momentum)
     next_momentum = (1.0 + torch.sqrt(1.0 + 4.0 * momentum ** 2)) / 2.0
     beta = ((momentum - 1.0) / next_momentum).view(-1, 1, 1, 1)
@@ -126,7 +152,7 @@ def _momentum_step(new_codes: torch.Tensor, codes: torch.Tensor, extrapolated: t
         return new_codes, next_momentum, None
     if difference is None:  # one pass: a^{t-1} + (1 + beta)(a^t - a^{t-1})
         return torch.lerp(codes, new_codes, 1.0 + beta), next_momentum, beta
-    return torch.addcmul(new_codes, beta, difference), next_momentum, beta
+    return torch.addcmul(new_codes, beta, difference, out=difference), next_momentum, beta
 
 
 def _proximal_gradient_forward(x: torch.Tensor, atoms: torch.Tensor, lam: torch.Tensor,
@@ -235,8 +261,8 @@ def _threshold_backward(grad: torch.Tensor, codes: torch.Tensor, nonneg: bool
     """Gradient through ``a = T_theta(p)``: to ``p`` (``grad`` where ``a != 0``) and, for the
     soft threshold, to ``theta`` (``-sum sign(a) grad`` per channel; ``None`` when
     non-negative: there ``theta`` is a conv bias, whose gradient comes with the weight's)."""
-    if nonneg:
-        return torch.ops.aten.threshold_backward(grad, codes, 0), None
+    if nonneg:  # in place: ``grad`` is always a buffer of the backward pass's own
+        return torch.ops.aten.threshold_backward.grad_input(grad, codes, 0, grad_input=grad), None
     masked = torch.where(codes != 0, grad, grad.new_zeros(()))
     return masked, -(masked * codes.sign()).sum(_CHANNEL_AXES)
 
@@ -247,9 +273,16 @@ class _Gradients:
     def __init__(self, x: torch.Tensor, atoms: torch.Tensor, lam: torch.Tensor,
                  needs: tuple[bool, bool, bool]) -> None:
         self.needs_x, self.needs_weight, self.needs_lam = needs
-        self.x = torch.zeros_like(x) if self.needs_x else None
+        self.x_total = torch.zeros_like(x) if self.needs_x else None
+        self.x = self.x_total
         self.weight = torch.zeros_like(atoms)
         self.lam = torch.zeros_like(lam)
+        self.initial_signal: torch.Tensor | None = None  # LCA: sum_n grad_r of x - D a^0
+
+    def select(self, start: int, stop: int) -> None:
+        """Send the gradient with respect to ``x`` of the next chunk to signals ``start:stop``."""
+        if self.x_total is not None:
+            self.x = self.x_total[start:stop]
 
     def add_analysis(self, grad_output: torch.Tensor, residual: torch.Tensor,
                      atoms: torch.Tensor, settings: ConvUnrolling, scale: float,
@@ -363,7 +396,20 @@ def _lca_first_step_backward(grad_potential: torch.Tensor, atoms: torch.Tensor,
     negative = (lam < 0).to(lam.dtype)  # d relu(-lam) / d lam = -negative
     if bias_sum is not None:
         gradients.lam.sub_(eta * negative * bias_sum)
+    # the rest is linear in the batch sum of grad_r: summed over the chunks, finished once by
+    # _lca_initial_codes_backward
     grad_signal = grad_residual.sum(0, keepdim=True)
+    if gradients.initial_signal is None:
+        gradients.initial_signal = grad_signal
+    else:
+        gradients.initial_signal.add_(grad_signal)
+
+
+def _lca_initial_codes_backward(initial: torch.Tensor, atoms: torch.Tensor, lam: torch.Tensor,
+                                settings: ConvUnrolling, gradients: _Gradients) -> None:
+    """Gradients through ``x - D a^0`` from the batch sum ``sum_n grad_r`` of all chunks."""
+    grad_signal = gradients.initial_signal
+    negative = (lam < 0).to(lam.dtype)
     if gradients.needs_weight:
         weight, _ = _weight_gradient(initial, grad_signal, atoms, settings, False)
         gradients.weight.sub_(weight)
@@ -378,37 +424,99 @@ _BACKWARD = {"ista": _proximal_gradient_backward, "fista": _proximal_gradient_ba
              "lca": _lca_backward}
 
 
+def batch_chunk(x: torch.Tensor, atoms: torch.Tensor, settings: ConvUnrolling) -> int:
+    """Signals per chunk: ``settings.batch_chunk``, or as many as keep one chunk's code map
+    within ``CHUNK_BYTES`` (at least one signal)."""
+    if settings.batch_chunk is not None:
+        return settings.batch_chunk
+    code_size = [(x.shape[2 + axis] + 2 * settings.padding[axis] - atoms.shape[2 + axis])
+                 // settings.stride[axis] + 1 for axis in (0, 1)]
+    per_signal = atoms.shape[0] * code_size[0] * code_size[1] * x.element_size()
+    return max(1, CHUNK_BYTES // max(per_signal, 1))
+
+
+def _chunks(batch: int, size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + size, batch)) for start in range(0, batch, size)]
+
+
+def _chunked_forward(x: torch.Tensor, atoms: torch.Tensor, lam: torch.Tensor,
+                     scales: torch.Tensor | None, settings: ConvUnrolling, record: bool
+                     ) -> tuple[torch.Tensor, list[tuple[int, int]], list[_Trace]]:
+    """``scales * a^k`` chunk by chunk (every operation of the iteration is per signal), with
+    the traces of the chunks when ``record``."""
+    forward = _FORWARD[settings.method]
+    chunks = _chunks(x.shape[0], batch_chunk(x, atoms, settings))
+    traces: list[_Trace] = []
+    output = None
+    for start, stop in chunks:
+        trace = _Trace([], [], [], []) if record else None
+        codes = forward(x[start:stop], atoms, lam, settings, trace)
+        if trace is not None:
+            traces.append(trace)
+        if len(chunks) == 1 and (scales is None or not record):
+            output = codes if scales is None else codes.mul_(scales.view(1, -1, 1, 1))
+            break
+        if output is None:
+            output = codes.new_empty((x.shape[0], *codes.shape[1:]))
+        if scales is None:
+            output[start:stop].copy_(codes)
+        else:
+            torch.mul(codes, scales.view(1, -1, 1, 1), out=output[start:stop])
+    return output, chunks, traces
+
+
 class _UnrolledConvCoding(torch.autograd.Function):
-    """``a^k(x, W, lam)`` with the backward of module docstring (first-order only)."""
+    """``scales * a^k(x, W, lam)`` with the backward of the module docstring (first-order
+    only), run chunk by chunk over the batch."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, atoms: torch.Tensor, lam: torch.Tensor,
-                settings: ConvUnrolling) -> torch.Tensor:
-        trace = _Trace([], [], [], [])
-        codes = _FORWARD[settings.method](x, atoms, lam, settings, trace)
+                scales: torch.Tensor | None, settings: ConvUnrolling) -> torch.Tensor:
+        output, chunks, traces = _chunked_forward(x, atoms, lam, scales, settings, True)
         ctx.settings = settings
-        ctx.trace = trace
-        ctx.save_for_backward(x, atoms, lam)
-        return codes
+        ctx.chunks = chunks
+        ctx.traces = traces
+        ctx.save_for_backward(x, atoms, lam, scales)
+        return output
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_codes: torch.Tensor
-                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:
-        x, atoms, lam = ctx.saved_tensors
+    def backward(ctx, grad_output: torch.Tensor
+                 ) -> tuple[torch.Tensor | None, ...]:
+        x, atoms, lam, scales = ctx.saved_tensors
         needs = tuple(ctx.needs_input_grad[:3])
+        needs_scales = scales is not None and ctx.needs_input_grad[3]
         gradients = _Gradients(x, atoms, lam, needs)
-        _BACKWARD[ctx.settings.method](grad_codes.contiguous(), x, atoms, lam, ctx.settings,
-                                       ctx.trace, gradients)
-        return (gradients.x, gradients.weight if needs[1] else None,
-                gradients.lam if needs[2] else None, None)
+        grad_scales = torch.zeros_like(scales) if needs_scales else None
+        backward = _BACKWARD[ctx.settings.method]
+        for (start, stop), trace in zip(ctx.chunks, ctx.traces, strict=True):
+            grad = grad_output[start:stop]
+            # an owned, contiguous buffer: the backward masks it in place
+            grad = grad.clone(memory_format=torch.contiguous_format) if scales is None else \
+                grad * scales.view(1, -1, 1, 1)
+            if needs_scales:
+                # d/ds <g, s a^k> = sum over signals and positions of g a^k: (g s) . a^k / s
+                codes = trace.codes[-1]
+                grad_scales.add_(torch.linalg.vecdot(
+                    grad.view(*grad.shape[:2], -1), codes.view(*codes.shape[:2], -1)).sum(0))
+            gradients.select(start, stop)
+            backward(grad, x[start:stop], atoms, lam, ctx.settings, trace, gradients)
+        if gradients.initial_signal is not None:
+            _lca_initial_codes_backward(ctx.traces[0].initial_codes, atoms, lam, ctx.settings,
+                                        gradients)
+        if grad_scales is not None:
+            grad_scales.div_(scales)
+        return (gradients.x_total, gradients.weight if needs[1] else None,
+                gradients.lam if needs[2] else None, grad_scales, None)
 
 
 def unrolled_conv_codes(x: torch.Tensor, atoms: torch.Tensor, lam: torch.Tensor,
-                        settings: ConvUnrolling) -> torch.Tensor:
+                        settings: ConvUnrolling, scales: torch.Tensor | None = None
+                        ) -> torch.Tensor:
     """The k-th iterate ``a^k`` of ``settings.method`` on the convolutional sparse-coding
     energy with unit-norm ``atoms`` ``(K, C, kh, kw)`` and per-channel thresholds ``lam``
-    ``(K,)`` (module docstring); differentiable in ``x``, ``atoms`` and ``lam``.
+    ``(K,)`` (module docstring), times the per-channel output ``scales`` ``(K,)`` when given;
+    differentiable in ``x``, ``atoms``, ``lam`` and ``scales``.
 
     Signed codes need ``lam >= 0`` (a negative weight of ``|a|`` makes the energy unbounded
     below); :func:`sparsecnn.nn.sparse_conv2d` sends that case to the engine loop.
@@ -416,8 +524,8 @@ def unrolled_conv_codes(x: torch.Tensor, atoms: torch.Tensor, lam: torch.Tensor,
     if not settings.nonneg and bool((lam < 0).any()):
         raise ValueError(f"lam must be >= 0 for signed codes; got minimum {float(lam.min()):.6g}")
     x = x.contiguous()
-    if torch.is_grad_enabled() and (x.requires_grad or atoms.requires_grad or
-                                    lam.requires_grad):
-        return _UnrolledConvCoding.apply(x, atoms, lam, settings)
+    leaves = (x, atoms, lam) if scales is None else (x, atoms, lam, scales)
+    if torch.is_grad_enabled() and any(leaf.requires_grad for leaf in leaves):
+        return _UnrolledConvCoding.apply(x, atoms, lam, scales, settings)
     with torch.no_grad():
-        return _FORWARD[settings.method](x, atoms, lam, settings, None)
+        return _chunked_forward(x, atoms, lam, scales, settings, False)[0]
