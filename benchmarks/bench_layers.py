@@ -13,10 +13,11 @@ included (measured: conv2d wall 1.7 ms, cpu 1.7 ms, single-thread 3.4 ms).
 
 On a shared machine each round first waits (at most ``--idle-wait`` seconds) until the machine
 is idle (``/proc/stat``): with a busy core every OpenMP barrier waits for a scheduler slice and
-an op of 0.5 ms takes 8 ms.  The candidate and its reference are timed alternately
-(``--repeats`` rounds after a warm-up that also computes and caches the layer's Lipschitz
-constant, whose one-off cost is printed) and each is summarised by its minimum; the ratio is
-min / min.
+an op of 0.5 ms takes 8 ms.  After a warm-up (which also computes and caches each layer's
+Lipschitz constant, whose one-off cost is printed), each comparison runs ``--repeats`` rounds
+in a block, candidate and reference in alternating order, and the whole sequence of blocks
+runs ``--passes`` times (:func:`interleaved_times`).  Each is summarised by its minimum; the
+ratio is min / min.
 
 ``--omp-wait-policy`` (default ``default``: the variable unset, as in a plain PyTorch process)
 sets ``OMP_WAIT_POLICY`` for the timed process, re-executing the script when the environment
@@ -45,6 +46,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 OMP_WAIT_POLICIES = ("default", "passive", "active")
 
@@ -123,21 +125,46 @@ def wait_until_idle() -> None:
         return
 
 
-def paired_times(candidate: Callable[[], object], reference: Callable[[], object],
-                 repeats: int, warmup: int = 2) -> tuple[float, float]:
-    """Minimum times of ``candidate`` and ``reference``, measured alternately with ``CLOCK``."""
-    for _ in range(warmup):
-        candidate()
-        reference()
-    times: dict[int, list[float]] = {0: [], 1: []}
-    for _ in range(repeats):
-        if IDLE_WAIT > 0:
-            wait_until_idle()
-        for index, function in enumerate((candidate, reference)):
-            start = CLOCK()
-            function()
-            times[index].append(CLOCK() - start)
-    return min(times[0]), min(times[1])
+@dataclass
+class Job:
+    """One timed comparison: ``candidate`` against ``reference``, printed by ``report``."""
+
+    candidate: Callable[[], object]
+    reference: Callable[[], object]
+    report: Callable[[float, float], str]
+
+
+def interleaved_times(jobs: list[Job], repeats: int, passes: int = 2, warmup: int = 2
+                      ) -> list[tuple[float, float]]:
+    """Minimum times ``(candidate, reference)`` of every job, measured with ``CLOCK``.
+
+    Each job is timed in a block of ``repeats`` rounds (as a training loop repeats one
+    layer: its allocations are then recycled the same way each time), and the whole sequence
+    of blocks runs ``passes`` times, so that every job gets more than one window of the
+    machine (on a shared host the speed of one conv drifts by up to 40% over tens of
+    seconds).  Within a block the order of candidate and reference alternates from round to
+    round (whichever runs second finds the caches warm), and each round starts with one
+    untimed call after the idle wait (the first operation after a sleep runs slow).  A
+    reference function shared by several jobs is summarised by its minimum over all of them.
+    """
+    candidate_times: list[list[float]] = [[] for _ in jobs]
+    reference_times: dict[int, list[float]] = {id(job.reference): [] for job in jobs}
+    for _ in range(passes):
+        for job, store in zip(jobs, candidate_times, strict=True):
+            for _ in range(warmup):
+                job.candidate()
+                job.reference()
+            pair = [(job.candidate, store), (job.reference, reference_times[id(job.reference)])]
+            for round_index in range(repeats):
+                if IDLE_WAIT > 0:
+                    wait_until_idle()
+                job.reference()
+                for function, times in pair[::-1] if round_index % 2 else pair:
+                    start = CLOCK()
+                    function()
+                    times.append(CLOCK() - start)
+    return [(min(times), min(reference_times[id(job.reference)]))
+            for job, times in zip(jobs, candidate_times, strict=True)]
 
 
 def forward_backward(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
@@ -157,7 +184,10 @@ def forward_only(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="rounds per comparison and pass")
+    parser.add_argument("--passes", type=int, default=2,
+                        help="times the whole sequence of comparisons is run")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 4])
@@ -203,44 +233,63 @@ def main() -> None:
 
     print(f"batch {arguments.batch}, {arguments.size}x{arguments.size}, 3 -> 64 channels, "
           f"3x3, float32, {arguments.threads} thread(s), {arguments.clock} time, min of "
-          f"{arguments.repeats} alternating runs, {arguments.allocator} allocator, "
+          f"{arguments.passes} x {arguments.repeats} rounds, {arguments.allocator} allocator, "
           f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}")
 
-    print("\nSparseConv2d(n_iter=0) vs Conv2d + ReLU (target <= 1.10)")
-    for label, make in (("forward", forward_only), ("forward+backward", forward_backward)):
-        sparse, reference = paired_times(make(one_shot, x), make(plain, x), arguments.repeats)
-        print(f"  {label:17s} plain {1e3 * reference:8.2f} ms  sparse {1e3 * sparse:8.2f} ms  "
-              f"ratio {sparse / reference:.3f}")
+    def one_shot_report(label: str) -> Callable[[float, float], str]:
+        return lambda sparse, reference: (
+            f"  {label:17s} plain {1e3 * reference:8.2f} ms  sparse {1e3 * sparse:8.2f} ms  "
+            f"ratio {sparse / reference:.3f}")
 
-    print("\nSparseConv2d(n_iter=k) vs (1 + 2k) x one conv2d (target <= 1.30)")
+    def k_step_report(method: str, k: int, label: str) -> Callable[[float, float], str]:
+        def report(measured: float, one: float) -> str:
+            ideal = (1 + 2 * k) * one
+            return (f"  {method:5s} k={k}  {label:17s} {1e3 * measured:8.2f} ms  ideal "
+                    f"{1e3 * ideal:8.2f} ms (1 conv {1e3 * one:6.2f} ms)  ratio "
+                    f"{measured / ideal:.3f}")
+        return report
+
+    def pass_report(label: str) -> Callable[[float, float], str]:
+        return lambda measured, convolution: (
+            f"  {label:38s} {1e3 * measured:6.2f} ms / {1e3 * convolution:6.2f} ms = "
+            f"{measured / convolution:.3f}")
+
+    sections: list[tuple[str, list[Job]]] = [
+        ("SparseConv2d(n_iter=0) vs Conv2d + ReLU (target <= 1.10)",
+         [Job(make(one_shot, x), make(plain, x), one_shot_report(label))
+          for label, make in (("forward", forward_only),
+                              ("forward+backward", forward_backward))])]
+    k_step_jobs, setups = [], []
     for method in arguments.methods:
         for k in arguments.k:
             layer = SparseConv2d.from_conv(conv, n_iter=k, method=method)
             start = time.perf_counter()
             lipschitz = layer.lipschitz(x.shape[1:])
-            setup = time.perf_counter() - start
-            for label, make, unit in (("forward", forward_only, single_convolution),
-                                      ("forward+backward", forward_backward,
-                                       single_convolution_backward)):
-                measured, one = paired_times(make(layer, x), unit, arguments.repeats)
-                ideal = (1 + 2 * k) * one
-                print(f"  {method:5s} k={k}  {label:17s} {1e3 * measured:8.2f} ms  ideal "
-                      f"{1e3 * ideal:8.2f} ms (1 conv {1e3 * one:6.2f} ms)  ratio "
-                      f"{measured / ideal:.3f}")
-            print(f"  {method:5s} k={k}  step constant L = {lipschitz:.4f} (computed once per "
-                  f"weight version and input size: {setup:.2f} s)")
+            setups.append(f"  {method:5s} k={k}  step constant L = {lipschitz:.4f} (computed "
+                          f"once per weight version and input size: "
+                          f"{time.perf_counter() - start:.2f} s)")
+            k_step_jobs += [Job(forward_only(layer, x), single_convolution,
+                                k_step_report(method, k, "forward")),
+                            Job(forward_backward(layer, x), single_convolution_backward,
+                                k_step_report(method, k, "forward+backward"))]
+    sections.append(("SparseConv2d(n_iter=k) vs (1 + 2k) x one conv2d (target <= 1.30)",
+                     k_step_jobs))
     others = torch.randn(codes.shape, generator=generator)
     size = (arguments.size, arguments.size)
-    print("\nfor reference, each / one conv2d forward (3 -> 64):")
-    for label, operation in (
+    sections.append(("for reference, each / one conv2d forward (3 -> 64):", [
+        Job(operation, single_convolution, pass_report(label)) for label, operation in (
             ("conv_transpose2d (64 -> 3)", single_transpose),
             ("matmul + col2im synthesis (64 -> 3)",
              lambda: conv_synthesis(codes, conv.weight.detach(), (1, 1), (1, 1), size)),
             ("relu pass over the codes", lambda: torch.relu(codes)),
-            ("add+relu pass over the codes", lambda: torch.ops.aten._add_relu(codes, others))):
-        measured, convolution = paired_times(operation, single_convolution, arguments.repeats)
-        print(f"  {label:38s} {1e3 * measured:6.2f} ms / {1e3 * convolution:6.2f} ms = "
-              f"{measured / convolution:.3f}")
+            ("add+relu pass over the codes", lambda: torch.ops.aten._add_relu(codes, others)))]))
+    jobs = [job for _, section_jobs in sections for job in section_jobs]
+    results = iter(interleaved_times(jobs, arguments.repeats, arguments.passes))
+    for title, section_jobs in sections:
+        print(f"\n{title}")
+        for job in section_jobs:
+            print(job.report(*next(results)))
+    print("\n" + "\n".join(setups))
     print(f"rounds that found the machine busy after {IDLE_WAIT:g} s: {BUSY_ROUNDS[0]} of "
           f"{BUSY_ROUNDS[1]}")
 

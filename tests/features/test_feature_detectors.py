@@ -69,8 +69,12 @@ def test_check16_clipped_ramp_under_noise(noise: float) -> None:
         mismatches = np.concatenate([chosen + eta, others + raise_score])
         h_match = network.detection_maps(torch.tensor(matches).unsqueeze(1))[:, j, 0, 0]
         h_other = network.detection_maps(torch.tensor(mismatches).unsqueeze(1))[:, j, 0, 0]
-        assert torch.allclose(h_match, torch.ones_like(h_match), atol=1e-12, rtol=0)
-        assert torch.allclose(h_other, torch.zeros_like(h_other), atol=1e-12, rtol=0)
+        # "exactly" up to float64 rounding of the score s (9 terms of size <= 1 + eps: at
+        # most 9 * 9 * 2^-52 by the standard sum bound), which the ramp divides by its width
+        # theta_hi - theta_lo = 1 - 2 k^2 eps (0.001 at eps = 0.0555)
+        tolerance = 9 * 9 * torch.finfo(torch.float64).eps / network.detector_gap
+        assert torch.allclose(h_match, torch.ones_like(h_match), atol=tolerance, rtol=0)
+        assert torch.allclose(h_other, torch.zeros_like(h_other), atol=tolerance, rtol=0)
 
 
 def test_check16_real_valued_l1_detector() -> None:

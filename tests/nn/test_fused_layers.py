@@ -185,3 +185,29 @@ def test_module_forward_without_gradient_equals_with_gradient():
     tracked = layer(x)
     assert tracked.requires_grad
     torch.testing.assert_close(plain, tracked.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", ["ista", "fista", "lca"])
+def test_layer_output_and_gradients_do_not_depend_on_the_chunk_size(method, monkeypatch):
+    """SparseConv2d through the automatic chunking (CHUNK_BYTES = 1: one signal a chunk)
+    equals the whole batch in one chunk, output and every parameter gradient."""
+    from sparsecnn.nn import fused
+
+    layer = SparseConv2d(2, 4, 3, stride=2, padding=1, n_iter=5, method=method, dtype=DTYPE,
+                         generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        layer.bias.copy_(torch.tensor([0.2, -0.1, 0.05, -0.3], dtype=DTYPE))
+    x = torch.randn(5, 2, 9, 8, generator=torch.Generator().manual_seed(10), dtype=DTYPE,
+                    requires_grad=True)
+    results = {}
+    for chunk_bytes in (1, 2 ** 40):
+        monkeypatch.setattr(fused, "CHUNK_BYTES", chunk_bytes)
+        output = layer(x)
+        results[chunk_bytes] = (output, *torch.autograd.grad(
+            output.square().sum(), (x, layer.weight, layer.bias)))
+    settings = ConvUnrolling(method, 5, 1.0, True, True, (2, 2), (1, 1))
+    assert fused.batch_chunk(x, layer.weight, settings) >= 5
+    monkeypatch.setattr(fused, "CHUNK_BYTES", 1)
+    assert fused.batch_chunk(x, layer.weight, settings) == 1
+    for chunked, whole in zip(results[1], results[2 ** 40], strict=True):
+        torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=1e-13)
