@@ -144,17 +144,20 @@ def interleaved_times(jobs: list[Job], repeats: int, passes: int = 2, warmup: in
     machine (on a shared host the speed of one conv drifts by up to 40% over tens of
     seconds).  Within a block the order of candidate and reference alternates from round to
     round (whichever runs second finds the caches warm), and each round starts with one
-    untimed call after the idle wait (the first operation after a sleep runs slow).  A
-    reference function shared by several jobs is summarised by its minimum over all of them.
+    untimed call after the idle wait (the first operation after a sleep runs slow).  The
+    reference is summarised per job, from the rounds of that job: the machine's speed then
+    cancels in the ratio (a minimum over all jobs would compare each layer with whichever
+    window was fastest).
     """
     candidate_times: list[list[float]] = [[] for _ in jobs]
-    reference_times: dict[int, list[float]] = {id(job.reference): [] for job in jobs}
+    reference_times: list[list[float]] = [[] for _ in jobs]
     for _ in range(passes):
-        for job, store in zip(jobs, candidate_times, strict=True):
+        for job, store, reference_store in zip(jobs, candidate_times, reference_times,
+                                               strict=True):
             for _ in range(warmup):
                 job.candidate()
                 job.reference()
-            pair = [(job.candidate, store), (job.reference, reference_times[id(job.reference)])]
+            pair = [(job.candidate, store), (job.reference, reference_store)]
             for round_index in range(repeats):
                 if IDLE_WAIT > 0:
                     wait_until_idle()
@@ -163,8 +166,8 @@ def interleaved_times(jobs: list[Job], repeats: int, passes: int = 2, warmup: in
                     start = CLOCK()
                     function()
                     times.append(CLOCK() - start)
-    return [(min(times), min(reference_times[id(job.reference)]))
-            for job, times in zip(jobs, candidate_times, strict=True)]
+    return [(min(times), min(reference))
+            for times, reference in zip(candidate_times, reference_times, strict=True)]
 
 
 def forward_backward(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
