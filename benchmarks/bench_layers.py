@@ -170,6 +170,44 @@ def interleaved_times(jobs: list[Job], repeats: int, passes: int = 2, warmup: in
             for times, reference in zip(candidate_times, reference_times, strict=True)]
 
 
+def ista_skeleton(x: torch.Tensor, weight: torch.Tensor, k: int) -> Callable[[], None]:
+    """Only the convolutions and matrix products of ``SparseConv2d(n_iter=k, method='ista')``
+    forward and backward (x without gradient), chunked as the layer chunks: ``conv2d`` +
+    ``(k - 1)`` x (synthesis + ``conv2d``), then the weight gradient of the first step and
+    ``(k - 1)`` x (weight gradient, synthesis, weight gradient, ``conv2d``), with no
+    elementwise pass and no bookkeeping.  Its ratio to the ideal is the floor that the
+    layer's elementwise passes and per-operation overheads are added to."""
+    from sparsecnn.nn.fused import ConvUnrolling, batch_chunk
+
+    atoms = weight.detach() / torch.linalg.vector_norm(weight.detach().flatten(1), dim=1).view(
+        -1, 1, 1, 1)
+    settings = ConvUnrolling("ista", k, 1.0, True, True, (1, 1), (1, 1))
+    chunk = batch_chunk(x, atoms, settings)
+    size = x.shape[-2:]
+
+    def weight_gradient(grad_output: torch.Tensor, signal: torch.Tensor) -> None:
+        torch.ops.aten.convolution_backward(grad_output, signal, atoms, None, (1, 1), (1, 1),
+                                            (1, 1), False, (0, 0), 1, [False, True, False])
+
+    def run() -> None:
+        for start in range(0, x.shape[0], chunk):
+            signals = x[start:start + chunk]
+            codes = [F.conv2d(signals, atoms, None, 1, 1)]
+            residuals = [signals]
+            for _ in range(k - 1):
+                residuals.append(conv_synthesis(codes[-1], atoms, (1, 1), (1, 1), size))
+                codes.append(F.conv2d(residuals[-1], atoms, None, 1, 1))
+            grad = torch.ones_like(codes[-1])
+            for step in range(k - 1, -1, -1):
+                weight_gradient(grad, residuals[step])
+                if step == 0:
+                    break
+                grad_residual = conv_synthesis(grad, atoms, (1, 1), (1, 1), size)
+                weight_gradient(codes[step - 1], grad_residual)
+                grad = F.conv2d(grad_residual, atoms, None, 1, 1)
+    return run
+
+
 def forward_backward(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     def run() -> None:
         module.zero_grad(set_to_none=True)
@@ -279,6 +317,10 @@ def main() -> None:
                      k_step_jobs))
     others = torch.randn(codes.shape, generator=generator)
     size = (arguments.size, arguments.size)
+    sections.append(("floor: the convolutions and matrix products alone of ISTA's forward+"
+                     "backward, vs (1 + 2k) x one conv2d", [
+                         Job(ista_skeleton(x, conv.weight, k), single_convolution_backward,
+                             k_step_report("ista", k, "skeleton f+b")) for k in arguments.k]))
     sections.append(("for reference, each / one conv2d forward (3 -> 64):", [
         Job(operation, single_convolution, pass_report(label)) for label, operation in (
             ("conv_transpose2d (64 -> 3)", single_transpose),
