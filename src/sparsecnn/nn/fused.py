@@ -27,9 +27,11 @@ from ``a^0 = 0``; THEORY.md A.8), written with fewer passes over the codes:
   and applied in place;
 * every operation of the iteration acts on each signal alone (FISTA's momentum and restart
   test are per signal too), so forward and backward run the k steps chunk by chunk over the
-  batch (:func:`batch_chunk`): a chunk's code maps, ``CHUNK_BYTES`` each, stay in the
-  last-level cache from the pass that writes them to the passes that read them, where a whole
-  batch of 64 x 64 x 32 x 32 codes (16.8 MB a map) streams through memory at every pass;
+  batch (:func:`batch_chunk`), so that a chunk's code maps, ``CHUNK_BYTES`` each, can stay in
+  the last-level cache from the pass that writes them to the passes that read them, where a
+  whole batch of 64 x 64 x 32 x 32 codes (16.8 MB a map) streams through memory at every pass
+  (the measured effect, mixed and within the host's noise for some methods, is in
+  benchmarks/README.md, "Layers");
 * the output scale ``||w||`` of the layer is applied inside the same function (one pass while
   the final codes are in cache), and its gradient ``sum g a^k`` per channel is formed there.
 
