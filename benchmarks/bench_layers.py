@@ -33,7 +33,7 @@ than the 1.7 ms convolution) whenever it is allocated again, for the layer and t
 alike but not equally often.
 
     python benchmarks/bench_layers.py [--threads 2] [--repeats 10] [--k 1 2 4]
-                                      [--allocator system|retain]
+                                      [--allocator retain|system] [--passes 2]
                                       [--omp-wait-policy default|passive|active]
 """
 
@@ -97,7 +97,8 @@ def retain_freed_memory() -> None:
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     if not (libc.mallopt(M_MMAP_THRESHOLD, 32 * 2 ** 20) and
             libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1)):
-        raise RuntimeError("mallopt failed: --allocator retain needs glibc")
+        raise RuntimeError("mallopt failed: --allocator retain (the default) needs glibc; "
+                           "pass --allocator system")
 
 
 def idle_fraction(interval: float = 0.25) -> float:
@@ -241,8 +242,10 @@ def main() -> None:
                         help="seconds each round may wait for an idle machine (0: no wait)")
     parser.add_argument("--omp-wait-policy", choices=OMP_WAIT_POLICIES, default="default",
                         help="OMP_WAIT_POLICY of the timed process (default: unset)")
-    parser.add_argument("--allocator", choices=["system", "retain"], default="system",
-                        help="retain: glibc keeps freed memory (no page faults on reuse)")
+    parser.add_argument("--allocator", choices=["system", "retain"], default="retain",
+                        help="retain (default): glibc keeps freed memory, no page faults on "
+                        "reuse; system: glibc's defaults (the reference conv then ranges "
+                        "1.5-12 ms and the ratios mean little)")
     arguments = parser.parse_args()
     global CLOCK, IDLE_WAIT
     CLOCK = CLOCKS[arguments.clock]
