@@ -114,6 +114,13 @@ def test_output_scales_equal_scaling_the_codes(method):
                              torch.autograd.grad((outside * weights).sum(), inputs),
                              strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-12)
+    zero_scale = inputs[3].detach().clone()
+    zero_scale[1] = 0.0
+    zero_scale.requires_grad_()
+    got = torch.autograd.grad((unrolled_conv_codes(*inputs[:3], settings, zero_scale) *
+                               weights).sum(), zero_scale)[0]
+    codes = unrolled_conv_codes(*(t.detach() for t in inputs[:3]), settings)
+    torch.testing.assert_close(got, (codes * weights).sum((0, 2, 3)), rtol=1e-11, atol=1e-12)
     small = [inputs[0][:2, :, :5, :6], *inputs[1:]]
     assert torch.autograd.gradcheck(lambda a, b, c, d: unrolled_conv_codes(a, b, c, settings, d),
                                     [t.detach().clone().requires_grad_() for t in small],

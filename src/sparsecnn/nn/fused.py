@@ -26,7 +26,7 @@ from ``a^0 = 0``; THEORY.md A.8), written with fewer passes over the codes:
   ``aten.convolution_backward``; threshold masks are read from the saved codes (``a != 0``)
   and applied in place;
 * every operation of the iteration acts on each signal alone (FISTA's momentum and restart
-  test are per signal too), so forward and backward run the k steps chunk by chunk over the
+  test are per signal too), and forward and backward run the k steps chunk by chunk over the
   batch (:func:`batch_chunk`), so that a chunk's code maps, ``CHUNK_BYTES`` each, can stay in
   the last-level cache from the pass that writes them to the passes that read them, where a
   whole batch of 64 x 64 x 32 x 32 codes (16.8 MB a map) streams through memory at every pass
@@ -490,23 +490,27 @@ class _UnrolledConvCoding(torch.autograd.Function):
         needs_scales = scales is not None and ctx.needs_input_grad[3]
         gradients = _Gradients(x, atoms, lam, needs)
         grad_scales = torch.zeros_like(scales) if needs_scales else None
+        # d/ds <g, s a^k> = sum over signals and positions of g a^k, read off the scaled
+        # gradient g s (contiguous, unlike the expanded g of a .sum()) and divided by s,
+        # unless some s is 0
+        divide = needs_scales and bool((scales != 0).all())
         backward = _BACKWARD[ctx.settings.method]
         for (start, stop), trace in zip(ctx.chunks, ctx.traces, strict=True):
-            grad = grad_output[start:stop]
+            raw = grad_output[start:stop]
             # an owned, contiguous buffer: the backward masks it in place
-            grad = grad.clone(memory_format=torch.contiguous_format) if scales is None else \
-                grad * scales.view(1, -1, 1, 1)
+            grad = raw.clone(memory_format=torch.contiguous_format) if scales is None else \
+                raw * scales.view(1, -1, 1, 1)
             if needs_scales:
-                # d/ds <g, s a^k> = sum over signals and positions of g a^k: (g s) . a^k / s
                 codes = trace.codes[-1]
                 grad_scales.add_(torch.linalg.vecdot(
-                    grad.view(*grad.shape[:2], -1), codes.view(*codes.shape[:2], -1)).sum(0))
+                    grad.view(*grad.shape[:2], -1), codes.view(*codes.shape[:2], -1)).sum(0)
+                    if divide else (raw * codes).sum(_CHANNEL_AXES))
             gradients.select(start, stop)
             backward(grad, x[start:stop], atoms, lam, ctx.settings, trace, gradients)
         if gradients.initial_signal is not None:
             _lca_initial_codes_backward(ctx.traces[0].initial_codes, atoms, lam, ctx.settings,
                                         gradients)
-        if grad_scales is not None:
+        if divide:
             grad_scales.div_(scales)
         return (gradients.x_total, gradients.weight if needs[1] else None,
                 gradients.lam if needs[2] else None, grad_scales, None)
