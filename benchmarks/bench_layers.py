@@ -16,7 +16,7 @@ is idle (``/proc/stat``): with a busy core every OpenMP barrier waits for a sche
 an op of 0.5 ms takes 8 ms.  After a warm-up (which also computes and caches each layer's
 Lipschitz constant, whose one-off cost is printed), each comparison runs ``--repeats`` rounds
 in a block, candidate and reference in alternating order, and the whole sequence of blocks
-runs ``--passes`` times (:func:`interleaved_times`).  Each is summarised by its minimum; the
+runs ``--passes`` times (:func:`paired_block_times`).  Each is summarised by its minimum; the
 ratio is min / min.
 
 ``--omp-wait-policy`` (default ``default``: the variable unset, as in a plain PyTorch process)
@@ -24,7 +24,7 @@ sets ``OMP_WAIT_POLICY`` for the timed process, re-executing the script when the
 differs (OpenMP reads it once, at start-up).  ``make`` exports ``PASSIVE`` for the test suite,
 where two pytest workers share two cores; under ``PASSIVE`` each OpenMP worker sleeps after
 every parallel region and is woken by a futex at the next one, which adds a fixed cost to
-each of the ~30 operations of a k-step layer but only once to the reference convolution.
+each of the hundreds of operations of a k-step layer but only once to the reference convolution.
 
 ``--allocator retain`` keeps freed memory in the process (glibc ``mallopt``: mmap threshold
 32 MiB, no trimming), as jemalloc/tcmalloc set-ups do; with the default system allocator a
@@ -51,18 +51,12 @@ from dataclasses import dataclass
 OMP_WAIT_POLICIES = ("default", "passive", "active")
 
 
-def apply_omp_wait_policy(argv: list[str]) -> str:
-    """Re-execute this script with ``OMP_WAIT_POLICY`` as ``--omp-wait-policy`` asks (before
-    torch starts OpenMP); return the policy in effect."""
-    policy = "default"
-    for index, argument in enumerate(argv):
-        if argument == "--omp-wait-policy" and index + 1 < len(argv):
-            policy = argv[index + 1]
-        elif argument.startswith("--omp-wait-policy="):
-            policy = argument.split("=", 1)[1]
-    if policy not in OMP_WAIT_POLICIES:
-        raise SystemExit(f"--omp-wait-policy must be one of {', '.join(OMP_WAIT_POLICIES)}; "
-                         f"got {policy!r}")
+def apply_omp_wait_policy(argv: list[str]) -> None:
+    """Re-execute this script with ``OMP_WAIT_POLICY`` as ``--omp-wait-policy`` asks, before
+    torch starts OpenMP (``main`` parses the same option again, for ``--help``)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--omp-wait-policy", choices=OMP_WAIT_POLICIES, default="default")
+    policy = parser.parse_known_args(argv)[0].omp_wait_policy
     wanted = None if policy == "default" else policy.upper()
     if os.environ.get("OMP_WAIT_POLICY") != wanted:
         environment = dict(os.environ)
@@ -70,7 +64,6 @@ def apply_omp_wait_policy(argv: list[str]) -> str:
         if wanted is not None:
             environment["OMP_WAIT_POLICY"] = wanted
         os.execve(sys.executable, [sys.executable, *sys.argv], environment)
-    return policy
 
 
 if __name__ == "__main__":
@@ -82,7 +75,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from sparsecnn.nn import SparseConv2d  # noqa: E402
-from sparsecnn.nn.fused import conv_synthesis  # noqa: E402
+from sparsecnn.nn.fused import ConvUnrolling, batch_chunk, conv_synthesis  # noqa: E402
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 CLOCK = CLOCKS["wall"]
@@ -135,7 +128,7 @@ class Job:
     report: Callable[[float, float], str]
 
 
-def interleaved_times(jobs: list[Job], repeats: int, passes: int = 2, warmup: int = 2
+def paired_block_times(jobs: list[Job], repeats: int, passes: int = 2, warmup: int = 2
                       ) -> list[tuple[float, float]]:
     """Minimum times ``(candidate, reference)`` of every job, measured with ``CLOCK``.
 
@@ -178,8 +171,6 @@ def ista_skeleton(x: torch.Tensor, weight: torch.Tensor, k: int) -> Callable[[],
     ``(k - 1)`` x (weight gradient, synthesis, weight gradient, ``conv2d``), with no
     elementwise pass and no bookkeeping.  Its ratio to the ideal is the floor that the
     layer's elementwise passes and per-operation overheads are added to."""
-    from sparsecnn.nn.fused import ConvUnrolling, batch_chunk
-
     atoms = weight.detach() / torch.linalg.vector_norm(weight.detach().flatten(1), dim=1).view(
         -1, 1, 1, 1)
     settings = ConvUnrolling("ista", k, 1.0, True, True, (1, 1), (1, 1))
@@ -332,7 +323,7 @@ def main() -> None:
             ("relu pass over the codes", lambda: torch.relu(codes)),
             ("add+relu pass over the codes", lambda: torch.ops.aten._add_relu(codes, others)))]))
     jobs = [job for _, section_jobs in sections for job in section_jobs]
-    results = iter(interleaved_times(jobs, arguments.repeats, arguments.passes))
+    results = iter(paired_block_times(jobs, arguments.repeats, arguments.passes))
     for title, section_jobs in sections:
         print(f"\n{title}")
         for job in section_jobs:

@@ -236,15 +236,21 @@ def _lca_forward(x: torch.Tensor, atoms: torch.Tensor, lam: torch.Tensor,
     return codes
 
 
+def _code_size(size: Sequence[int], atoms: torch.Tensor, settings: ConvUnrolling
+               ) -> tuple[int, int]:
+    """Spatial size of the code maps of signals of spatial size ``size``."""
+    return tuple((int(size[axis]) + 2 * settings.padding[axis] - atoms.shape[2 + axis])
+                 // settings.stride[axis] + 1 for axis in (0, 1))
+
+
 def _lca_initial_codes(atoms: torch.Tensor, lam: torch.Tensor, settings: ConvUnrolling,
                        size: Sequence[int]) -> torch.Tensor | None:
     """``a^0 = T(u^0 = 0)`` as one code map ``(1, K, H', W')`` (the same for every signal):
     ``relu(-lam)`` per channel, ``None`` when it is zero (``lam >= 0`` or signed codes)."""
     if not settings.nonneg or not bool((lam < 0).any()):
         return None
-    code_size = [(size[axis] + 2 * settings.padding[axis] - atoms.shape[2 + axis])
-                 // settings.stride[axis] + 1 for axis in (0, 1)]
-    return torch.relu(-lam).view(1, -1, 1, 1).expand(1, -1, *code_size).contiguous()
+    return torch.relu(-lam).view(1, -1, 1, 1).expand(
+        1, -1, *_code_size(size, atoms, settings)).contiguous()
 
 
 def _weight_gradient(grad_output: torch.Tensor, signal: torch.Tensor, atoms: torch.Tensor,
@@ -431,9 +437,8 @@ def batch_chunk(x: torch.Tensor, atoms: torch.Tensor, settings: ConvUnrolling) -
     within ``CHUNK_BYTES`` (at least one signal)."""
     if settings.batch_chunk is not None:
         return settings.batch_chunk
-    code_size = [(x.shape[2 + axis] + 2 * settings.padding[axis] - atoms.shape[2 + axis])
-                 // settings.stride[axis] + 1 for axis in (0, 1)]
-    per_signal = atoms.shape[0] * code_size[0] * code_size[1] * x.element_size()
+    height, width = _code_size(x.shape[-2:], atoms, settings)
+    per_signal = atoms.shape[0] * height * width * x.element_size()
     return max(1, CHUNK_BYTES // max(per_signal, 1))
 
 
