@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from sparsecnn import ConvDictionary
-from sparsecnn.nn import SparseConv2d, sparse_conv2d
+from sparsecnn.nn import SparseConv2d, fused, native, sparse_conv2d
 from sparsecnn.nn.functional import LayerProblem, atoms_and_scales, unrolled_codes
 from sparsecnn.nn.fused import ConvUnrolling, conv_synthesis, unrolled_conv_codes
 from sparsecnn.nn.lipschitz import conv_lipschitz
@@ -48,9 +48,16 @@ def engine_codes(x, atoms, lam, settings: ConvUnrolling) -> torch.Tensor:
 @pytest.mark.parametrize(("stride", "padding"), GEOMETRIES)
 @pytest.mark.parametrize("n_iter", [1, 2, 6])
 @pytest.mark.parametrize("batch_chunk", [None, 2])
+@pytest.mark.parametrize("kernels", ["native", "torch"])
 def test_fast_codes_and_gradients_equal_engine_loop(method, nonneg, negative_thresholds,
-                                                    stride, padding, n_iter, batch_chunk):
-    """Whole batch (one chunk) and uneven chunks of 2 + 1 signals alike."""
+                                                    stride, padding, n_iter, batch_chunk,
+                                                    kernels, monkeypatch):
+    """Whole batch (one chunk) and uneven chunks of 2 + 1 signals alike, with the native
+    stride-1 kernels (:mod:`sparsecnn.nn.native`, where they apply) and with PyTorch's."""
+    if kernels == "native" and not native.available():
+        pytest.skip("no C++ compiler")
+    if kernels == "torch":
+        monkeypatch.setattr(fused, "_native", lambda *arguments: False)
     x, atoms, lam, lipschitz = problem_tensors(n_iter, stride, padding, negative_thresholds)
     settings = ConvUnrolling(method, n_iter, lipschitz, nonneg, True, stride, padding,
                              batch_chunk)

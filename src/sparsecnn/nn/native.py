@@ -1,0 +1,275 @@
+"""Native stride-1 convolution kernels for the k-step layer (issue 4, §7).
+
+``kernels.cpp`` (next to this file) holds two loops, for float32 and float64, contiguous
+NCHW tensors, stride 1, no dilation, one group:
+
+* :func:`correlate` -- ``relu?(sign * (W ⋆ pad(v)) + bias + addend)``, the cross-correlation
+  of ``conv2d`` with its bias, an added map and the rectifier fused into the pass that writes
+  the output.  ``conv2d(r, W, b, padding=p)`` is ``correlate(r, W, p, bias=b)``; the residual
+  ``x - D a = x - conv_transpose2d(a, W, padding=p)`` is ``correlate(a, flip(W)^T, k - 1 - p,
+  sign=-1, addend=x)`` (:func:`residual`);
+* :func:`add_weight_gradient` -- ``dW += alpha * sum_n m_n ⋆ pad(s_n)`` (the weight gradient
+  of ``<m, conv2d(s, W)>``, and of ``<s, conv_transpose2d(m, W)>``) and, optionally,
+  ``dbias += alpha_bias * sum m`` per channel.
+
+Why: for the layer's shapes (3 signal channels, 64 code channels, 3x3) oneDNN's NCHW
+convolution, its backward-weights kernel and the matrix-product synthesis each write or read
+a 64-channel map through separate passes; the loops here keep a tile of 8 output channels x
+one row segment in registers over all taps and write each output once (measured in
+benchmarks/README.md, "Layers").
+
+The library is compiled on first use with the machine's C++ compiler (``$CXX``, else
+``c++``/``g++``; ``-O3 -march=native -fopenmp``) into ``$SPARSECNN_CACHE`` (default
+``$XDG_CACHE_HOME/sparsecnn`` or ``~/.cache/sparsecnn``), under a name that hashes the
+source, the compiler, the flags and the CPU, and it is written atomically (concurrent first
+uses each build a private file and rename it).  OpenMP resolves to the ``libgomp.so.1`` that
+torch has loaded, so the loops run on torch's thread pool (``torch.set_num_threads``).
+``SPARSECNN_NATIVE=0`` turns the kernels off (silently); without a working compiler they are
+off with one :class:`RuntimeWarning` naming the reason.  Either way the layer then uses
+PyTorch's operations, with the same results to rounding.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+__all__ = ["add_weight_gradient", "available", "cache_directory", "correlate", "reset", "residual",
+           "supports", "transposed_weight"]
+
+SOURCE = Path(__file__).with_name("kernels.cpp")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+_DTYPES = {torch.float32: ("f32", ctypes.c_float), torch.float64: ("f64", ctypes.c_double)}
+_STATE: dict[str, object] = {}
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cpu_signature() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            lines = [line for line in info if line.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor()
+
+
+def cache_directory() -> Path:
+    """Where compiled kernels are kept (module docstring)."""
+    if os.environ.get("SPARSECNN_CACHE"):
+        return Path(os.environ["SPARSECNN_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sparsecnn"
+
+
+def _build(compiler: str) -> Path:
+    source = SOURCE.read_bytes()
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
+                             check=False).stdout
+    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(FLAGS).encode(),
+                                     _cpu_signature().encode(),
+                                     platform.machine().encode()])).hexdigest()[:16]
+    directory = cache_directory()
+    target = directory / f"kernels-{key}.so"
+    if target.exists():
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".kernels-", suffix=".so", dir=directory)
+    os.close(handle)
+    try:
+        result = subprocess.run([compiler, *FLAGS, "-o", temporary, str(SOURCE)],
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[-2000:]}")
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return target
+
+
+def _load() -> ctypes.CDLL | None:
+    if "library" in _STATE:
+        return _STATE["library"]  # type: ignore[return-value]
+    library = None
+    reason = None
+    if os.environ.get("SPARSECNN_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        reason = "disabled by SPARSECNN_NATIVE"
+    else:
+        compiler = _compiler()
+        if compiler is None:
+            reason = "no C++ compiler found ($CXX, c++, g++)"
+        else:
+            try:
+                library = ctypes.CDLL(str(_build(compiler)))
+            except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+                reason = str(error)
+        if library is None:  # asked for and failed: say why, once
+            warnings.warn(f"sparsecnn native kernels unavailable ({reason}); the k-step "
+                          "layer uses PyTorch operations (set SPARSECNN_NATIVE=0 to silence)",
+                          RuntimeWarning, stacklevel=3)
+    if library is not None:
+        pointer, integer = ctypes.c_void_p, ctypes.c_int
+        geometry = [integer] * 9
+        for suffix, scalar in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+            correlate_function = getattr(library, f"sparsecnn_correlate_{suffix}")
+            correlate_function.argtypes = [pointer, pointer, pointer, scalar, pointer, integer,
+                                           pointer, *geometry]
+            correlate_function.restype = integer
+            gradient_function = getattr(library, f"sparsecnn_weight_gradient_{suffix}")
+            gradient_function.argtypes = [pointer, pointer, scalar, pointer, scalar, pointer,
+                                          *geometry]
+            gradient_function.restype = integer
+    _STATE["library"] = library
+    _STATE["reason"] = reason
+    return library
+
+
+def available() -> bool:
+    """Whether the kernels are compiled and loaded (builds them on the first call)."""
+    return _load() is not None
+
+
+def reset() -> None:
+    """Forget the loaded library, so that the next call builds or loads it again with the
+    current environment (``SPARSECNN_NATIVE``, ``CXX``, ``SPARSECNN_CACHE``)."""
+    _STATE.clear()
+
+
+def supports(*tensors: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int],
+             kernel_size: tuple[int, int]) -> bool:
+    """Whether :func:`correlate` / :func:`add_weight_gradient` apply: CPU float32/float64
+    tensors of one dtype, stride 1, ``padding <= kernel_size - 1`` (the transposed form pads
+    by ``kernel_size - 1 - padding``), and the kernels available."""
+    dtype = tensors[0].dtype
+    return (stride == (1, 1) and dtype in _DTYPES and
+            all(t.dtype == dtype and t.device.type == "cpu" for t in tensors) and
+            all(0 <= p <= k - 1 for p, k in zip(padding, kernel_size, strict=True)) and
+            available())
+
+
+def _pointer(tensor: torch.Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
+def _check(status: int, name: str) -> None:
+    if status == 1:
+        raise ValueError(f"{name}: the kernel is larger than the padded input")
+    if status:
+        raise MemoryError(f"{name}: out of memory for the per-thread scratch")
+
+
+def _validate(name: str, inputs: torch.Tensor, weight: torch.Tensor, input_axis: int,
+              padding: tuple[int, int], *others: tuple[str, torch.Tensor | None]) -> str:
+    """The kernel suffix for ``inputs``' dtype, after checking what the C loops assume."""
+    if len(padding) != 2 or any(isinstance(p, bool) or not isinstance(p, int) or p < 0
+                                for p in padding):
+        raise ValueError(f"{name}: padding must be two integers >= 0; got {padding!r}")
+    if inputs.dtype not in _DTYPES or inputs.device.type != "cpu":
+        raise TypeError(f"{name}: expected CPU float32 or float64 tensors; got {inputs.dtype} "
+                        f"on {inputs.device}")
+    if inputs.dim() != 4 or weight.dim() != 4:
+        raise ValueError(f"{name}: expected 4-D inputs and weight; got {inputs.dim()}-D and "
+                         f"{weight.dim()}-D")
+    if inputs.shape[1] != weight.shape[input_axis]:
+        raise ValueError(f"{name}: inputs have {inputs.shape[1]} channels, weight expects "
+                         f"{weight.shape[input_axis]}")
+    for label, tensor in (("weight", weight), *others):
+        if tensor is not None and (tensor.dtype != inputs.dtype or tensor.device.type != "cpu"):
+            raise TypeError(f"{name}: {label} must be a CPU {inputs.dtype} tensor; got "
+                            f"{tensor.dtype} on {tensor.device}")
+    return _DTYPES[inputs.dtype][0]
+
+
+def correlate(inputs: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int],
+              bias: torch.Tensor | None = None, sign: float = 1.0,
+              addend: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
+    """``relu?(sign * conv2d(inputs, weight, padding=padding) + bias + addend)`` (stride 1),
+    one pass over the output.  ``inputs`` ``(N, C, H, W)``, ``weight`` ``(K, C, kh, kw)``,
+    ``bias`` ``(K,)``, ``addend`` of the output's shape; not differentiable."""
+    library = _load()
+    if library is None:
+        raise RuntimeError(f"native kernels unavailable: {_STATE.get('reason')}")
+    suffix = _validate("correlate", inputs, weight, 1, padding, ("bias", bias), ("addend", addend))
+    inputs, weight = inputs.contiguous(), weight.contiguous()
+    batch, channels, height, width = inputs.shape
+    out_channels, _, kernel_h, kernel_w = weight.shape
+    out_h, out_w = height + 2 * padding[0] - kernel_h + 1, width + 2 * padding[1] - kernel_w + 1
+    output = inputs.new_empty((batch, out_channels, out_h, out_w))
+    if bias is not None and tuple(bias.shape) != (out_channels,):
+        raise ValueError(f"correlate: bias must have shape ({out_channels},); got "
+                         f"{tuple(bias.shape)}")
+    if addend is not None:
+        if addend.shape != output.shape:
+            raise ValueError(f"correlate: addend must have shape {tuple(output.shape)}; got "
+                             f"{tuple(addend.shape)}")
+        addend = addend.contiguous()
+    if bias is not None:
+        bias = bias.contiguous()
+    status = getattr(library, f"sparsecnn_correlate_{suffix}")(
+        _pointer(inputs), _pointer(weight), _pointer(bias), sign, _pointer(addend), int(relu),
+        _pointer(output), batch, channels, height, width, out_channels, kernel_h, kernel_w,
+        padding[0], padding[1])
+    _check(status, "correlate")
+    return output
+
+
+def transposed_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``W'[c, k, p, q] = W[k, c, kh-1-p, kw-1-q]``: ``conv_transpose2d`` with ``W`` is a
+    correlation with ``W'``."""
+    return weight.flip(2, 3).transpose(0, 1).contiguous()
+
+
+def residual(signals: torch.Tensor | None, codes: torch.Tensor, weight: torch.Tensor,
+             padding: tuple[int, int], transposed: torch.Tensor | None = None
+             ) -> torch.Tensor:
+    """``signals - conv_transpose2d(codes, weight, padding=padding)`` (stride 1; ``-D a``
+    when ``signals`` is ``None``), with ``transposed`` the precomputed
+    :func:`transposed_weight` if given."""
+    kernel_h, kernel_w = weight.shape[2:]
+    flipped = transposed_weight(weight) if transposed is None else transposed
+    return correlate(codes, flipped, (kernel_h - 1 - padding[0], kernel_w - 1 - padding[1]),
+                     sign=-1.0, addend=signals)
+
+
+def add_weight_gradient(grad_weight: torch.Tensor, maps: torch.Tensor, signals: torch.Tensor,
+                        padding: tuple[int, int], alpha: float = 1.0,
+                        grad_bias: torch.Tensor | None = None, alpha_bias: float = 1.0
+                        ) -> None:
+    """In place: ``grad_weight += alpha * d<maps, conv2d(signals, W, padding)>/dW`` and
+    ``grad_bias += alpha_bias * maps.sum((0, 2, 3))``.  ``grad_weight`` ``(K, C, kh, kw)``
+    and ``grad_bias`` must be contiguous."""
+    library = _load()
+    if library is None:
+        raise RuntimeError(f"native kernels unavailable: {_STATE.get('reason')}")
+    if not grad_weight.is_contiguous() or (grad_bias is not None and
+                                           not grad_bias.is_contiguous()):
+        raise ValueError("grad_weight and grad_bias must be contiguous")
+    suffix = _validate("add_weight_gradient", signals, grad_weight, 1, padding, ("maps", maps),
+                       ("grad_bias", grad_bias))
+    maps, signals = maps.contiguous(), signals.contiguous()
+    batch, channels, height, width = signals.shape
+    out_channels, _, kernel_h, kernel_w = grad_weight.shape
+    expected = (batch, out_channels, height + 2 * padding[0] - kernel_h + 1,
+                width + 2 * padding[1] - kernel_w + 1)
+    if tuple(maps.shape) != expected:
+        raise ValueError(f"maps must have shape {expected}; got {tuple(maps.shape)}")
+    status = getattr(library, f"sparsecnn_weight_gradient_{suffix}")(
+        _pointer(maps), _pointer(signals), alpha, _pointer(grad_weight), alpha_bias,
+        _pointer(grad_bias), batch, channels, height, width, out_channels, kernel_h,
+        kernel_w, padding[0], padding[1])
+    _check(status, "add_weight_gradient")

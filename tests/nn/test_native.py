@@ -1,0 +1,177 @@
+"""The native stride-1 kernels against PyTorch's convolutions (an independent implementation),
+their input checks, and the fallback when they cannot be built."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sparsecnn.nn import SparseConv2d, native
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="no C++ compiler")
+
+# (batch, channels, height, width, filters, kernel, padding): the layer's shape, widths that
+# leave a partial vector segment, rectangular kernels, no padding and padding = kernel - 1
+GEOMETRIES = [
+    (3, 3, 32, 32, 64, (3, 3), (1, 1)),
+    (2, 2, 7, 9, 5, (3, 3), (1, 1)),
+    (2, 3, 13, 37, 11, (5, 3), (2, 0)),
+    (1, 1, 5, 5, 3, (1, 1), (0, 0)),
+    (2, 4, 40, 50, 17, (3, 2), (0, 1)),
+    (1, 2, 6, 70, 9, (3, 3), (2, 2)),
+]
+TOLERANCE = {torch.float32: {"rtol": 1e-4, "atol": 1e-4},
+             torch.float64: {"rtol": 1e-12, "atol": 1e-12}}
+
+
+def _problem(geometry, dtype, seed=0):
+    batch, channels, height, width, filters, kernel, padding = geometry
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, channels, height, width, dtype=dtype, generator=generator)
+    weight = torch.randn(filters, channels, *kernel, dtype=dtype, generator=generator)
+    bias = torch.randn(filters, dtype=dtype, generator=generator)
+    return x, weight, bias, padding, generator
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize(("sign", "with_addend", "relu"),
+                         [(1.0, False, False), (1.0, True, True), (-1.0, True, False)])
+def test_correlate_equals_conv2d(geometry, dtype, sign, with_addend, relu):
+    x, weight, bias, padding, generator = _problem(geometry, dtype)
+    expected = F.conv2d(x, sign * weight, bias, 1, padding)
+    addend = torch.randn(expected.shape, dtype=dtype, generator=generator) if with_addend \
+        else None
+    if addend is not None:
+        expected = expected + addend
+    if relu:
+        expected = torch.relu(expected)
+    got = native.correlate(x, weight, padding, bias=bias, sign=sign, addend=addend, relu=relu)
+    torch.testing.assert_close(got, expected, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_residual_equals_signal_minus_conv_transpose2d(geometry, dtype):
+    x, weight, _, padding, generator = _problem(geometry, dtype)
+    codes = torch.randn(F.conv2d(x, weight, None, 1, padding).shape, dtype=dtype,
+                        generator=generator)
+    expected = x - F.conv_transpose2d(codes, weight, None, 1, padding)
+    torch.testing.assert_close(native.residual(x, codes, weight, padding), expected,
+                               **TOLERANCE[dtype])
+    torch.testing.assert_close(native.residual(None, codes, weight, padding), expected - x,
+                               **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_weight_gradient_equals_convolution_backward(geometry, dtype, threads):
+    x, weight, _, padding, generator = _problem(geometry, dtype)
+    maps = torch.randn(F.conv2d(x, weight, None, 1, padding).shape, dtype=dtype,
+                       generator=generator)
+    _, expected_weight, expected_bias = torch.ops.aten.convolution_backward(
+        maps, x, weight, [weight.shape[0]], (1, 1), padding, (1, 1), False, (0, 0), 1,
+        [False, True, True])
+    start_weight = torch.randn(weight.shape, dtype=dtype, generator=generator)
+    start_bias = torch.randn(weight.shape[0], dtype=dtype, generator=generator)
+    grad_weight, grad_bias = start_weight.clone(), start_bias.clone()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        native.add_weight_gradient(grad_weight, maps, x, padding, alpha=0.5,
+                                   grad_bias=grad_bias, alpha_bias=-2.0)
+    finally:
+        torch.set_num_threads(previous)
+    scale = max(1.0, float(expected_weight.abs().max()))
+    torch.testing.assert_close(grad_weight, start_weight + 0.5 * expected_weight,
+                               rtol=TOLERANCE[dtype]["rtol"],
+                               atol=TOLERANCE[dtype]["atol"] * scale)
+    torch.testing.assert_close(grad_bias, start_bias - 2.0 * expected_bias,
+                               rtol=TOLERANCE[dtype]["rtol"],
+                               atol=TOLERANCE[dtype]["atol"] * scale)
+
+
+def test_weight_gradient_of_conv_transpose2d():
+    # <s, conv_transpose2d(m, W)> has the weight gradient of <m, conv2d(s, W)>
+    x, weight, _, padding, generator = _problem(GEOMETRIES[2], torch.float64)
+    codes = torch.randn(F.conv2d(x, weight, None, 1, padding).shape, dtype=torch.float64,
+                        generator=generator)
+    leaf = weight.clone().requires_grad_()
+    (F.conv_transpose2d(codes, leaf, None, 1, padding) * x).sum().backward()
+    grad = torch.zeros_like(weight)
+    native.add_weight_gradient(grad, codes, x, padding)
+    torch.testing.assert_close(grad, leaf.grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: native.correlate(torch.zeros(1, 2, 4, 4, dtype=torch.int64),
+                              torch.zeros(3, 2, 3, 3), (1, 1)),
+     "correlate: expected CPU float32 or float64 tensors; got torch.int64 on cpu"),
+    (lambda: native.correlate(torch.zeros(1, 2, 4, 4), torch.zeros(3, 5, 3, 3), (1, 1)),
+     "correlate: inputs have 2 channels, weight expects 5"),
+    (lambda: native.correlate(torch.zeros(1, 2, 4, 4), torch.zeros(3, 2, 3, 3,
+                                                                   dtype=torch.float64),
+                              (1, 1)),
+     "correlate: weight must be a CPU torch.float32 tensor; got torch.float64 on cpu"),
+    (lambda: native.correlate(torch.zeros(1, 2, 4, 4), torch.zeros(3, 2, 3, 3), (-1, 1)),
+     "correlate: padding must be two integers >= 0; got (-1, 1)"),
+    (lambda: native.correlate(torch.zeros(1, 2, 4, 4), torch.zeros(3, 2, 3, 3), (1, 1),
+                              addend=torch.zeros(1, 3, 3, 3)),
+     "correlate: addend must have shape (1, 3, 4, 4); got (1, 3, 3, 3)"),
+    (lambda: native.correlate(torch.zeros(1, 2, 2, 2), torch.zeros(3, 2, 3, 3), (0, 0)),
+     "correlate: the kernel is larger than the padded input"),
+    (lambda: native.add_weight_gradient(torch.zeros(3, 2, 3, 3), torch.zeros(1, 3, 2, 2),
+                                        torch.zeros(1, 2, 4, 4), (1, 1)),
+     "maps must have shape (1, 3, 4, 4); got (1, 3, 2, 2)"),
+])
+def test_bad_input_names_the_argument(call, message):
+    with pytest.raises((TypeError, ValueError)) as error:
+        call()
+    assert str(error.value) == message
+
+
+@pytest.fixture
+def fresh_native(monkeypatch, tmp_path):
+    """A private kernel cache, and the library state restored after the test."""
+    monkeypatch.setenv("SPARSECNN_CACHE", str(tmp_path / "cache"))
+    saved = dict(native._STATE)
+    native.reset()
+    yield tmp_path / "cache"
+    native.reset()
+    native._STATE.update(saved)
+
+
+def test_build_is_cached_under_a_hashed_name(fresh_native):
+    assert native.available()
+    built = sorted(fresh_native.glob("kernels-*.so"))
+    assert len(built) == 1 and not list(fresh_native.glob(".kernels-*"))
+    stamp = built[0].stat().st_mtime_ns
+    native.reset()
+    assert native.available()
+    assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
+
+
+def test_failed_build_warns_and_the_layer_falls_back(fresh_native, monkeypatch, tmp_path):
+    broken = tmp_path / "broken-compiler"
+    broken.write_text("#!/bin/sh\necho 'compiler exploded' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("CXX", str(broken))
+    layer = SparseConv2d(3, 8, 3, padding=1, n_iter=2)
+    x = torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning, match="compiler exploded"):
+        assert not native.available()
+    assert not list(fresh_native.glob("*.so")) and not list(fresh_native.glob(".kernels-*"))
+    fallback = layer(x)
+    monkeypatch.delenv("CXX")
+    native.reset()
+    assert native.available()
+    torch.testing.assert_close(layer(x), fallback, rtol=1e-5, atol=1e-6)
+
+
+def test_disabled_by_environment_is_silent(fresh_native, monkeypatch, recwarn):
+    monkeypatch.setenv("SPARSECNN_NATIVE", "0")
+    assert not native.available()
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert not fresh_native.exists()
