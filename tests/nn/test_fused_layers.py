@@ -54,10 +54,7 @@ def test_fast_codes_and_gradients_equal_engine_loop(method, nonneg, negative_thr
                                                     kernels, monkeypatch):
     """Whole batch (one chunk) and uneven chunks of 2 + 1 signals alike, with the native
     stride-1 kernels (:mod:`sparsecnn.nn.native`, where they apply) and with PyTorch's."""
-    if kernels == "native" and not native.available():
-        pytest.skip("no C++ compiler")
-    if kernels == "torch":
-        monkeypatch.setattr(fused, "_native", lambda *arguments: False)
+    use_kernels(kernels, monkeypatch)
     x, atoms, lam, lipschitz = problem_tensors(n_iter, stride, padding, negative_thresholds)
     settings = ConvUnrolling(method, n_iter, lipschitz, nonneg, True, stride, padding,
                              batch_chunk)
@@ -105,13 +102,25 @@ def test_gradcheck_fused(method, nonneg):
                                     eps=1e-6, atol=1e-7)
 
 
+def use_kernels(kernels: str, monkeypatch) -> None:
+    """Run the fused path with the native kernels or with PyTorch's operations."""
+    if kernels == "native" and not native.available():
+        pytest.skip("no C++ compiler")
+    if kernels == "torch":
+        monkeypatch.setattr(fused, "_native", lambda *arguments: False)
+
+
 @pytest.mark.parametrize("method", ["ista", "fista", "lca"])
-def test_output_scales_equal_scaling_the_codes(method):
-    """``scales`` inside the function = ``codes * scales`` outside it, differentiated by
-    autograd (all four inputs, chunks of one signal), and gradcheck with the scales."""
+@pytest.mark.parametrize("kernels", ["native", "torch"])
+@pytest.mark.parametrize("batch_chunk", [None, 1])
+def test_output_scales_equal_scaling_the_codes(method, kernels, batch_chunk, monkeypatch):
+    """``scales`` inside the function (positive scales: written by the last step itself) =
+    ``codes * scales`` outside it, differentiated by autograd (all four inputs, one chunk and
+    chunks of one signal), and gradcheck with the scales."""
+    use_kernels(kernels, monkeypatch)
     x, atoms, lam, lipschitz = problem_tensors(5, (1, 1), (1, 1), True)
     scales = torch.tensor([0.5, 2.0, 1.3, 0.9], dtype=DTYPE)
-    settings = ConvUnrolling(method, 4, lipschitz, True, True, (1, 1), (1, 1), 1)
+    settings = ConvUnrolling(method, 4, lipschitz, True, True, (1, 1), (1, 1), batch_chunk)
     inputs = [t.clone().requires_grad_() for t in (x, atoms, lam, scales)]
     fused = unrolled_conv_codes(*inputs[:3], settings, inputs[3])
     outside = unrolled_conv_codes(*inputs[:3], settings) * inputs[3].view(1, -1, 1, 1)
@@ -132,6 +141,28 @@ def test_output_scales_equal_scaling_the_codes(method):
     assert torch.autograd.gradcheck(lambda a, b, c, d: unrolled_conv_codes(a, b, c, settings, d),
                                     [t.detach().clone().requires_grad_() for t in small],
                                     eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("scaled", [True, False])
+@pytest.mark.parametrize("batch_chunk", [None, 2])
+def test_in_place_change_of_the_output_cannot_corrupt_the_backward(scaled, batch_chunk):
+    """With positive scales the saved final codes are the output itself: autograd must refuse
+    the backward after an in-place change.  Without scales the output is a copy of them: the
+    change must leave the gradients as they were."""
+    x, atoms, lam, lipschitz = problem_tensors(6, (1, 1), (1, 1), False)
+    settings = ConvUnrolling("ista", 3, lipschitz, True, True, (1, 1), (1, 1), batch_chunk)
+    leaf = atoms.clone().requires_grad_()
+    scales = torch.tensor([0.5, 2.0, 1.3, 0.9], dtype=DTYPE) if scaled else None
+    output = unrolled_conv_codes(x, leaf, lam, settings, scales)
+    expected = torch.autograd.grad(output.sum(), leaf, retain_graph=True)[0]
+    with torch.no_grad():
+        output.mul_(-1.0)
+    if scaled:
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            torch.autograd.grad(output.sum(), leaf)
+    else:
+        torch.testing.assert_close(torch.autograd.grad(output.sum(), leaf)[0], expected,
+                                   rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("chunk", [0, -1, 1.5, True])

@@ -116,6 +116,16 @@ class ConvUnrolling:
         return 1.0 / self.lipschitz
 
 
+@dataclass
+class _Final:
+    """Where the last step writes ``scales * a^k``: the chunk's slice ``out`` of the layer's
+    output (non-negative codes and ``scales > 0``, so that ``s a^k`` keeps the support the
+    backward reads from the saved final codes)."""
+
+    scales: torch.Tensor
+    out: torch.Tensor
+
+
 def _native(signal: torch.Tensor, atoms: torch.Tensor, settings: ConvUnrolling) -> bool:
     """Whether the stride-1 kernels of :mod:`sparsecnn.nn.native` run this map."""
     return native.supports(signal, atoms, stride=settings.stride, padding=settings.padding,
@@ -124,17 +134,25 @@ def _native(signal: torch.Tensor, atoms: torch.Tensor, settings: ConvUnrolling) 
 
 def _analysis(signal: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
               settings: ConvUnrolling, addend: torch.Tensor | None = None,
-              relu: bool = False, negate: bool = False) -> torch.Tensor:
-    """``relu?(conv2d(signal, ±weight, bias) + addend)``: one pass with the native kernels,
-    else PyTorch's convolution and in-place passes."""
+              relu: bool = False, negate: bool = False, final: _Final | None = None
+              ) -> torch.Tensor:
+    """``relu?(conv2d(signal, ±weight, bias) + addend)``, times ``final.scales`` into
+    ``final.out`` when given: one pass with the native kernels, else PyTorch's convolution
+    and in-place passes."""
     if _native(signal, weight, settings):
         return native.correlate(signal, weight, settings.padding, bias=bias,
-                                sign=-1.0 if negate else 1.0, addend=addend, relu=relu)
+                                sign=-1.0 if negate else 1.0, addend=addend, relu=relu,
+                                scale=None if final is None else final.scales,
+                                out=None if final is None else final.out)
     output = F.conv2d(signal, -weight if negate else weight, bias, settings.stride,
                       settings.padding)
     if addend is None:
-        return output.relu_() if relu else output
-    return torch.ops.aten._add_relu_(output, addend) if relu else output.add_(addend)
+        output = output.relu_() if relu else output
+    else:
+        output = torch.ops.aten._add_relu_(output, addend) if relu else output.add_(addend)
+    if final is None:
+        return output
+    return torch.mul(output, final.scales.view(1, -1, 1, 1), out=final.out)
 
 
 def _synthesis(codes: torch.Tensor, atoms: torch.Tensor, settings: ConvUnrolling,
@@ -165,6 +183,7 @@ class _Trace:
     codes: list[torch.Tensor]
     betas: list[torch.Tensor | None]
     initial_codes: torch.Tensor | None = None
+    scaled: bool = False  # codes[-1] is s a^k (a slice of the layer's output)
 
 
 def _soft_threshold_(values: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -197,7 +216,8 @@ def _momentum_step(new_codes: torch.Tensor, codes: torch.Tensor, extrapolated: t
 
 
 def _proximal_gradient_forward(x: torch.Tensor, atoms: torch.Tensor, lam: torch.Tensor,
-                               settings: ConvUnrolling, trace: _Trace | None) -> torch.Tensor:
+                               settings: ConvUnrolling, trace: _Trace | None,
+                               final: _Final | None = None) -> torch.Tensor:
     step = settings.step
     scaled = atoms * step
     theta = lam * step
@@ -211,7 +231,8 @@ def _proximal_gradient_forward(x: torch.Tensor, atoms: torch.Tensor, lam: torch.
         residual = x if extrapolated is None else _synthesis(extrapolated, atoms, settings,
                                                              size, signal=x)
         new_codes = _analysis(residual, scaled, bias, settings, addend=extrapolated,
-                              relu=settings.nonneg)
+                              relu=settings.nonneg,
+                              final=final if iteration == settings.n_iter else None)
         if not settings.nonneg:
             _soft_threshold_(new_codes, theta)
         if trace is not None:
@@ -232,7 +253,8 @@ def _proximal_gradient_forward(x: torch.Tensor, atoms: torch.Tensor, lam: torch.
 
 
 def _lca_forward(x: torch.Tensor, atoms: torch.Tensor, lam: torch.Tensor,
-                 settings: ConvUnrolling, trace: _Trace | None) -> torch.Tensor:
+                 settings: ConvUnrolling, trace: _Trace | None,
+                 final: _Final | None = None) -> torch.Tensor:
     eta = settings.step
     scaled = atoms * eta
     bias = -eta * lam if settings.nonneg else None
@@ -249,16 +271,23 @@ def _lca_forward(x: torch.Tensor, atoms: torch.Tensor, lam: torch.Tensor,
         trace.initial_codes = initial
     codes = potential = None
     for iteration in range(settings.n_iter):
+        # the last potential is not kept: its codes s relu(w) are written in the same pass
+        last = final if iteration == settings.n_iter - 1 else None
         if iteration:
             residual = _synthesis(codes, atoms, settings, size, signal=x)
             # (1 - eta) w + eta relu(w) = leaky_relu(w, 1 - eta): one pass (w is not kept)
             potential = _analysis(residual, scaled, bias, settings, addend=(
                 F.leaky_relu_(potential, 1.0 - eta) if settings.nonneg else
-                potential.mul_(1.0 - eta).add_(codes, alpha=eta)))
+                potential.mul_(1.0 - eta).add_(codes, alpha=eta)), relu=last is not None,
+                final=last)
         else:
-            potential = _analysis(residual, scaled, first_bias, settings)
-        new_codes = torch.relu(potential) if settings.nonneg else _soft_threshold_(
-            potential.clone(), lam)
+            potential = _analysis(residual, scaled, first_bias, settings,
+                                  relu=last is not None, final=last)
+        if last is not None:
+            new_codes = potential
+        else:
+            new_codes = torch.relu(potential) if settings.nonneg else _soft_threshold_(
+                potential.clone(), lam)
         if trace is not None:
             trace.residuals.append(residual)
             trace.points.append(codes)
@@ -314,8 +343,9 @@ class _Gradients:
         self.needs_x, self.needs_weight, self.needs_lam = needs
         self.x_total = torch.zeros_like(x) if self.needs_x else None
         self.x = self.x_total
-        self.weight = torch.zeros_like(atoms)
-        self.lam = torch.zeros_like(lam)
+        # contiguous whatever the layout of the inputs: the native kernels accumulate in place
+        self.weight = atoms.new_zeros(atoms.shape)
+        self.lam = lam.new_zeros(lam.shape)
         self.initial_signal: torch.Tensor | None = None  # LCA: sum_n grad_r of x - D a^0
 
     def select(self, start: int, stop: int) -> None:
@@ -330,9 +360,14 @@ class _Gradients:
         per-channel sum of ``grad_output`` when there is a bias."""
         if not (self.needs_weight or (self.needs_lam and bias_scale is not None)):
             return None
-        weight, bias = _weight_gradient(grad_output, residual, atoms, settings,
-                                        bias_scale is not None)
-        self.weight.add_(weight, alpha=scale)
+        if _native(residual, atoms, settings):
+            bias = None if bias_scale is None else self.lam.new_zeros(self.lam.shape)
+            native.add_weight_gradient(self.weight, grad_output, residual, settings.padding,
+                                       alpha=scale, grad_bias=bias)
+        else:
+            weight, bias = _weight_gradient(grad_output, residual, atoms, settings,
+                                            bias_scale is not None)
+            self.weight.add_(weight, alpha=scale)
         if bias is not None:
             self.lam.add_(bias, alpha=bias_scale)
         return bias
@@ -343,8 +378,12 @@ class _Gradients:
         if self.x is not None:
             self.x.add_(grad_signal)
         if self.needs_weight:
-            weight, _ = _weight_gradient(codes, grad_signal, atoms, settings, False)
-            self.weight.sub_(weight)
+            if _native(grad_signal, atoms, settings):
+                native.add_weight_gradient(self.weight, codes, grad_signal, settings.padding,
+                                           alpha=-1.0)
+            else:
+                weight, _ = _weight_gradient(codes, grad_signal, atoms, settings, False)
+                self.weight.sub_(weight)
 
 
 def _analysis_adjoint(grad_output: torch.Tensor, atoms: torch.Tensor, scale: float,
@@ -479,18 +518,31 @@ def _chunked_forward(x: torch.Tensor, atoms: torch.Tensor, lam: torch.Tensor,
                      scales: torch.Tensor | None, settings: ConvUnrolling, record: bool
                      ) -> tuple[torch.Tensor, list[tuple[int, int]], list[_Trace]]:
     """``scales * a^k`` chunk by chunk (every operation of the iteration is per signal), with
-    the traces of the chunks when ``record``."""
+    the traces of the chunks when ``record``.  With non-negative codes and positive scales the
+    last step writes ``s a^k`` into the output itself, and the traces' final codes are those
+    scaled codes (``_Trace.scaled``)."""
     forward = _FORWARD[settings.method]
     chunks = _chunks(x.shape[0], batch_chunk(x, atoms, settings))
     traces: list[_Trace] = []
+    fold = scales is not None and settings.nonneg and bool((scales > 0).all())
     output = None
+    if fold:
+        output = x.new_empty((x.shape[0], atoms.shape[0],
+                              *_code_size(x.shape[-2:], atoms, settings)))
     for start, stop in chunks:
         trace = _Trace([], [], [], []) if record else None
-        codes = forward(x[start:stop], atoms, lam, settings, trace)
+        final = _Final(scales, output[start:stop]) if fold else None
+        codes = forward(x[start:stop], atoms, lam, settings, trace, final)
         if trace is not None:
+            trace.scaled = fold
             traces.append(trace)
+        if fold:
+            continue
         if len(chunks) == 1 and (scales is None or not record):
-            output = codes if scales is None else codes.mul_(scales.view(1, -1, 1, 1))
+            # a fresh tensor: with scales=None the trace's final codes must not be the
+            # caller's output (an in-place change to it would corrupt the backward)
+            output = codes.clone() if scales is None and record else (
+                codes if scales is None else codes.mul_(scales.view(1, -1, 1, 1)))
             break
         if output is None:
             output = codes.new_empty((x.shape[0], *codes.shape[1:]))
@@ -512,22 +564,26 @@ class _UnrolledConvCoding(torch.autograd.Function):
         ctx.settings = settings
         ctx.chunks = chunks
         ctx.traces = traces
-        ctx.save_for_backward(x, atoms, lam, scales)
+        # the traces' final codes are slices of the output when folded: saving it makes
+        # autograd refuse a backward after an in-place change to it
+        folded = traces[0].scaled
+        ctx.save_for_backward(x, atoms, lam, scales, output if folded else None)
         return output
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output: torch.Tensor
                  ) -> tuple[torch.Tensor | None, ...]:
-        x, atoms, lam, scales = ctx.saved_tensors
+        x, atoms, lam, scales, folded_output = ctx.saved_tensors
         needs = tuple(ctx.needs_input_grad[:3])
         needs_scales = scales is not None and ctx.needs_input_grad[3]
         gradients = _Gradients(x, atoms, lam, needs)
         grad_scales = torch.zeros_like(scales) if needs_scales else None
         # d/ds <g, s a^k> = sum over signals and positions of g a^k, read off the scaled
-        # gradient g s (contiguous, unlike the expanded g of a .sum()) and divided by s,
-        # unless some s is 0
+        # gradient g s (contiguous, unlike the expanded g of a .sum()) and divided by s
+        # (by s^2 when the saved final codes are s a^k), unless some s is 0
         divide = needs_scales and bool((scales != 0).all())
+        folded = folded_output is not None
         backward = _BACKWARD[ctx.settings.method]
         for (start, stop), trace in zip(ctx.chunks, ctx.traces, strict=True):
             raw = grad_output[start:stop]
@@ -551,7 +607,7 @@ class _UnrolledConvCoding(torch.autograd.Function):
             _lca_initial_codes_backward(ctx.traces[0].initial_codes, atoms, lam, ctx.settings,
                                         gradients)
         if divide:
-            grad_scales.div_(scales)
+            grad_scales.div_(scales * scales if folded else scales)
         return (gradients.x_total, gradients.weight if needs[1] else None,
                 gradients.lam if needs[2] else None, grad_scales, None)
 

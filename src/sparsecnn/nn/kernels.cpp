@@ -4,8 +4,8 @@
 // compiler (-O3 -march=native -fopenmp) and loaded with ctypes.  OpenMP resolves to the
 // libgomp.so.1 that torch has already loaded, so these loops share torch's thread pool.
 //
-// correlate: out[b,o,i,j] = relu?( sign * sum_{c,p,q} w[o,c,p,q] in_pad[b,c,i+p,j+q]
-//                                  + bias[o] + addend[b,o,i,j] )
+// correlate: out[b,o,i,j] = scale[o] * relu?( sign * sum_{c,p,q} w[o,c,p,q] in_pad[b,c,i+p,j+q]
+//                                             + bias[o] + addend[b,o,i,j] )
 //   in_pad is `in` with pad_h / pad_w zero rows / columns on each side; the output has
 //   (H + 2 pad_h - kh + 1) x (W + 2 pad_w - kw + 1) positions.  conv2d is correlate with
 //   padding p; conv_transpose2d (stride 1) is correlate with padding k - 1 - p and the
@@ -31,8 +31,13 @@ constexpr int VECTOR_BYTES =
 #else
     16;
 #endif
-constexpr int TILE = 8;        // output channels per register tile
+constexpr int TILE = 8;        // output channels per register tile of correlate
+constexpr int GRADIENT_TILE = 4;  // ... and of weight_gradient (3 taps x 4 channels)
 constexpr int VECTORS = 2;     // vectors per row segment
+constexpr int MAX_ROWS = 4;    // output rows per register tile (few output channels)
+
+// rows of a register tile: as many as keep ~24 accumulators for N output channels
+template <int N> constexpr int tile_rows() { return N >= 8 ? 1 : (N >= 4 ? 2 : MAX_ROWS); }
 
 template <typename T> struct Vec {
     typedef T type __attribute__((vector_size(VECTOR_BYTES)));
@@ -55,14 +60,25 @@ struct Geometry {
     int out_w() const { return width + 2 * pad_w - kernel_w + 1; }
 };
 
-// zero-padded copy of one signal: rows of `row_len` >= width + 2 pad_w, plus slack columns
+// zero-padded copy of one signal: rows of `row_len` >= width + 2 pad_w (the slack columns
+// are zeros too); only the border is cleared, the interior is overwritten
 template <typename T>
 void pad_signal(const T *in, const Geometry &g, int row_len, int rows, T *scratch) {
-    std::memset(scratch, 0, sizeof(T) * (size_t)g.in_channels * rows * row_len);
-    for (int c = 0; c < g.in_channels; c++)
-        for (int i = 0; i < g.height; i++)
-            std::memcpy(scratch + ((size_t)c * rows + i + g.pad_h) * row_len + g.pad_w,
-                        in + ((size_t)c * g.height + i) * g.width, sizeof(T) * g.width);
+    const int right = row_len - g.pad_w - g.width;
+    for (int c = 0; c < g.in_channels; c++) {
+        T *plane = scratch + (size_t)c * rows * row_len;
+        std::memset(plane, 0, sizeof(T) * (size_t)g.pad_h * row_len);
+        const int below = rows - g.pad_h - g.height;
+        std::memset(plane + (size_t)(g.pad_h + g.height) * row_len, 0,
+                    sizeof(T) * (size_t)below * row_len);
+        for (int i = 0; i < g.height; i++) {
+            T *row = plane + (size_t)(i + g.pad_h) * row_len;
+            std::memset(row, 0, sizeof(T) * g.pad_w);
+            std::memcpy(row + g.pad_w, in + ((size_t)c * g.height + i) * g.width,
+                        sizeof(T) * g.width);
+            std::memset(row + g.pad_w + g.width, 0, sizeof(T) * right);
+        }
+    }
 }
 
 template <typename T> struct Layout {
@@ -72,55 +88,72 @@ template <typename T> struct Layout {
         segments = (g.out_w() + segment - 1) / segment;
         row_len = segments * segment + g.kernel_w - 1;
         if (row_len < g.width + 2 * g.pad_w) row_len = g.width + 2 * g.pad_w;
-        rows = g.height + 2 * g.pad_h;
+        rows = g.height + 2 * g.pad_h + MAX_ROWS - 1;  // zero rows below for row tiles
     }
     size_t scratch() const { return (size_t)rows * row_len; }
 };
 
 template <typename T, int N>
 void correlate_tile(const T *scratch, const Layout<T> &lay, const Geometry &g, const T *w,
-                    int o0, const T *bias, T sign, const T *addend, bool relu, T *out) {
+                    int o0, const T *bias, T sign, const T *addend, bool relu,
+                    const T *scale, T *out) {
     typedef typename Vec<T>::type V;
     constexpr int L = Vec<T>::lanes;
+    constexpr int R = tile_rows<N>();
     const int taps = g.in_channels * g.kernel_h * g.kernel_w;
     const int oh = g.out_h(), ow = g.out_w();
-    // weights of the tile, tap-major: one broadcast per (tap, channel)
+    // weights of the tile, tap-major: one broadcast per (tap, channel), shared by R rows
     T *wt = static_cast<T *>(std::malloc(sizeof(T) * (size_t)taps * N));
     for (int t = 0; t < taps; t++)
         for (int u = 0; u < N; u++) wt[t * N + u] = sign * w[(size_t)(o0 + u) * taps + t];
     T tail[VECTORS * L];
-    for (int i = 0; i < oh; i++) {
+    for (int i0 = 0; i0 < oh; i0 += R) {
         for (int s = 0; s < lay.segments; s++) {
             const int j0 = s * lay.segment;
-            V acc[N][VECTORS];
-            for (int u = 0; u < N; u++)
-                for (int h = 0; h < VECTORS; h++) acc[u][h] = V{} ;
+            V acc[R][N][VECTORS];
+            for (int r = 0; r < R; r++)
+                for (int u = 0; u < N; u++)
+                    for (int h = 0; h < VECTORS; h++) acc[r][u][h] = V{};
             int t = 0;
             for (int c = 0; c < g.in_channels; c++)
                 for (int p = 0; p < g.kernel_h; p++) {
-                    const T *row = scratch + ((size_t)c * lay.rows + i + p) * lay.row_len + j0;
+                    // rows past the output read the scratch's zero rows below
+                    const T *row = scratch + ((size_t)c * lay.rows + i0 + p) * lay.row_len + j0;
                     for (int q = 0; q < g.kernel_w; q++, t++) {
-                        V r[VECTORS];
-                        for (int h = 0; h < VECTORS; h++) r[h] = load<T>(row + q + h * L);
                         const T *wk = wt + t * N;
-                        for (int u = 0; u < N; u++)
-                            for (int h = 0; h < VECTORS; h++) acc[u][h] += wk[u] * r[h];
+                        for (int r = 0; r < R; r++) {
+                            V x[VECTORS];
+                            for (int h = 0; h < VECTORS; h++)
+                                x[h] = load<T>(row + (size_t)r * lay.row_len + q + h * L);
+                            for (int u = 0; u < N; u++)
+                                for (int h = 0; h < VECTORS; h++) acc[r][u][h] += wk[u] * x[h];
+                        }
                     }
                 }
             const int valid = ow - j0 < lay.segment ? ow - j0 : lay.segment;
-            for (int u = 0; u < N; u++) {
-                const size_t offset = ((size_t)(o0 + u) * oh + i) * ow + j0;
-                const T b = bias ? bias[o0 + u] : T(0);
-                for (int h = 0; h < VECTORS; h++) {
-                    V v = acc[u][h] + b;
-                    store<T>(tail + h * L, v);
+            for (int r = 0; r < R && i0 + r < oh; r++)
+                for (int u = 0; u < N; u++) {
+                    const size_t offset = ((size_t)(o0 + u) * oh + i0 + r) * ow + j0;
+                    const T b = bias ? bias[o0 + u] : T(0);
+                    if (valid == lay.segment) {  // a whole segment: vector epilogue
+                        for (int h = 0; h < VECTORS; h++) {
+                            V v = acc[r][u][h] + b;
+                            if (addend) v += load<T>(addend + offset + h * L);
+                            if (relu) v = v > T(0) ? v : V{};
+                            if (scale) v *= scale[o0 + u];
+                            store<T>(out + offset + h * L, v);
+                        }
+                        continue;
+                    }
+                    for (int h = 0; h < VECTORS; h++) store<T>(tail + h * L, acc[r][u][h] + b);
+                    if (addend)
+                        for (int j = 0; j < valid; j++) tail[j] += addend[offset + j];
+                    if (relu)
+                        for (int j = 0; j < valid; j++) tail[j] = tail[j] > T(0) ? tail[j] : T(0);
+                    if (scale)
+                        for (int j = 0; j < valid; j++) tail[j] *= scale[o0 + u];
+                    std::memcpy(out + offset, tail, sizeof(T) * valid);
                 }
-                if (addend)
-                    for (int j = 0; j < valid; j++) tail[j] += addend[offset + j];
-                if (relu)
-                    for (int j = 0; j < valid; j++) tail[j] = tail[j] > T(0) ? tail[j] : T(0);
-                std::memcpy(out + offset, tail, sizeof(T) * valid);
-            }
         }
     }
     std::free(wt);
@@ -129,17 +162,19 @@ void correlate_tile(const T *scratch, const Layout<T> &lay, const Geometry &g, c
 template <typename T, int N>
 void correlate_remainder(const T *scratch, const Layout<T> &lay, const Geometry &g,
                          const T *w, int o0, int n, const T *bias, T sign, const T *addend,
-                         bool relu, T *out) {
+                         bool relu, const T *scale, T *out) {
     if constexpr (N > 0) {
         if (n == N)
-            return correlate_tile<T, N>(scratch, lay, g, w, o0, bias, sign, addend, relu, out);
-        correlate_remainder<T, N - 1>(scratch, lay, g, w, o0, n, bias, sign, addend, relu, out);
+            return correlate_tile<T, N>(scratch, lay, g, w, o0, bias, sign, addend, relu, scale,
+                                        out);
+        correlate_remainder<T, N - 1>(scratch, lay, g, w, o0, n, bias, sign, addend, relu, scale,
+                                      out);
     }
 }
 
 template <typename T>
 int correlate(const T *in, const T *w, const T *bias, T sign, const T *addend, int relu,
-              T *out, Geometry g) {
+              const T *scale, T *out, Geometry g) {
     if (g.out_h() < 1 || g.out_w() < 1) return 1;
     const Layout<T> lay(g);
     const int blocks = (g.out_channels + TILE - 1) / TILE;
@@ -167,60 +202,121 @@ int correlate(const T *in, const T *w, const T *bias, T sign, const T *addend, i
                 const int n = g.out_channels - o0 < TILE ? g.out_channels - o0 : TILE;
                 correlate_remainder<T, TILE>(scratch, lay, g, w, o0, n, bias, sign,
                                              addend ? addend + b * out_size : nullptr,
-                                             relu != 0, out + b * out_size);
+                                             relu != 0, scale, out + b * out_size);
             }
         std::free(scratch);
     }
     return failed;
 }
 
-template <typename T, int N>
-void gradient_tile(const T *m, const T *scratch, const Layout<T> &lay, const Geometry &g,
-                   int o0, T alpha, T *dw) {
-    typedef typename Vec<T>::type V;
-    constexpr int L = Vec<T>::lanes;
-    const int oh = g.out_h(), ow = g.out_w();
-    const int full = ow / lay.segment;  // segments without a tail
-    const int taps = g.in_channels * g.kernel_h * g.kernel_w;
-    int t = 0;
+// Shifted copies of one padded signal for weight_gradient: shifted[c][q][i][j] =
+// in_pad[c][i][j + q] for i < H + 2 pad_h, j < out_w.  The row length is out_w, the m plane's,
+// so the positions of tap (p, q) are m's flat positions moved by p * out_w: every tap is one
+// long dot product over the plane.
+template <typename T> void shift_signal(const T *in, const Geometry &g, T *shifted) {
+    const int rows = g.height + 2 * g.pad_h, ow = g.out_w();
     for (int c = 0; c < g.in_channels; c++)
-        for (int p = 0; p < g.kernel_h; p++)
-            for (int q = 0; q < g.kernel_w; q++, t++) {
-                V acc[N][VECTORS];
-                for (int u = 0; u < N; u++)
-                    for (int h = 0; h < VECTORS; h++) acc[u][h] = V{};
-                T rest[N] = {};
-                for (int i = 0; i < oh; i++) {
-                    const T *row = scratch + ((size_t)c * lay.rows + i + p) * lay.row_len + q;
-                    for (int s = 0; s < full; s++) {
-                        const int j0 = s * lay.segment;
-                        V r[VECTORS];
-                        for (int h = 0; h < VECTORS; h++) r[h] = load<T>(row + j0 + h * L);
-                        for (int u = 0; u < N; u++) {
-                            const T *mrow = m + ((size_t)(o0 + u) * oh + i) * ow + j0;
-                            for (int h = 0; h < VECTORS; h++)
-                                acc[u][h] += load<T>(mrow + h * L) * r[h];
-                        }
-                    }
-                    for (int j = full * lay.segment; j < ow; j++)
-                        for (int u = 0; u < N; u++)
-                            rest[u] += m[((size_t)(o0 + u) * oh + i) * ow + j] * row[j];
+        for (int q = 0; q < g.kernel_w; q++)
+            for (int i = 0; i < rows; i++) {
+                T *out = shifted + (((size_t)c * g.kernel_w + q) * rows + i) * ow;
+                const int source_row = i - g.pad_h;
+                if (source_row < 0 || source_row >= g.height) {
+                    std::memset(out, 0, sizeof(T) * ow);
+                    continue;
                 }
-                for (int u = 0; u < N; u++) {
-                    T total = rest[u];
-                    for (int h = 0; h < VECTORS; h++)
-                        for (int l = 0; l < L; l++) total += acc[u][h][l];
-                    dw[(size_t)(o0 + u) * taps + t] += alpha * total;
+                const T *row = in + ((size_t)c * g.height + source_row) * g.width;
+                for (int j = 0; j < ow; j++) {
+                    const int column = j + q - g.pad_w;
+                    out[j] = column >= 0 && column < g.width ? row[column] : T(0);
                 }
             }
 }
 
+template <typename T> size_t shifted_size(const Geometry &g) {
+    return (size_t)g.in_channels * g.kernel_w * (g.height + 2 * g.pad_h) * g.out_w();
+}
+
+// NP taps (c, p0 .. p0 + NP - 1, q) for N output channels: per vector of positions, N loads
+// of m and NP of the shifted signal feed NP x N accumulators held in registers
+template <typename T, int N, int NP, bool BIAS>
+void gradient_taps(const T *m, const T *shifted, const Geometry &g, int o0, int c, int p0,
+                   int q, T alpha, T *dw, T alpha_bias, T *dbias) {
+    typedef typename Vec<T>::type V;
+    constexpr int L = Vec<T>::lanes;
+    const int ow = g.out_w();
+    const size_t plane = (size_t)g.out_h() * ow;
+    const size_t vectors = plane / L;
+    const int rows = g.height + 2 * g.pad_h;
+    const int taps = g.in_channels * g.kernel_h * g.kernel_w;
+    const T *base = shifted + (((size_t)c * g.kernel_w + q) * rows + p0) * ow;
+    V acc[NP][N], sums[BIAS ? N : 1];
+    for (int d = 0; d < NP; d++)
+        for (int u = 0; u < N; u++) acc[d][u] = V{};
+    for (int u = 0; u < (BIAS ? N : 1); u++) sums[u] = V{};
+    for (size_t v = 0; v < vectors; v++) {
+        V mv[N], r[NP];
+        for (int u = 0; u < N; u++) mv[u] = load<T>(m + (o0 + u) * plane + v * L);
+        for (int d = 0; d < NP; d++) r[d] = load<T>(base + d * ow + v * L);
+        for (int d = 0; d < NP; d++)
+            for (int u = 0; u < N; u++) acc[d][u] += mv[u] * r[d];
+        if constexpr (BIAS)
+            for (int u = 0; u < N; u++) sums[u] += mv[u];
+    }
+    if constexpr (BIAS)
+        for (int u = 0; u < N; u++) {
+            T total = 0;
+            for (size_t e = vectors * L; e < plane; e++) total += m[(o0 + u) * plane + e];
+            for (int l = 0; l < L; l++) total += sums[u][l];
+            dbias[o0 + u] += alpha_bias * total;
+        }
+    for (int d = 0; d < NP; d++)
+        for (int u = 0; u < N; u++) {
+            T total = 0;
+            for (size_t e = vectors * L; e < plane; e++)
+                total += m[(o0 + u) * plane + e] * base[d * ow + e];
+            for (int l = 0; l < L; l++) total += acc[d][u][l];
+            dw[(size_t)(o0 + u) * taps + ((size_t)c * g.kernel_h + p0 + d) * g.kernel_w + q] +=
+                alpha * total;
+        }
+}
+
+template <typename T, int N, int NP>
+void gradient_group(const T *m, const T *shifted, const Geometry &g, int o0, int c, int p0,
+                    int q, T alpha, T *dw, T alpha_bias, T *dbias) {
+    // the bias sum rides on the first group's loads of m
+    if (dbias && c == 0 && p0 == 0 && q == 0)
+        gradient_taps<T, N, NP, true>(m, shifted, g, o0, c, p0, q, alpha, dw, alpha_bias,
+                                      dbias);
+    else
+        gradient_taps<T, N, NP, false>(m, shifted, g, o0, c, p0, q, alpha, dw, alpha_bias,
+                                       dbias);
+}
+
 template <typename T, int N>
-void gradient_remainder(const T *m, const T *scratch, const Layout<T> &lay, const Geometry &g,
-                        int o0, int n, T alpha, T *dw) {
+void gradient_tile(const T *m, const T *shifted, const Geometry &g, int o0, T alpha, T *dw,
+                   T alpha_bias, T *dbias) {
+    for (int c = 0; c < g.in_channels; c++)
+        for (int q = 0; q < g.kernel_w; q++)
+            for (int p0 = 0; p0 < g.kernel_h; p0 += 3) {
+                const int np = g.kernel_h - p0 < 3 ? g.kernel_h - p0 : 3;
+                if (np == 3)
+                    gradient_group<T, N, 3>(m, shifted, g, o0, c, p0, q, alpha, dw,
+                                            alpha_bias, dbias);
+                else if (np == 2)
+                    gradient_group<T, N, 2>(m, shifted, g, o0, c, p0, q, alpha, dw,
+                                            alpha_bias, dbias);
+                else
+                    gradient_group<T, N, 1>(m, shifted, g, o0, c, p0, q, alpha, dw,
+                                            alpha_bias, dbias);
+            }
+}
+
+template <typename T, int N>
+void gradient_remainder(const T *m, const T *shifted, const Geometry &g, int o0, int n,
+                        T alpha, T *dw, T alpha_bias, T *dbias) {
     if constexpr (N > 0) {
-        if (n == N) return gradient_tile<T, N>(m, scratch, lay, g, o0, alpha, dw);
-        gradient_remainder<T, N - 1>(m, scratch, lay, g, o0, n, alpha, dw);
+        if (n == N) return gradient_tile<T, N>(m, shifted, g, o0, alpha, dw, alpha_bias, dbias);
+        gradient_remainder<T, N - 1>(m, shifted, g, o0, n, alpha, dw, alpha_bias, dbias);
     }
 }
 
@@ -228,8 +324,7 @@ template <typename T>
 int weight_gradient(const T *m, const T *in, T alpha, T *dw, T alpha_bias, T *dbias,
                     Geometry g) {
     if (g.out_h() < 1 || g.out_w() < 1) return 1;
-    const Layout<T> lay(g);
-    const int blocks = (g.out_channels + TILE - 1) / TILE;
+    const int blocks = (g.out_channels + GRADIENT_TILE - 1) / GRADIENT_TILE;
     const size_t in_size = (size_t)g.in_channels * g.height * g.width;
     const size_t m_size = (size_t)g.out_channels * g.out_h() * g.out_w();
     const int threads = omp_get_max_threads();
@@ -237,58 +332,53 @@ int weight_gradient(const T *m, const T *in, T alpha, T *dw, T alpha_bias, T *db
     // reduction); otherwise signals are split and the partial sums added at the end
     const bool by_block = blocks >= 2 * threads || g.batch < threads;
     const size_t weights = (size_t)g.out_channels * g.in_channels * g.kernel_h * g.kernel_w;
+    const size_t partial_size = weights + (dbias ? g.out_channels : 0);
     int failed = 0;
 #pragma omp parallel
     {
-        T *scratch = static_cast<T *>(
-            std::malloc(sizeof(T) * ((size_t)g.in_channels * lay.scratch() + lay.segment)));
-        T *partial = by_block ? dw : static_cast<T *>(std::calloc(weights, sizeof(T)));
-        if (!scratch || !partial) {
+        T *shifted = static_cast<T *>(std::malloc(sizeof(T) * shifted_size<T>(g)));
+        T *partial = by_block ? nullptr : static_cast<T *>(std::calloc(partial_size, sizeof(T)));
+        if (!shifted || (!by_block && !partial)) {
 #pragma omp atomic write
             failed = 2;
         }
         if (by_block) {
-            // signals outer, blocks split: each thread pads every signal once
+            // signals outer, blocks split: each thread shifts every signal once
             const int id = omp_get_thread_num(), count = omp_get_num_threads();
-            for (int b = 0; b < g.batch && scratch; b++) {
-                pad_signal<T>(in + b * in_size, g, lay.row_len, lay.rows, scratch);
+            for (int b = 0; b < g.batch && shifted; b++) {
+                shift_signal<T>(in + b * in_size, g, shifted);
                 for (int block = id; block < blocks; block += count) {
-                    const int o0 = block * TILE;
-                    const int n = g.out_channels - o0 < TILE ? g.out_channels - o0 : TILE;
-                    gradient_remainder<T, TILE>(m + b * m_size, scratch, lay, g, o0, n, alpha,
-                                                dw);
+                    const int o0 = block * GRADIENT_TILE;
+                    const int n = g.out_channels - o0 < GRADIENT_TILE ? g.out_channels - o0
+                                                                      : GRADIENT_TILE;
+                    gradient_remainder<T, GRADIENT_TILE>(m + b * m_size, shifted, g, o0, n,
+                                                         alpha, dw, alpha_bias, dbias);
                 }
             }
         } else {
+            T *partial_bias = dbias && partial ? partial + weights : nullptr;
 #pragma omp for schedule(static)
             for (int b = 0; b < g.batch; b++) {
-                if (!scratch || !partial) continue;
-                pad_signal<T>(in + b * in_size, g, lay.row_len, lay.rows, scratch);
+                if (!shifted || !partial) continue;
+                shift_signal<T>(in + b * in_size, g, shifted);
                 for (int block = 0; block < blocks; block++) {
-                    const int o0 = block * TILE;
-                    const int n = g.out_channels - o0 < TILE ? g.out_channels - o0 : TILE;
-                    gradient_remainder<T, TILE>(m + b * m_size, scratch, lay, g, o0, n, alpha,
-                                                partial);
+                    const int o0 = block * GRADIENT_TILE;
+                    const int n = g.out_channels - o0 < GRADIENT_TILE ? g.out_channels - o0
+                                                                      : GRADIENT_TILE;
+                    gradient_remainder<T, GRADIENT_TILE>(m + b * m_size, shifted, g, o0, n,
+                                                         alpha, partial, alpha_bias,
+                                                         partial_bias);
                 }
             }
 #pragma omp critical
-            if (partial)
+            if (partial) {
                 for (size_t e = 0; e < weights; e++) dw[e] += partial[e];
+                if (dbias)
+                    for (int o = 0; o < g.out_channels; o++) dbias[o] += partial_bias[o];
+            }
             std::free(partial);
         }
-        std::free(scratch);
-    }
-    if (dbias) {
-        const size_t plane = (size_t)g.out_h() * g.out_w();
-#pragma omp parallel for schedule(static)
-        for (int o = 0; o < g.out_channels; o++) {
-            T total = 0;
-            for (int b = 0; b < g.batch; b++) {
-                const T *x = m + b * m_size + o * plane;
-                for (size_t e = 0; e < plane; e++) total += x[e];
-            }
-            dbias[o] += alpha_bias * total;
-        }
+        std::free(shifted);
     }
     return failed;
 }
@@ -305,14 +395,15 @@ int sparsecnn_vector_bytes() { return VECTOR_BYTES; }
     kernel_w, pad_h, pad_w}
 
 int sparsecnn_correlate_f32(const float *in, const float *w, const float *bias, float sign,
-                            const float *addend, int relu, float *out, SPARSECNN_GEOMETRY) {
-    return correlate<float>(in, w, bias, sign, addend, relu, out, SPARSECNN_MAKE);
+                            const float *addend, int relu, const float *scale, float *out,
+                            SPARSECNN_GEOMETRY) {
+    return correlate<float>(in, w, bias, sign, addend, relu, scale, out, SPARSECNN_MAKE);
 }
 
 int sparsecnn_correlate_f64(const double *in, const double *w, const double *bias,
-                            double sign, const double *addend, int relu, double *out,
-                            SPARSECNN_GEOMETRY) {
-    return correlate<double>(in, w, bias, sign, addend, relu, out, SPARSECNN_MAKE);
+                            double sign, const double *addend, int relu,
+                            const double *scale, double *out, SPARSECNN_GEOMETRY) {
+    return correlate<double>(in, w, bias, sign, addend, relu, scale, out, SPARSECNN_MAKE);
 }
 
 int sparsecnn_weight_gradient_f32(const float *m, const float *in, float alpha, float *dw,

@@ -128,7 +128,7 @@ def _load() -> ctypes.CDLL | None:
         for suffix, scalar in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
             correlate_function = getattr(library, f"sparsecnn_correlate_{suffix}")
             correlate_function.argtypes = [pointer, pointer, pointer, scalar, pointer, integer,
-                                           pointer, *geometry]
+                                           pointer, pointer, *geometry]
             correlate_function.restype = integer
             gradient_function = getattr(library, f"sparsecnn_weight_gradient_{suffix}")
             gradient_function.argtypes = [pointer, pointer, scalar, pointer, scalar, pointer,
@@ -197,22 +197,36 @@ def _validate(name: str, inputs: torch.Tensor, weight: torch.Tensor, input_axis:
 
 def correlate(inputs: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int],
               bias: torch.Tensor | None = None, sign: float = 1.0,
-              addend: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
-    """``relu?(sign * conv2d(inputs, weight, padding=padding) + bias + addend)`` (stride 1),
-    one pass over the output.  ``inputs`` ``(N, C, H, W)``, ``weight`` ``(K, C, kh, kw)``,
-    ``bias`` ``(K,)``, ``addend`` of the output's shape; not differentiable."""
+              addend: torch.Tensor | None = None, relu: bool = False,
+              scale: torch.Tensor | None = None, out: torch.Tensor | None = None
+              ) -> torch.Tensor:
+    """``scale * relu?(sign * conv2d(inputs, weight, padding=padding) + bias + addend)``
+    (stride 1), one pass over the output.  ``inputs`` ``(N, C, H, W)``, ``weight``
+    ``(K, C, kh, kw)``, ``bias`` and ``scale`` ``(K,)``, ``addend`` of the output's shape;
+    written into ``out`` (contiguous, the output's shape) when given; not differentiable."""
     library = _load()
     if library is None:
         raise RuntimeError(f"native kernels unavailable: {_STATE.get('reason')}")
-    suffix = _validate("correlate", inputs, weight, 1, padding, ("bias", bias), ("addend", addend))
+    suffix = _validate("correlate", inputs, weight, 1, padding, ("bias", bias),
+                       ("addend", addend), ("scale", scale), ("out", out))
     inputs, weight = inputs.contiguous(), weight.contiguous()
     batch, channels, height, width = inputs.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
     out_h, out_w = height + 2 * padding[0] - kernel_h + 1, width + 2 * padding[1] - kernel_w + 1
-    output = inputs.new_empty((batch, out_channels, out_h, out_w))
-    if bias is not None and tuple(bias.shape) != (out_channels,):
-        raise ValueError(f"correlate: bias must have shape ({out_channels},); got "
-                         f"{tuple(bias.shape)}")
+    shape = (batch, out_channels, out_h, out_w)
+    if out is None:
+        output = inputs.new_empty(shape)
+    elif tuple(out.shape) != shape or not out.is_contiguous():
+        raise ValueError(f"correlate: out must be contiguous with shape {shape}; got "
+                         f"{tuple(out.shape)}")
+    else:
+        output = out
+    for label, vector in (("bias", bias), ("scale", scale)):
+        if vector is not None and tuple(vector.shape) != (out_channels,):
+            raise ValueError(f"correlate: {label} must have shape ({out_channels},); got "
+                             f"{tuple(vector.shape)}")
+    if scale is not None:
+        scale = scale.contiguous()
     if addend is not None:
         if addend.shape != output.shape:
             raise ValueError(f"correlate: addend must have shape {tuple(output.shape)}; got "
@@ -222,8 +236,8 @@ def correlate(inputs: torch.Tensor, weight: torch.Tensor, padding: tuple[int, in
         bias = bias.contiguous()
     status = getattr(library, f"sparsecnn_correlate_{suffix}")(
         _pointer(inputs), _pointer(weight), _pointer(bias), sign, _pointer(addend), int(relu),
-        _pointer(output), batch, channels, height, width, out_channels, kernel_h, kernel_w,
-        padding[0], padding[1])
+        _pointer(scale), _pointer(output), batch, channels, height, width, out_channels,
+        kernel_h, kernel_w, padding[0], padding[1])
     _check(status, "correlate")
     return output
 
