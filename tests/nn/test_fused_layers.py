@@ -8,6 +8,9 @@ iterates with a signal-space residual, a matmul + col2im synthesis and a hand-wr
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -163,6 +166,24 @@ def test_in_place_change_of_the_output_cannot_corrupt_the_backward(scaled, batch
     else:
         torch.testing.assert_close(torch.autograd.grad(output.sum(), leaf)[0], expected,
                                    rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", ["ista", "fista", "lca"])
+@pytest.mark.parametrize("backward", [True, False])
+def test_layer_output_and_graph_are_freed(method, backward):
+    """Nothing of a call outlives its output: a reference from the autograd node to the
+    output it saved would be a cycle through C++ that the garbage collector cannot see
+    (it leaked ~100 MB a call at batch 64)."""
+    layer = SparseConv2d(2, 4, 3, padding=1, n_iter=3, method=method).double()
+    x = torch.randn(3, 2, 9, 8, dtype=DTYPE, generator=torch.Generator().manual_seed(4))
+    output = layer(x)
+    assert output.grad_fn is not None
+    if backward:
+        output.sum().backward()
+    reference = weakref.ref(output)
+    del output
+    gc.collect()
+    assert reference() is None
 
 
 @pytest.mark.parametrize("chunk", [0, -1, 1.5, True])

@@ -53,6 +53,31 @@ def test_correlate_equals_conv2d(geometry, dtype, sign, with_addend, relu):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize(("inside", "inside_relu", "outside", "relu"),
+                         [(0.7, 0.3, 0.0, False), (0.25, 0.0, 0.75, False), (1.0, 0.0, 0.0, True),
+                          (0.0, 0.0, -1.5, True)])
+def test_correlate_epilogue(geometry, dtype, inside, inside_relu, outside, relu):
+    """``out = outside A + [mask != 0] scale relu?(v + bias + inside A + inside_relu relu(A))``
+    and ``rectified = relu(pre)``, written into given tensors."""
+    x, weight, bias, padding, generator = _problem(geometry, dtype)
+    v = F.conv2d(x, weight, None, 1, padding)
+    addend = torch.randn(v.shape, dtype=dtype, generator=generator)
+    mask = torch.randn(v.shape, dtype=dtype, generator=generator).clamp_min(0)  # half zeros
+    scale = torch.rand(weight.shape[0], dtype=dtype, generator=generator) + 0.5
+    pre = v + bias.view(1, -1, 1, 1) + inside * addend + inside_relu * torch.relu(addend)
+    kept = scale.view(1, -1, 1, 1) * (torch.relu(pre) if relu else pre)
+    expected = outside * addend + torch.where(mask != 0, kept, torch.zeros_like(kept))
+    out, rectified = torch.full_like(v, float("nan")), torch.full_like(v, float("nan"))
+    got = native.correlate(x, weight, padding, bias=bias, addend=addend, relu=relu,
+                           scale=scale, out=out, inside=inside, inside_relu=inside_relu,
+                           outside=outside, mask=mask, rectified=rectified)
+    assert got is out
+    torch.testing.assert_close(out, expected, **TOLERANCE[dtype])
+    torch.testing.assert_close(rectified, torch.relu(pre), **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
 def test_residual_equals_signal_minus_conv_transpose2d(geometry, dtype):
     x, weight, _, padding, generator = _problem(geometry, dtype)
     codes = torch.randn(F.conv2d(x, weight, None, 1, padding).shape, dtype=dtype,
@@ -122,6 +147,15 @@ def test_weight_gradient_of_conv_transpose2d():
      "correlate: addend must have shape (1, 3, 4, 4); got (1, 3, 3, 3)"),
     (lambda: native.correlate(torch.zeros(1, 2, 2, 2), torch.zeros(3, 2, 3, 3), (0, 0)),
      "correlate: the kernel is larger than the padded input"),
+    (lambda: native.correlate(torch.zeros(1, 2, 4, 4), torch.zeros(3, 2, 3, 3), (1, 1),
+                              outside=0.5),
+     "correlate: inside_relu and outside need an addend"),
+    (lambda: native.correlate(torch.zeros(1, 2, 4, 4), torch.zeros(3, 2, 3, 3), (1, 1),
+                              out=torch.zeros(1, 3, 4, 4).transpose(2, 3)),
+     "correlate: out must be contiguous with shape (1, 3, 4, 4); got (1, 3, 4, 4)"),
+    (lambda: native.correlate(torch.zeros(1, 2, 4, 4), torch.zeros(3, 2, 3, 3), (1, 1),
+                              scale=torch.ones(2)),
+     "correlate: scale must have shape (3,); got (2,)"),
     (lambda: native.add_weight_gradient(torch.zeros(3, 2, 3, 3), torch.zeros(1, 3, 2, 2),
                                         torch.zeros(1, 2, 4, 4), (1, 1)),
      "maps must have shape (1, 3, 4, 4); got (1, 3, 2, 2)"),

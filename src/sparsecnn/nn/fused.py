@@ -134,25 +134,44 @@ def _native(signal: torch.Tensor, atoms: torch.Tensor, settings: ConvUnrolling) 
 
 def _analysis(signal: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
               settings: ConvUnrolling, addend: torch.Tensor | None = None,
-              relu: bool = False, negate: bool = False, final: _Final | None = None
+              relu: bool = False, negate: bool = False, final: _Final | None = None, *,
+              inside: float = 1.0, inside_relu: float = 0.0, outside: float = 0.0,
+              mask: torch.Tensor | None = None, rectified: torch.Tensor | None = None
               ) -> torch.Tensor:
-    """``relu?(conv2d(signal, ±weight, bias) + addend)``, times ``final.scales`` into
-    ``final.out`` when given: one pass with the native kernels, else PyTorch's convolution
-    and in-place passes."""
+    """``v = conv2d(signal, ±weight)`` finished as :func:`sparsecnn.nn.native.correlate`
+    finishes it (``pre = v + bias + inside A + inside_relu relu(A)``, ``A = addend``; then
+    ``relu``, times ``final.scales`` into ``final.out``, zero where ``mask == 0``, plus
+    ``outside A``; ``rectified`` receives ``relu(pre)``): one pass with the native kernels,
+    else PyTorch's convolution and in-place passes."""
     if _native(signal, weight, settings):
         return native.correlate(signal, weight, settings.padding, bias=bias,
                                 sign=-1.0 if negate else 1.0, addend=addend, relu=relu,
                                 scale=None if final is None else final.scales,
-                                out=None if final is None else final.out)
+                                out=None if final is None else final.out, inside=inside,
+                                inside_relu=inside_relu, outside=outside, mask=mask,
+                                rectified=rectified)
     output = F.conv2d(signal, -weight if negate else weight, bias, settings.stride,
                       settings.padding)
-    if addend is None:
+    term = addend
+    if addend is not None and inside_relu != 0.0 and inside + inside_relu == 1.0:
+        term = F.leaky_relu(addend, inside)  # c A + (1 - c) relu(A), one pass
+    elif addend is not None and (inside != 1.0 or inside_relu != 0.0):
+        term = addend * inside
+        if inside_relu != 0.0:
+            term.add_(torch.relu(addend), alpha=inside_relu)
+    if term is None:
         output = output.relu_() if relu else output
     else:
-        output = torch.ops.aten._add_relu_(output, addend) if relu else output.add_(addend)
-    if final is None:
-        return output
-    return torch.mul(output, final.scales.view(1, -1, 1, 1), out=final.out)
+        output = torch.ops.aten._add_relu_(output, term) if relu else output.add_(term)
+    if rectified is not None:
+        torch.clamp_min(output, 0.0, out=rectified)
+    if final is not None:
+        output = torch.mul(output, final.scales.view(1, -1, 1, 1), out=final.out)
+    if mask is not None:
+        output.masked_fill_(mask == 0, 0.0)
+    if outside != 0.0:
+        output.add_(addend, alpha=outside)
+    return output
 
 
 def _synthesis(codes: torch.Tensor, atoms: torch.Tensor, settings: ConvUnrolling,
@@ -273,21 +292,27 @@ def _lca_forward(x: torch.Tensor, atoms: torch.Tensor, lam: torch.Tensor,
     for iteration in range(settings.n_iter):
         # the last potential is not kept: its codes s relu(w) are written in the same pass
         last = final if iteration == settings.n_iter - 1 else None
+        # non-negative: the pass that writes w^{t+1} also writes a^{t+1} = relu(w^{t+1})
+        codes_out = None if last is not None or not settings.nonneg else x.new_empty(
+            (x.shape[0], atoms.shape[0], *_code_size(size, atoms, settings)))
         if iteration:
             residual = _synthesis(codes, atoms, settings, size, signal=x)
-            # (1 - eta) w + eta relu(w) = leaky_relu(w, 1 - eta): one pass (w is not kept)
-            potential = _analysis(residual, scaled, bias, settings, addend=(
-                F.leaky_relu_(potential, 1.0 - eta) if settings.nonneg else
-                potential.mul_(1.0 - eta).add_(codes, alpha=eta)), relu=last is not None,
-                final=last)
+            if settings.nonneg:  # (1 - eta) w + eta relu(w), read as the addend
+                potential = _analysis(residual, scaled, bias, settings, addend=potential,
+                                      relu=last is not None, final=last, inside=1.0 - eta,
+                                      inside_relu=eta, rectified=codes_out)
+            else:
+                potential = _analysis(residual, scaled, bias, settings,
+                                      addend=potential.mul_(1.0 - eta).add_(codes, alpha=eta))
         else:
             potential = _analysis(residual, scaled, first_bias, settings,
-                                  relu=last is not None, final=last)
+                                  relu=last is not None, final=last, rectified=codes_out)
         if last is not None:
             new_codes = potential
+        elif settings.nonneg:
+            new_codes = codes_out
         else:
-            new_codes = torch.relu(potential) if settings.nonneg else _soft_threshold_(
-                potential.clone(), lam)
+            new_codes = _soft_threshold_(potential.clone(), lam)
         if trace is not None:
             trace.residuals.append(residual)
             trace.points.append(codes)
@@ -400,8 +425,10 @@ def _proximal_gradient_backward(grad_codes: torch.Tensor, x: torch.Tensor,
     size = x.shape[-2:]
     carry = None  # gradient reaching a^{t-1} through y^t (FISTA: -beta_t g_{y^t})
     grad = grad_codes
+    masked = False  # grad already passed through the threshold's derivative
     for index in range(settings.n_iter - 1, -1, -1):
-        grad_point, grad_theta = _threshold_backward(grad, trace.codes[index], settings.nonneg)
+        grad_point, grad_theta = (grad, None) if masked else _threshold_backward(
+            grad, trace.codes[index], settings.nonneg)
         if grad_theta is not None:
             gradients.lam.add_(grad_theta, alpha=step)
         gradients.add_analysis(grad_point, trace.residuals[index], atoms, settings, step,
@@ -414,10 +441,14 @@ def _proximal_gradient_backward(grad_codes: torch.Tensor, x: torch.Tensor,
             gradients.x.add_(grad_residual)
             break
         gradients.add_synthesis(grad_residual, point, atoms, settings)
-        # y^{t-1} received grad_point directly and -D^T grad_residual through r
-        grad_extrapolated = _analysis(grad_residual, atoms, None, settings,
-                                      addend=grad_point, negate=True)
+        # y^{t-1} received grad_point directly and -D^T grad_residual through r; when that is
+        # all a^{t-1} receives (y^{t-1} = a^{t-1}, no carry), the next threshold's mask
+        # (a^{t-1} != 0) is applied in the same pass
         beta = trace.betas[index]
+        masked = settings.nonneg and beta is None and carry is None
+        grad_extrapolated = _analysis(grad_residual, atoms, None, settings,
+                                      addend=grad_point, negate=True,
+                                      mask=trace.codes[index - 1] if masked else None)
         if beta is None:
             grad = grad_extrapolated if carry is None else grad_extrapolated.add_(carry)
             carry = None
@@ -443,11 +474,15 @@ def _lca_backward(grad_codes: torch.Tensor, x: torch.Tensor, atoms: torch.Tensor
                                -eta if settings.nonneg else None)
         grad_residual = _analysis_adjoint(grad_potential, atoms, eta, settings, size)
         gradients.add_synthesis(grad_residual, codes, atoms, settings)
+        if settings.nonneg:  # [a^{t-1} > 0] (eta g_w - D^T g_r) + (1 - eta) g_w, one pass
+            grad_potential = _analysis(grad_residual, atoms, None, settings,
+                                       addend=grad_potential, negate=True, inside=eta,
+                                       mask=codes, outside=1.0 - eta)
+            continue
         grad_codes_previous = _analysis(grad_residual, atoms, None, settings,
                                         negate=True).add_(grad_potential, alpha=eta)
         masked, grad_theta = _threshold_backward(grad_codes_previous, codes, settings.nonneg)
-        if grad_theta is not None:
-            gradients.lam.add_(grad_theta)
+        gradients.lam.add_(grad_theta)
         grad_potential = masked.add_(grad_potential, alpha=1.0 - eta)
     _lca_first_step_backward(grad_potential, atoms, lam, settings, trace, gradients)
 
@@ -564,9 +599,14 @@ class _UnrolledConvCoding(torch.autograd.Function):
         ctx.settings = settings
         ctx.chunks = chunks
         ctx.traces = traces
-        # the traces' final codes are slices of the output when folded: saving it makes
-        # autograd refuse a backward after an in-place change to it
+        # the traces' final codes are slices of the output when folded.  They are saved
+        # through save_for_backward only: autograd then refuses a backward after an in-place
+        # change to the output, and ctx holds no reference to its own output (a cycle that
+        # no garbage collector sees through, which leaked every call's graph)
         folded = traces[0].scaled
+        if folded:
+            for trace in traces:
+                trace.codes[-1] = None
         ctx.save_for_backward(x, atoms, lam, scales, output if folded else None)
         return output
 
@@ -586,6 +626,10 @@ class _UnrolledConvCoding(torch.autograd.Function):
         folded = folded_output is not None
         backward = _BACKWARD[ctx.settings.method]
         for (start, stop), trace in zip(ctx.chunks, ctx.traces, strict=True):
+            if folded:
+                trace = _Trace(trace.residuals, trace.points,
+                               [*trace.codes[:-1], folded_output[start:stop]], trace.betas,
+                               trace.initial_codes, True)
             raw = grad_output[start:stop]
             # an owned, contiguous buffer: the backward masks it in place.  A broadcast
             # gradient (that of ``.sum()``, all strides 0) is copied first: multiplied as it

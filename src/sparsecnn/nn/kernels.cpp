@@ -4,8 +4,8 @@
 // compiler (-O3 -march=native -fopenmp) and loaded with ctypes.  OpenMP resolves to the
 // libgomp.so.1 that torch has already loaded, so these loops share torch's thread pool.
 //
-// correlate: out[b,o,i,j] = scale[o] * relu?( sign * sum_{c,p,q} w[o,c,p,q] in_pad[b,c,i+p,j+q]
-//                                             + bias[o] + addend[b,o,i,j] )
+// correlate: v[b,o,i,j] = sign * sum_{c,p,q} w[o,c,p,q] in_pad[b,c,i+p,j+q], finished by the
+//   Epilogue below (bias, an added map, relu, scale, mask: one pass over the output)
 //   in_pad is `in` with pad_h / pad_w zero rows / columns on each side; the output has
 //   (H + 2 pad_h - kh + 1) x (W + 2 pad_w - kw + 1) positions.  conv2d is correlate with
 //   padding p; conv_transpose2d (stride 1) is correlate with padding k - 1 - p and the
@@ -93,10 +93,46 @@ template <typename T> struct Layout {
     size_t scratch() const { return (size_t)rows * row_len; }
 };
 
+// What happens to a correlation value v at output (b, o, i, j), A = addend[b, o, i, j]:
+//   pre  = v + bias[o] + inside * A + inside_relu * relu(A)
+//   out  = outside * A + (mask[b, o, i, j] != 0 ? scale[o] * relu?(pre) : 0)
+//   rectified[b, o, i, j] = relu(pre)
+// (null pointers: no bias / addend / scale / mask / rectified copy)
+template <typename T> struct Epilogue {
+    const T *bias;
+    const T *addend;
+    T inside, inside_relu, outside;
+    int relu;
+    const T *scale;
+    const T *mask;
+    T *rectified;
+};
+
+template <typename T>
+inline void finish(typename Vec<T>::type v, const Epilogue<T> &e, int o, const T *addend,
+                   const T *mask, T *out, T *rectified) {
+    typedef typename Vec<T>::type V;
+    V a = V{};
+    if (e.bias) v += e.bias[o];
+    if (addend) {
+        a = load<T>(addend);
+        if (e.inside != T(0)) v += e.inside * a;
+        if (e.inside_relu != T(0)) v += e.inside_relu * (a > T(0) ? a : V{});
+    }
+    if (rectified) store<T>(rectified, v > T(0) ? v : V{});
+    if (e.relu) v = v > T(0) ? v : V{};
+    if (e.scale) v *= e.scale[o];
+    if (mask) {
+        const V m = load<T>(mask);
+        v = m != T(0) ? v : V{};
+    }
+    if (addend && e.outside != T(0)) v += e.outside * a;
+    store<T>(out, v);
+}
+
 template <typename T, int N>
 void correlate_tile(const T *scratch, const Layout<T> &lay, const Geometry &g, const T *w,
-                    int o0, const T *bias, T sign, const T *addend, bool relu,
-                    const T *scale, T *out) {
+                    int o0, T sign, const Epilogue<T> &e, size_t base, T *out) {
     typedef typename Vec<T>::type V;
     constexpr int L = Vec<T>::lanes;
     constexpr int R = tile_rows<N>();
@@ -106,7 +142,9 @@ void correlate_tile(const T *scratch, const Layout<T> &lay, const Geometry &g, c
     T *wt = static_cast<T *>(std::malloc(sizeof(T) * (size_t)taps * N));
     for (int t = 0; t < taps; t++)
         for (int u = 0; u < N; u++) wt[t * N + u] = sign * w[(size_t)(o0 + u) * taps + t];
-    T tail[VECTORS * L];
+    // a partial segment goes through zero-filled copies of its inputs and outputs
+    T tail_addend[VECTORS * L], tail_mask[VECTORS * L], tail_out[VECTORS * L],
+        tail_rectified[VECTORS * L];
     for (int i0 = 0; i0 < oh; i0 += R) {
         for (int s = 0; s < lay.segments; s++) {
             const int j0 = s * lay.segment;
@@ -133,26 +171,34 @@ void correlate_tile(const T *scratch, const Layout<T> &lay, const Geometry &g, c
             const int valid = ow - j0 < lay.segment ? ow - j0 : lay.segment;
             for (int r = 0; r < R && i0 + r < oh; r++)
                 for (int u = 0; u < N; u++) {
-                    const size_t offset = ((size_t)(o0 + u) * oh + i0 + r) * ow + j0;
-                    const T b = bias ? bias[o0 + u] : T(0);
-                    if (valid == lay.segment) {  // a whole segment: vector epilogue
-                        for (int h = 0; h < VECTORS; h++) {
-                            V v = acc[r][u][h] + b;
-                            if (addend) v += load<T>(addend + offset + h * L);
-                            if (relu) v = v > T(0) ? v : V{};
-                            if (scale) v *= scale[o0 + u];
-                            store<T>(out + offset + h * L, v);
+                    const size_t offset = base + ((size_t)(o0 + u) * oh + i0 + r) * ow + j0;
+                    const T *addend = e.addend ? e.addend + offset : nullptr;
+                    const T *mask = e.mask ? e.mask + offset : nullptr;
+                    T *rectified = e.rectified ? e.rectified + offset : nullptr;
+                    T *target = out + offset;
+                    if (valid < lay.segment) {
+                        if (addend) {
+                            std::memset(tail_addend, 0, sizeof(tail_addend));
+                            std::memcpy(tail_addend, addend, sizeof(T) * valid);
+                            addend = tail_addend;
                         }
-                        continue;
+                        if (mask) {
+                            std::memset(tail_mask, 0, sizeof(tail_mask));
+                            std::memcpy(tail_mask, mask, sizeof(T) * valid);
+                            mask = tail_mask;
+                        }
+                        target = tail_out;
+                        if (rectified) rectified = tail_rectified;
                     }
-                    for (int h = 0; h < VECTORS; h++) store<T>(tail + h * L, acc[r][u][h] + b);
-                    if (addend)
-                        for (int j = 0; j < valid; j++) tail[j] += addend[offset + j];
-                    if (relu)
-                        for (int j = 0; j < valid; j++) tail[j] = tail[j] > T(0) ? tail[j] : T(0);
-                    if (scale)
-                        for (int j = 0; j < valid; j++) tail[j] *= scale[o0 + u];
-                    std::memcpy(out + offset, tail, sizeof(T) * valid);
+                    for (int h = 0; h < VECTORS; h++)
+                        finish<T>(acc[r][u][h], e, o0 + u, addend ? addend + h * L : nullptr,
+                                  mask ? mask + h * L : nullptr, target + h * L,
+                                  rectified ? rectified + h * L : nullptr);
+                    if (valid < lay.segment) {
+                        std::memcpy(out + offset, tail_out, sizeof(T) * valid);
+                        if (e.rectified)
+                            std::memcpy(e.rectified + offset, tail_rectified, sizeof(T) * valid);
+                    }
                 }
         }
     }
@@ -161,20 +207,16 @@ void correlate_tile(const T *scratch, const Layout<T> &lay, const Geometry &g, c
 
 template <typename T, int N>
 void correlate_remainder(const T *scratch, const Layout<T> &lay, const Geometry &g,
-                         const T *w, int o0, int n, const T *bias, T sign, const T *addend,
-                         bool relu, const T *scale, T *out) {
+                         const T *w, int o0, int n, T sign, const Epilogue<T> &e, size_t base,
+                         T *out) {
     if constexpr (N > 0) {
-        if (n == N)
-            return correlate_tile<T, N>(scratch, lay, g, w, o0, bias, sign, addend, relu, scale,
-                                        out);
-        correlate_remainder<T, N - 1>(scratch, lay, g, w, o0, n, bias, sign, addend, relu, scale,
-                                      out);
+        if (n == N) return correlate_tile<T, N>(scratch, lay, g, w, o0, sign, e, base, out);
+        correlate_remainder<T, N - 1>(scratch, lay, g, w, o0, n, sign, e, base, out);
     }
 }
 
 template <typename T>
-int correlate(const T *in, const T *w, const T *bias, T sign, const T *addend, int relu,
-              const T *scale, T *out, Geometry g) {
+int correlate(const T *in, const T *w, T sign, const Epilogue<T> &e, T *out, Geometry g) {
     if (g.out_h() < 1 || g.out_w() < 1) return 1;
     const Layout<T> lay(g);
     const int blocks = (g.out_channels + TILE - 1) / TILE;
@@ -200,9 +242,8 @@ int correlate(const T *in, const T *w, const T *bias, T sign, const T *addend, i
                 }
                 const int o0 = block * TILE;
                 const int n = g.out_channels - o0 < TILE ? g.out_channels - o0 : TILE;
-                correlate_remainder<T, TILE>(scratch, lay, g, w, o0, n, bias, sign,
-                                             addend ? addend + b * out_size : nullptr,
-                                             relu != 0, scale, out + b * out_size);
+                correlate_remainder<T, TILE>(scratch, lay, g, w, o0, n, sign, e, b * out_size,
+                                             out);
             }
         std::free(scratch);
     }
@@ -394,16 +435,14 @@ int sparsecnn_vector_bytes() { return VECTOR_BYTES; }
 #define SPARSECNN_MAKE Geometry{batch, in_channels, height, width, out_channels, kernel_h, \
     kernel_w, pad_h, pad_w}
 
-int sparsecnn_correlate_f32(const float *in, const float *w, const float *bias, float sign,
-                            const float *addend, int relu, const float *scale, float *out,
-                            SPARSECNN_GEOMETRY) {
-    return correlate<float>(in, w, bias, sign, addend, relu, scale, out, SPARSECNN_MAKE);
+int sparsecnn_correlate_f32(const float *in, const float *w, float sign,
+                            const Epilogue<float> *epilogue, float *out, SPARSECNN_GEOMETRY) {
+    return correlate<float>(in, w, sign, *epilogue, out, SPARSECNN_MAKE);
 }
 
-int sparsecnn_correlate_f64(const double *in, const double *w, const double *bias,
-                            double sign, const double *addend, int relu,
-                            const double *scale, double *out, SPARSECNN_GEOMETRY) {
-    return correlate<double>(in, w, bias, sign, addend, relu, scale, out, SPARSECNN_MAKE);
+int sparsecnn_correlate_f64(const double *in, const double *w, double sign,
+                            const Epilogue<double> *epilogue, double *out, SPARSECNN_GEOMETRY) {
+    return correlate<double>(in, w, sign, *epilogue, out, SPARSECNN_MAKE);
 }
 
 int sparsecnn_weight_gradient_f32(const float *m, const float *in, float alpha, float *dw,

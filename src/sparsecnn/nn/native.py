@@ -52,6 +52,18 @@ _DTYPES = {torch.float32: ("f32", ctypes.c_float), torch.float64: ("f64", ctypes
 _STATE: dict[str, object] = {}
 
 
+def _epilogue_type(scalar: type) -> type:
+    """``Epilogue<T>`` of kernels.cpp, field for field."""
+    pointer = ctypes.c_void_p
+    return type(f"Epilogue_{scalar.__name__}", (ctypes.Structure,), {"_fields_": [
+        ("bias", pointer), ("addend", pointer), ("inside", scalar), ("inside_relu", scalar),
+        ("outside", scalar), ("relu", ctypes.c_int), ("scale", pointer), ("mask", pointer),
+        ("rectified", pointer)]})
+
+
+_EPILOGUES = {"f32": _epilogue_type(ctypes.c_float), "f64": _epilogue_type(ctypes.c_double)}
+
+
 def _compiler() -> str | None:
     for name in (os.environ.get("CXX"), "c++", "g++"):
         if name and shutil.which(name):
@@ -127,8 +139,9 @@ def _load() -> ctypes.CDLL | None:
         geometry = [integer] * 9
         for suffix, scalar in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
             correlate_function = getattr(library, f"sparsecnn_correlate_{suffix}")
-            correlate_function.argtypes = [pointer, pointer, pointer, scalar, pointer, integer,
-                                           pointer, pointer, *geometry]
+            correlate_function.argtypes = [pointer, pointer, scalar,
+                                           ctypes.POINTER(_EPILOGUES[suffix]), pointer,
+                                           *geometry]
             correlate_function.restype = integer
             gradient_function = getattr(library, f"sparsecnn_weight_gradient_{suffix}")
             gradient_function.argtypes = [pointer, pointer, scalar, pointer, scalar, pointer,
@@ -198,46 +211,55 @@ def _validate(name: str, inputs: torch.Tensor, weight: torch.Tensor, input_axis:
 def correlate(inputs: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int],
               bias: torch.Tensor | None = None, sign: float = 1.0,
               addend: torch.Tensor | None = None, relu: bool = False,
-              scale: torch.Tensor | None = None, out: torch.Tensor | None = None
+              scale: torch.Tensor | None = None, out: torch.Tensor | None = None, *,
+              inside: float = 1.0, inside_relu: float = 0.0, outside: float = 0.0,
+              mask: torch.Tensor | None = None, rectified: torch.Tensor | None = None
               ) -> torch.Tensor:
-    """``scale * relu?(sign * conv2d(inputs, weight, padding=padding) + bias + addend)``
-    (stride 1), one pass over the output.  ``inputs`` ``(N, C, H, W)``, ``weight``
-    ``(K, C, kh, kw)``, ``bias`` and ``scale`` ``(K,)``, ``addend`` of the output's shape;
-    written into ``out`` (contiguous, the output's shape) when given; not differentiable."""
+    """The correlation ``v = sign * conv2d(inputs, weight, padding=padding)`` (stride 1)
+    finished in the same pass over the output, with ``A = addend``::
+
+        pre = v + bias + inside * A + inside_relu * relu(A)
+        out = outside * A + [mask != 0] * scale * relu?(pre),   rectified = relu(pre)
+
+    ``inputs`` ``(N, C, H, W)``, ``weight`` ``(K, C, kh, kw)``, ``bias`` and ``scale``
+    ``(K,)``; ``addend``, ``mask``, ``out`` and ``rectified`` of the output's shape (``out``
+    and ``rectified``, written when given, contiguous).  Not differentiable."""
     library = _load()
     if library is None:
         raise RuntimeError(f"native kernels unavailable: {_STATE.get('reason')}")
     suffix = _validate("correlate", inputs, weight, 1, padding, ("bias", bias),
-                       ("addend", addend), ("scale", scale), ("out", out))
+                       ("addend", addend), ("scale", scale), ("out", out), ("mask", mask),
+                       ("rectified", rectified))
     inputs, weight = inputs.contiguous(), weight.contiguous()
     batch, channels, height, width = inputs.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
     out_h, out_w = height + 2 * padding[0] - kernel_h + 1, width + 2 * padding[1] - kernel_w + 1
     shape = (batch, out_channels, out_h, out_w)
-    if out is None:
-        output = inputs.new_empty(shape)
-    elif tuple(out.shape) != shape or not out.is_contiguous():
-        raise ValueError(f"correlate: out must be contiguous with shape {shape}; got "
-                         f"{tuple(out.shape)}")
-    else:
-        output = out
+    for label, target in (("out", out), ("rectified", rectified)):
+        if target is not None and (tuple(target.shape) != shape or
+                                   not target.is_contiguous()):
+            raise ValueError(f"correlate: {label} must be contiguous with shape {shape}; got "
+                             f"{tuple(target.shape)}")
+    output = inputs.new_empty(shape) if out is None else out
     for label, vector in (("bias", bias), ("scale", scale)):
         if vector is not None and tuple(vector.shape) != (out_channels,):
             raise ValueError(f"correlate: {label} must have shape ({out_channels},); got "
                              f"{tuple(vector.shape)}")
-    if scale is not None:
-        scale = scale.contiguous()
-    if addend is not None:
-        if addend.shape != output.shape:
-            raise ValueError(f"correlate: addend must have shape {tuple(output.shape)}; got "
-                             f"{tuple(addend.shape)}")
-        addend = addend.contiguous()
-    if bias is not None:
-        bias = bias.contiguous()
+    for label, tensor in (("addend", addend), ("mask", mask)):
+        if tensor is not None and tuple(tensor.shape) != shape:
+            raise ValueError(f"correlate: {label} must have shape {shape}; got "
+                             f"{tuple(tensor.shape)}")
+    if addend is None and (inside_relu != 0.0 or outside != 0.0):
+        raise ValueError("correlate: inside_relu and outside need an addend")
+    bias, addend, scale, mask = (None if t is None else t.contiguous()
+                                 for t in (bias, addend, scale, mask))
+    epilogue = _EPILOGUES[suffix](_pointer(bias), _pointer(addend), inside, inside_relu,
+                                  outside, int(relu), _pointer(scale), _pointer(mask),
+                                  _pointer(rectified))
     status = getattr(library, f"sparsecnn_correlate_{suffix}")(
-        _pointer(inputs), _pointer(weight), _pointer(bias), sign, _pointer(addend), int(relu),
-        _pointer(scale), _pointer(output), batch, channels, height, width, out_channels,
-        kernel_h, kernel_w, padding[0], padding[1])
+        _pointer(inputs), _pointer(weight), sign, ctypes.byref(epilogue), _pointer(output),
+        batch, channels, height, width, out_channels, kernel_h, kernel_w, padding[0],
+        padding[1])
     _check(status, "correlate")
     return output
 
