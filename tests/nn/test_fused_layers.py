@@ -45,6 +45,14 @@ def engine_codes(x, atoms, lam, settings: ConvUnrolling) -> torch.Tensor:
                           settings.restart)
 
 
+def use_kernels(kernels: str, monkeypatch) -> None:
+    """Run the fused path with the native kernels or with PyTorch's operations."""
+    if kernels == "native" and not native.available():
+        pytest.skip("no C++ compiler")
+    if kernels == "torch":
+        monkeypatch.setattr(fused, "_native", lambda *arguments: False)
+
+
 @pytest.mark.parametrize("method", ["ista", "fista", "lca"])
 @pytest.mark.parametrize(("nonneg", "negative_thresholds"),
                          [(True, False), (True, True), (False, False)])
@@ -75,9 +83,12 @@ def test_fast_codes_and_gradients_equal_engine_loop(method, nonneg, negative_thr
 
 
 @pytest.mark.parametrize("restart", [True, False])
-def test_fista_restart_rule_matches_engine(restart):
+@pytest.mark.parametrize("kernels", ["native", "torch"])
+def test_fista_restart_rule_matches_engine(restart, kernels, monkeypatch):
     """Many FISTA steps: restarts fire (restart=True differs from restart=False) and the fast
-    path follows the engine's rule, codes and gradients, either way."""
+    path follows the engine's rule, codes and gradients, either way (the native kernels form
+    the restart test in the pass that writes the codes)."""
+    use_kernels(kernels, monkeypatch)
     x, atoms, _, lipschitz = problem_tensors(0, (1, 1), (1, 1), False, batch=4)
     lam = torch.ones(4, dtype=DTYPE)  # large thresholds: the first restart comes at step 11
     inputs = [t.clone().requires_grad_() for t in (x, atoms, lam)]
@@ -103,14 +114,6 @@ def test_gradcheck_fused(method, nonneg):
     inputs = tuple(t.clone().requires_grad_() for t in (x[:, :, :6, :5], atoms, lam))
     assert torch.autograd.gradcheck(lambda *a: unrolled_conv_codes(*a, settings), inputs,
                                     eps=1e-6, atol=1e-7)
-
-
-def use_kernels(kernels: str, monkeypatch) -> None:
-    """Run the fused path with the native kernels or with PyTorch's operations."""
-    if kernels == "native" and not native.available():
-        pytest.skip("no C++ compiler")
-    if kernels == "torch":
-        monkeypatch.setattr(fused, "_native", lambda *arguments: False)
 
 
 @pytest.mark.parametrize("method", ["ista", "fista", "lca"])

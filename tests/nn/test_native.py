@@ -78,6 +78,24 @@ def test_correlate_epilogue(geometry, dtype, inside, inside_relu, outside, relu)
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_correlate_restart_direction(geometry, dtype):
+    """FISTA's ``<y - a, a - a_prev>`` per signal, from the pass that writes ``a``."""
+    x, weight, bias, padding, generator = _problem(geometry, dtype)
+    v = F.conv2d(x, weight, bias, 1, padding)
+    extrapolated, previous = (torch.randn(v.shape, dtype=dtype, generator=generator)
+                              for _ in range(2))
+    codes = torch.relu(v + extrapolated)
+    expected = ((extrapolated - codes) * (codes - previous)).flatten(1).sum(1)
+    direction = torch.full((x.shape[0],), float("nan"), dtype=dtype)
+    got = native.correlate(x, weight, padding, bias=bias, addend=extrapolated, relu=True,
+                           previous=previous, direction=direction)
+    torch.testing.assert_close(got, codes, **TOLERANCE[dtype])
+    torch.testing.assert_close(direction, expected, rtol=TOLERANCE[dtype]["rtol"],
+                               atol=TOLERANCE[dtype]["atol"] * codes.numel())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
 def test_residual_equals_signal_minus_conv_transpose2d(geometry, dtype):
     x, weight, _, padding, generator = _problem(geometry, dtype)
     codes = torch.randn(F.conv2d(x, weight, None, 1, padding).shape, dtype=dtype,
@@ -149,7 +167,10 @@ def test_weight_gradient_of_conv_transpose2d():
      "correlate: the kernel is larger than the padded input"),
     (lambda: native.correlate(torch.zeros(1, 2, 4, 4), torch.zeros(3, 2, 3, 3), (1, 1),
                               outside=0.5),
-     "correlate: inside_relu and outside need an addend"),
+     "correlate: inside_relu, outside and previous need an addend"),
+    (lambda: native.correlate(torch.zeros(1, 2, 4, 4), torch.zeros(3, 2, 3, 3), (1, 1),
+                              addend=torch.zeros(1, 3, 4, 4), previous=torch.zeros(1, 3, 4, 4)),
+     "correlate: previous and direction go together"),
     (lambda: native.correlate(torch.zeros(1, 2, 4, 4), torch.zeros(3, 2, 3, 3), (1, 1),
                               out=torch.zeros(1, 3, 4, 4).transpose(2, 3)),
      "correlate: out must be contiguous with shape (1, 3, 4, 4); got (1, 3, 4, 4)"),

@@ -136,20 +136,24 @@ def _analysis(signal: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
               settings: ConvUnrolling, addend: torch.Tensor | None = None,
               relu: bool = False, negate: bool = False, final: _Final | None = None, *,
               inside: float = 1.0, inside_relu: float = 0.0, outside: float = 0.0,
-              mask: torch.Tensor | None = None, rectified: torch.Tensor | None = None
+              mask: torch.Tensor | None = None, rectified: torch.Tensor | None = None,
+              previous: torch.Tensor | None = None, direction: torch.Tensor | None = None
               ) -> torch.Tensor:
     """``v = conv2d(signal, ±weight)`` finished as :func:`sparsecnn.nn.native.correlate`
     finishes it (``pre = v + bias + inside A + inside_relu relu(A)``, ``A = addend``; then
     ``relu``, times ``final.scales`` into ``final.out``, zero where ``mask == 0``, plus
     ``outside A``; ``rectified`` receives ``relu(pre)``): one pass with the native kernels,
-    else PyTorch's convolution and in-place passes."""
+    else PyTorch's convolution and in-place passes.  ``previous`` / ``direction`` (FISTA's
+    restart test) only with the native kernels."""
     if _native(signal, weight, settings):
         return native.correlate(signal, weight, settings.padding, bias=bias,
                                 sign=-1.0 if negate else 1.0, addend=addend, relu=relu,
                                 scale=None if final is None else final.scales,
                                 out=None if final is None else final.out, inside=inside,
                                 inside_relu=inside_relu, outside=outside, mask=mask,
-                                rectified=rectified)
+                                rectified=rectified, previous=previous, direction=direction)
+    if direction is not None:
+        raise ValueError("the restart direction is formed by the native kernels only")
     output = F.conv2d(signal, -weight if negate else weight, bias, settings.stride,
                       settings.padding)
     term = addend
@@ -212,13 +216,18 @@ def _soft_threshold_(values: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
 
 def _momentum_step(new_codes: torch.Tensor, codes: torch.Tensor, extrapolated: torch.Tensor,
-                   momentum: torch.Tensor, restart: bool, plain: bool
+                   momentum: torch.Tensor, restart: bool, plain: bool,
+                   direction: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``fista_momentum`` (same restart rule) returning ``(y, s_next, beta)`` with
     ``beta = None`` when every ``beta`` is 0 (then ``y = a``).  ``plain``: the previous
-    extrapolation was the identity, so the restart test cannot fire."""
+    extrapolation was the identity, so the restart test cannot fire.  ``direction``: the
+    test's ``<y^{t-1} - a^t, a^t - a^{t-1}>`` per signal, already formed by the pass that
+    wrote ``a^t`` (native kernels)."""
     difference = None
-    if restart and not plain:
+    if restart and not plain and direction is not None:
+        momentum = torch.where(direction > 0, torch.ones_like(momentum), momentum)
+    elif restart and not plain:
         difference = new_codes - codes
         # <y - a^t, d> as two dot products: no code-sized temporary for y - a^t
         flat_difference = difference.flatten(1)
@@ -249,9 +258,16 @@ def _proximal_gradient_forward(x: torch.Tensor, atoms: torch.Tensor, lam: torch.
     for iteration in range(1, settings.n_iter + 1):
         residual = x if extrapolated is None else _synthesis(extrapolated, atoms, settings,
                                                              size, signal=x)
+        # FISTA's restart test after this step, formed by the pass that writes a^t
+        direction = None
+        if (accelerated and settings.restart and beta is not None and settings.nonneg and
+                iteration < settings.n_iter and _native(residual, scaled, settings)):
+            direction = x.new_empty(x.shape[0])
         new_codes = _analysis(residual, scaled, bias, settings, addend=extrapolated,
                               relu=settings.nonneg,
-                              final=final if iteration == settings.n_iter else None)
+                              final=final if iteration == settings.n_iter else None,
+                              previous=None if direction is None else codes,
+                              direction=direction)
         if not settings.nonneg:
             _soft_threshold_(new_codes, theta)
         if trace is not None:
@@ -264,7 +280,7 @@ def _proximal_gradient_forward(x: torch.Tensor, atoms: torch.Tensor, lam: torch.
             extrapolated, momentum, beta = _momentum_step(
                 new_codes, zero if codes is None else codes,
                 zero if extrapolated is None else extrapolated, momentum, settings.restart,
-                plain=beta is None)
+                plain=beta is None, direction=direction)
         else:
             extrapolated = new_codes
         codes = new_codes

@@ -97,7 +97,7 @@ template <typename T> struct Layout {
 //   pre  = v + bias[o] + inside * A + inside_relu * relu(A)
 //   out  = outside * A + (mask[b, o, i, j] != 0 ? scale[o] * relu?(pre) : 0)
 //   rectified[b, o, i, j] = relu(pre)
-// (null pointers: no bias / addend / scale / mask / rectified copy)
+// (null pointers: no bias / addend / scale / mask / rectified copy / restart sums)
 template <typename T> struct Epilogue {
     const T *bias;
     const T *addend;
@@ -106,6 +106,10 @@ template <typename T> struct Epilogue {
     const T *scale;
     const T *mask;
     T *rectified;
+    // FISTA's restart test: with `previous` = a^{t-1} (and the addend y^{t-1}), each task
+    // adds sum (A - out)(out - previous) over its outputs to dots[signal * blocks + block]
+    const T *previous;
+    T *dots;
 };
 
 template <typename T>
@@ -132,7 +136,7 @@ inline void finish(typename Vec<T>::type v, const Epilogue<T> &e, int o, const T
 
 template <typename T, int N>
 void correlate_tile(const T *scratch, const Layout<T> &lay, const Geometry &g, const T *w,
-                    int o0, T sign, const Epilogue<T> &e, size_t base, T *out) {
+                    int o0, T sign, const Epilogue<T> &e, size_t base, T *out, T *dot) {
     typedef typename Vec<T>::type V;
     constexpr int L = Vec<T>::lanes;
     constexpr int R = tile_rows<N>();
@@ -145,6 +149,8 @@ void correlate_tile(const T *scratch, const Layout<T> &lay, const Geometry &g, c
     // a partial segment goes through zero-filled copies of its inputs and outputs
     T tail_addend[VECTORS * L], tail_mask[VECTORS * L], tail_out[VECTORS * L],
         tail_rectified[VECTORS * L];
+    V direction = V{};
+    T direction_tail = 0;
     for (int i0 = 0; i0 < oh; i0 += R) {
         for (int s = 0; s < lay.segments; s++) {
             const int j0 = s * lay.segment;
@@ -199,8 +205,26 @@ void correlate_tile(const T *scratch, const Layout<T> &lay, const Geometry &g, c
                         if (e.rectified)
                             std::memcpy(e.rectified + offset, tail_rectified, sizeof(T) * valid);
                     }
+                    if (e.previous) {  // the outputs are in L1: read them back
+                        const T *a = e.addend + offset, *o = out + offset,
+                                *p = e.previous + offset;
+                        if (valid == lay.segment) {
+                            for (int h = 0; h < VECTORS; h++) {
+                                const V ov = load<T>(o + h * L);
+                                direction += (load<T>(a + h * L) - ov) *
+                                             (ov - load<T>(p + h * L));
+                            }
+                        } else {
+                            for (int j = 0; j < valid; j++)
+                                direction_tail += (a[j] - o[j]) * (o[j] - p[j]);
+                        }
+                    }
                 }
         }
+    }
+    if (e.previous) {
+        for (int l = 0; l < L; l++) direction_tail += direction[l];
+        *dot += direction_tail;
     }
     std::free(wt);
 }
@@ -208,10 +232,11 @@ void correlate_tile(const T *scratch, const Layout<T> &lay, const Geometry &g, c
 template <typename T, int N>
 void correlate_remainder(const T *scratch, const Layout<T> &lay, const Geometry &g,
                          const T *w, int o0, int n, T sign, const Epilogue<T> &e, size_t base,
-                         T *out) {
+                         T *out, T *dot) {
     if constexpr (N > 0) {
-        if (n == N) return correlate_tile<T, N>(scratch, lay, g, w, o0, sign, e, base, out);
-        correlate_remainder<T, N - 1>(scratch, lay, g, w, o0, n, sign, e, base, out);
+        if (n == N)
+            return correlate_tile<T, N>(scratch, lay, g, w, o0, sign, e, base, out, dot);
+        correlate_remainder<T, N - 1>(scratch, lay, g, w, o0, n, sign, e, base, out, dot);
     }
 }
 
@@ -243,7 +268,8 @@ int correlate(const T *in, const T *w, T sign, const Epilogue<T> &e, T *out, Geo
                 const int o0 = block * TILE;
                 const int n = g.out_channels - o0 < TILE ? g.out_channels - o0 : TILE;
                 correlate_remainder<T, TILE>(scratch, lay, g, w, o0, n, sign, e, b * out_size,
-                                             out);
+                                             out, e.dots ? e.dots + b * blocks + block
+                                                         : nullptr);
             }
         std::free(scratch);
     }
@@ -429,6 +455,8 @@ int weight_gradient(const T *m, const T *in, T alpha, T *dw, T alpha_bias, T *db
 extern "C" {
 
 int sparsecnn_vector_bytes() { return VECTOR_BYTES; }
+
+int sparsecnn_filter_tile() { return TILE; }
 
 #define SPARSECNN_GEOMETRY int batch, int in_channels, int height, int width, int out_channels, \
     int kernel_h, int kernel_w, int pad_h, int pad_w

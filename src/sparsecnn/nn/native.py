@@ -58,7 +58,7 @@ def _epilogue_type(scalar: type) -> type:
     return type(f"Epilogue_{scalar.__name__}", (ctypes.Structure,), {"_fields_": [
         ("bias", pointer), ("addend", pointer), ("inside", scalar), ("inside_relu", scalar),
         ("outside", scalar), ("relu", ctypes.c_int), ("scale", pointer), ("mask", pointer),
-        ("rectified", pointer)]})
+        ("rectified", pointer), ("previous", pointer), ("dots", pointer)]})
 
 
 _EPILOGUES = {"f32": _epilogue_type(ctypes.c_float), "f64": _epilogue_type(ctypes.c_double)}
@@ -213,7 +213,8 @@ def correlate(inputs: torch.Tensor, weight: torch.Tensor, padding: tuple[int, in
               addend: torch.Tensor | None = None, relu: bool = False,
               scale: torch.Tensor | None = None, out: torch.Tensor | None = None, *,
               inside: float = 1.0, inside_relu: float = 0.0, outside: float = 0.0,
-              mask: torch.Tensor | None = None, rectified: torch.Tensor | None = None
+              mask: torch.Tensor | None = None, rectified: torch.Tensor | None = None,
+              previous: torch.Tensor | None = None, direction: torch.Tensor | None = None
               ) -> torch.Tensor:
     """The correlation ``v = sign * conv2d(inputs, weight, padding=padding)`` (stride 1)
     finished in the same pass over the output, with ``A = addend``::
@@ -221,15 +222,18 @@ def correlate(inputs: torch.Tensor, weight: torch.Tensor, padding: tuple[int, in
         pre = v + bias + inside * A + inside_relu * relu(A)
         out = outside * A + [mask != 0] * scale * relu?(pre),   rectified = relu(pre)
 
-    ``inputs`` ``(N, C, H, W)``, ``weight`` ``(K, C, kh, kw)``, ``bias`` and ``scale``
-    ``(K,)``; ``addend``, ``mask``, ``out`` and ``rectified`` of the output's shape (``out``
-    and ``rectified``, written when given, contiguous).  Not differentiable."""
+    and, with ``previous`` and ``direction`` ``(N,)``, FISTA's restart test
+    ``direction[n] = <A_n - out_n, out_n - previous_n>`` from the same pass.  ``inputs``
+    ``(N, C, H, W)``, ``weight`` ``(K, C, kh, kw)``, ``bias`` and ``scale`` ``(K,)``;
+    ``addend``, ``mask``, ``previous``, ``out`` and ``rectified`` of the output's shape
+    (``out`` and ``rectified``, written when given, contiguous).  Not differentiable."""
     library = _load()
     if library is None:
         raise RuntimeError(f"native kernels unavailable: {_STATE.get('reason')}")
     suffix = _validate("correlate", inputs, weight, 1, padding, ("bias", bias),
                        ("addend", addend), ("scale", scale), ("out", out), ("mask", mask),
-                       ("rectified", rectified))
+                       ("rectified", rectified), ("previous", previous),
+                       ("direction", direction))
     inputs, weight = inputs.contiguous(), weight.contiguous()
     batch, channels, height, width = inputs.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
@@ -245,22 +249,32 @@ def correlate(inputs: torch.Tensor, weight: torch.Tensor, padding: tuple[int, in
         if vector is not None and tuple(vector.shape) != (out_channels,):
             raise ValueError(f"correlate: {label} must have shape ({out_channels},); got "
                              f"{tuple(vector.shape)}")
-    for label, tensor in (("addend", addend), ("mask", mask)):
+    for label, tensor in (("addend", addend), ("mask", mask), ("previous", previous)):
         if tensor is not None and tuple(tensor.shape) != shape:
             raise ValueError(f"correlate: {label} must have shape {shape}; got "
                              f"{tuple(tensor.shape)}")
-    if addend is None and (inside_relu != 0.0 or outside != 0.0):
-        raise ValueError("correlate: inside_relu and outside need an addend")
-    bias, addend, scale, mask = (None if t is None else t.contiguous()
-                                 for t in (bias, addend, scale, mask))
+    if addend is None and (inside_relu != 0.0 or outside != 0.0 or previous is not None):
+        raise ValueError("correlate: inside_relu, outside and previous need an addend")
+    if (previous is None) != (direction is None):
+        raise ValueError("correlate: previous and direction go together")
+    if direction is not None and tuple(direction.shape) != (batch,):
+        raise ValueError(f"correlate: direction must have shape ({batch},); got "
+                         f"{tuple(direction.shape)}")
+    bias, addend, scale, mask, previous = (None if t is None else t.contiguous()
+                                           for t in (bias, addend, scale, mask, previous))
+    # one partial sum per (signal, block of 8 filters) task, added here
+    dots = None if previous is None else inputs.new_zeros(
+        (batch, -(-out_channels // library.sparsecnn_filter_tile())))
     epilogue = _EPILOGUES[suffix](_pointer(bias), _pointer(addend), inside, inside_relu,
                                   outside, int(relu), _pointer(scale), _pointer(mask),
-                                  _pointer(rectified))
+                                  _pointer(rectified), _pointer(previous), _pointer(dots))
     status = getattr(library, f"sparsecnn_correlate_{suffix}")(
         _pointer(inputs), _pointer(weight), sign, ctypes.byref(epilogue), _pointer(output),
         batch, channels, height, width, out_channels, kernel_h, kernel_w, padding[0],
         padding[1])
     _check(status, "correlate")
+    if dots is not None:
+        torch.sum(dots, 1, out=direction)
     return output
 
 
