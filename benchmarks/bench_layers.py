@@ -32,9 +32,14 @@ each of the hundreds of operations of a k-step layer but only once to the refere
 than the 1.7 ms convolution) whenever it is allocated again, for the layer and the reference
 alike but not equally often.
 
+``--kernels torch`` runs the layers on PyTorch's operations instead of the native kernels of
+``sparsecnn.nn.native`` (``SPARSECNN_NATIVE=0``); the "floor" section always times PyTorch's
+convolutions and matrix products alone, the floor of that path.
+
     python benchmarks/bench_layers.py [--threads 2] [--repeats 10] [--k 1 2 4]
                                       [--allocator retain|system] [--passes 2]
                                       [--omp-wait-policy default|passive|active]
+                                      [--kernels native|torch]
 """
 
 from __future__ import annotations
@@ -74,7 +79,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from sparsecnn.nn import SparseConv2d  # noqa: E402
+from sparsecnn.nn import SparseConv2d, native  # noqa: E402
 from sparsecnn.nn.fused import ConvUnrolling, batch_chunk, conv_synthesis  # noqa: E402
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
@@ -200,6 +205,18 @@ def ista_skeleton(x: torch.Tensor, weight: torch.Tensor, k: int) -> Callable[[],
     return run
 
 
+def native_operations(x: torch.Tensor, weight: torch.Tensor, codes: torch.Tensor,
+                      others: torch.Tensor) -> list[tuple[str, Callable[[], object]]]:
+    """The native kernels' passes, when they are available (stride 1, padding 1)."""
+    if not native.available():
+        return []
+    flipped = native.transposed_weight(weight)
+    return [("native conv2d + add + relu (3 -> 64)",
+             lambda: native.correlate(x, weight, (1, 1), addend=others, relu=True)),
+            ("native residual x - D a (64 -> 3)",
+             lambda: native.residual(x, codes, weight, (1, 1), flipped))]
+
+
 def forward_backward(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     def run() -> None:
         module.zero_grad(set_to_none=True)
@@ -233,11 +250,17 @@ def main() -> None:
                         help="seconds each round may wait for an idle machine (0: no wait)")
     parser.add_argument("--omp-wait-policy", choices=OMP_WAIT_POLICIES, default="default",
                         help="OMP_WAIT_POLICY of the timed process (default: unset)")
+    parser.add_argument("--kernels", choices=["native", "torch"], default="native",
+                        help="native: the C++ kernels of sparsecnn.nn.native where they apply "
+                        "(default); torch: PyTorch's operations (SPARSECNN_NATIVE=0)")
     parser.add_argument("--allocator", choices=["system", "retain"], default="retain",
                         help="retain (default): glibc keeps freed memory, no page faults on "
                         "reuse; system: glibc's defaults (the reference conv then ranges "
                         "1.5-12 ms and the ratios mean little)")
     arguments = parser.parse_args()
+    if arguments.kernels == "torch":
+        os.environ["SPARSECNN_NATIVE"] = "0"
+        native.reset()
     global CLOCK, IDLE_WAIT
     CLOCK = CLOCKS[arguments.clock]
     IDLE_WAIT = arguments.idle_wait
@@ -269,7 +292,8 @@ def main() -> None:
     print(f"batch {arguments.batch}, {arguments.size}x{arguments.size}, 3 -> 64 channels, "
           f"3x3, float32, {arguments.threads} thread(s), {arguments.clock} time, min of "
           f"{arguments.passes} x {arguments.repeats} rounds, {arguments.allocator} allocator, "
-          f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+          f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}, kernels "
+          f"{'native' if native.available() else 'torch'}")
 
     def one_shot_report(label: str) -> Callable[[float, float], str]:
         return lambda sparse, reference: (
@@ -311,8 +335,8 @@ def main() -> None:
                      k_step_jobs))
     others = torch.randn(codes.shape, generator=generator)
     size = (arguments.size, arguments.size)
-    sections.append(("floor: the convolutions and matrix products alone of ISTA's forward+"
-                     "backward, vs (1 + 2k) x one conv2d", [
+    sections.append(("floor of the PyTorch path: its convolutions and matrix products alone "
+                     "(ISTA forward+backward), vs (1 + 2k) x one conv2d", [
                          Job(ista_skeleton(x, conv.weight, k), single_convolution_backward,
                              k_step_report("ista", k, "skeleton f+b")) for k in arguments.k]))
     sections.append(("for reference, each / one conv2d forward (3 -> 64):", [
@@ -321,7 +345,8 @@ def main() -> None:
             ("matmul + col2im synthesis (64 -> 3)",
              lambda: conv_synthesis(codes, conv.weight.detach(), (1, 1), (1, 1), size)),
             ("relu pass over the codes", lambda: torch.relu(codes)),
-            ("add+relu pass over the codes", lambda: torch.ops.aten._add_relu(codes, others)))]))
+            ("add+relu pass over the codes", lambda: torch.ops.aten._add_relu(codes, others)),
+            *native_operations(x, conv.weight.detach(), codes, others))]))
     jobs = [job for _, section_jobs in sections for job in section_jobs]
     results = iter(paired_block_times(jobs, arguments.repeats, arguments.passes))
     for title, section_jobs in sections:

@@ -16,24 +16,34 @@ from ``a^0 = 0``; THEORY.md A.8), written with fewer passes over the codes:
       w^{t+1} = (1 - eta) w^t + eta a^t + conv2d(x - D a^t, eta W, bias=-eta lam)
 
   Signed codes use the soft threshold ``S_theta(p) = p - clamp(p, -theta, theta)``.
-* the synthesis ``D a`` (``conv_transpose2d``, slow in oneDNN for few signal channels) is a
-  matrix product ``W_mat^T a`` followed by the ``kh * kw`` strided patch sums of ``col2im``
-  (:func:`conv_synthesis`);
+* stride 1 with ``padding <= kernel - 1`` (float32/float64 on the CPU) runs on the native
+  kernels of :mod:`sparsecnn.nn.native` (C++ compiled on first use, on torch's OpenMP pool):
+  the analysis ``conv2d`` and the synthesis ``D a`` (``conv_transpose2d`` as a correlation
+  with the flipped, transposed atoms) write each map once, with what follows them fused into
+  that pass -- the bias, ``+ y`` and ``relu`` of a step, LCA's ``(1 - eta) w + eta relu(w)``
+  and its codes ``relu(w)``, ``x -`` for the residual, the next threshold's mask and LCA's
+  masked update in the backward, FISTA's restart test ``<y - a^t, a^t - a^{t-1}>``, and the
+  layer's output scale; the weight gradients are long dot products over shifted copies of
+  the signal-space map.  Otherwise (strides, no compiler, ``SPARSECNN_NATIVE=0``) PyTorch's
+  operations run the same iteration: ``F.conv2d`` with in-place passes, and the synthesis as
+  a matrix product ``W_mat^T a`` followed by the strided patch sums of ``col2im``
+  (:func:`conv_synthesis`; oneDNN's ``conv_transpose2d`` is slow for few signal channels);
 * the forward runs without autograd, updating its own buffers in place, and one
   :class:`torch.autograd.Function` holds the whole k-step map with a hand-written backward
   (the chain rule of the iteration above, reverse order): per step it applies ``D`` and
-  ``D^T`` once to the gradient and forms the weight gradients with
-  ``aten.convolution_backward``; threshold masks are read from the saved codes (``a != 0``)
-  and applied in place;
+  ``D^T`` once to the gradient and forms the two weight gradients; threshold masks are read
+  from the saved codes (``a != 0``);
 * every operation of the iteration acts on each signal alone (FISTA's momentum and restart
   test are per signal too), and forward and backward run the k steps chunk by chunk over the
   batch (:func:`batch_chunk`), so that a chunk's code maps, ``CHUNK_BYTES`` each, can stay in
   the last-level cache from the pass that writes them to the passes that read them, where a
   whole batch of 64 x 64 x 32 x 32 codes (16.8 MB a map) streams through memory at every pass
-  (the measured effect, mixed and within the host's noise for some methods, is in
-  benchmarks/README.md, "Layers");
-* the output scale ``||w||`` of the layer is applied inside the same function (one pass while
-  the final codes are in cache), and its gradient ``sum g a^k`` per channel is formed there.
+  (measured in benchmarks/README.md, "Layers");
+* the output scale ``||w||`` of the layer is applied inside the same function: with
+  non-negative codes and positive scales the last step writes ``s a^k`` into the output
+  itself, which is saved for the backward (``save_for_backward``: an in-place change to the
+  output is refused at backward time, and the node holds no reference cycle to its output);
+  the scale's gradient ``sum g a^k`` per channel is formed there too.
 
 FISTA's momentum coefficients and restart decisions are piecewise constant in the inputs, so
 they carry no gradient (as in the autograd path).  The first extrapolation has ``beta = 0``,
