@@ -74,6 +74,11 @@ def test_correlate_epilogue(geometry, dtype, inside, inside_relu, outside, relu)
     assert got is out
     torch.testing.assert_close(out, expected, **TOLERANCE[dtype])
     torch.testing.assert_close(rectified, torch.relu(pre), **TOLERANCE[dtype])
+    in_place = addend.clone()  # the addend updated in place
+    native.correlate(x, weight, padding, bias=bias, addend=in_place, relu=relu, scale=scale,
+                     out=in_place, inside=inside, inside_relu=inside_relu, outside=outside,
+                     mask=mask)
+    torch.testing.assert_close(in_place, expected, **TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

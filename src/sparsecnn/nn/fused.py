@@ -147,19 +147,20 @@ def _analysis(signal: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
               relu: bool = False, negate: bool = False, final: _Final | None = None, *,
               inside: float = 1.0, inside_relu: float = 0.0, outside: float = 0.0,
               mask: torch.Tensor | None = None, rectified: torch.Tensor | None = None,
-              previous: torch.Tensor | None = None, direction: torch.Tensor | None = None
-              ) -> torch.Tensor:
+              previous: torch.Tensor | None = None, direction: torch.Tensor | None = None,
+              out: torch.Tensor | None = None) -> torch.Tensor:
     """``v = conv2d(signal, ±weight)`` finished as :func:`sparsecnn.nn.native.correlate`
     finishes it (``pre = v + bias + inside A + inside_relu relu(A)``, ``A = addend``; then
     ``relu``, times ``final.scales`` into ``final.out``, zero where ``mask == 0``, plus
     ``outside A``; ``rectified`` receives ``relu(pre)``): one pass with the native kernels,
     else PyTorch's convolution and in-place passes.  ``previous`` / ``direction`` (FISTA's
-    restart test) only with the native kernels."""
+    restart test) only with the native kernels; ``out`` (native kernels only, else ignored)
+    may be the addend itself, updated in place."""
     if _native(signal, weight, settings):
         return native.correlate(signal, weight, settings.padding, bias=bias,
                                 sign=-1.0 if negate else 1.0, addend=addend, relu=relu,
                                 scale=None if final is None else final.scales,
-                                out=None if final is None else final.out, inside=inside,
+                                out=out if final is None else final.out, inside=inside,
                                 inside_relu=inside_relu, outside=outside, mask=mask,
                                 rectified=rectified, previous=previous, direction=direction)
     if direction is not None:
@@ -324,9 +325,12 @@ def _lca_forward(x: torch.Tensor, atoms: torch.Tensor, lam: torch.Tensor,
         if iteration:
             residual = _synthesis(codes, atoms, settings, size, signal=x)
             if settings.nonneg:  # (1 - eta) w + eta relu(w), read as the addend
+                # w^t is not kept: w^{t+1} overwrites it (each output reads only its own
+                # position of the addend), in a buffer that is already in cache
                 potential = _analysis(residual, scaled, bias, settings, addend=potential,
                                       relu=last is not None, final=last, inside=1.0 - eta,
-                                      inside_relu=eta, rectified=codes_out)
+                                      inside_relu=eta, rectified=codes_out,
+                                      out=potential if last is None else None)
             else:
                 potential = _analysis(residual, scaled, bias, settings,
                                       addend=potential.mul_(1.0 - eta).add_(codes, alpha=eta))
@@ -524,9 +528,10 @@ def _lca_first_step_backward(grad_potential: torch.Tensor, atoms: torch.Tensor,
                                       -1.0 if settings.nonneg else None)
     if initial is None and not gradients.needs_x:
         return
-    grad_residual = _analysis_adjoint(grad_potential, atoms, eta, settings,
-                                      trace.residuals[0].shape[-2:])
+    size = trace.residuals[0].shape[-2:]
+    grad_residual = None
     if gradients.x is not None:
+        grad_residual = _analysis_adjoint(grad_potential, atoms, eta, settings, size)
         gradients.x.add_(grad_residual)
     if initial is None:
         return
@@ -534,8 +539,10 @@ def _lca_first_step_backward(grad_potential: torch.Tensor, atoms: torch.Tensor,
     if bias_sum is not None:
         gradients.lam.sub_(eta * negative * bias_sum)
     # the rest is linear in the batch sum of grad_r: summed over the chunks, finished once by
-    # _lca_initial_codes_backward
-    grad_signal = grad_residual.sum(0, keepdim=True)
+    # _lca_initial_codes_backward.  Without x's gradient, D is applied to the batch sum of
+    # grad_w (one signal) rather than to every signal
+    grad_signal = grad_residual.sum(0, keepdim=True) if grad_residual is not None else \
+        _analysis_adjoint(grad_potential.sum(0, keepdim=True), atoms, eta, settings, size)
     if gradients.initial_signal is None:
         gradients.initial_signal = grad_signal
     else:

@@ -226,7 +226,8 @@ def correlate(inputs: torch.Tensor, weight: torch.Tensor, padding: tuple[int, in
     ``direction[n] = <A_n - out_n, out_n - previous_n>`` from the same pass.  ``inputs``
     ``(N, C, H, W)``, ``weight`` ``(K, C, kh, kw)``, ``bias`` and ``scale`` ``(K,)``;
     ``addend``, ``mask``, ``previous``, ``out`` and ``rectified`` of the output's shape
-    (``out`` and ``rectified``, written when given, contiguous).  Not differentiable."""
+    (``out`` and ``rectified``, written when given, contiguous; ``out`` may be ``addend``
+    itself, each output reading only its own position of it).  Not differentiable."""
     library = _load()
     if library is None:
         raise RuntimeError(f"native kernels unavailable: {_STATE.get('reason')}")
