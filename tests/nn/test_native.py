@@ -83,6 +83,26 @@ def test_correlate_epilogue(geometry, dtype, inside, inside_relu, outside, relu)
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_correlate_per_signal_terms(geometry, dtype):
+    """``out = [mask != 0] (signal_scale[n] pre + extra)``, ``side = side_scale[n] pre``: the
+    backward through FISTA's ``y = (1 + beta) a - beta a_prev``."""
+    x, weight, _, padding, generator = _problem(geometry, dtype)
+    v = -F.conv2d(x, weight, None, 1, padding)
+    addend, extra = (torch.randn(v.shape, dtype=dtype, generator=generator) for _ in range(2))
+    mask = torch.randn(v.shape, dtype=dtype, generator=generator).clamp_min(0)
+    beta = torch.rand(x.shape[0], dtype=dtype, generator=generator)
+    pre = v + addend
+    kept = (1 + beta).view(-1, 1, 1, 1) * pre + extra
+    side = torch.full_like(v, float("nan"))
+    got = native.correlate(x, weight, padding, sign=-1.0, addend=addend, mask=mask,
+                           signal_scale=1 + beta, extra=extra, side=side, side_scale=-beta)
+    torch.testing.assert_close(got, torch.where(mask != 0, kept, torch.zeros_like(kept)),
+                               **TOLERANCE[dtype])
+    torch.testing.assert_close(side, -beta.view(-1, 1, 1, 1) * pre, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
 def test_correlate_restart_direction(geometry, dtype):
     """FISTA's ``<y - a, a - a_prev>`` per signal, from the pass that writes ``a``."""
     x, weight, bias, padding, generator = _problem(geometry, dtype)
@@ -176,6 +196,9 @@ def test_weight_gradient_of_conv_transpose2d():
     (lambda: native.correlate(torch.zeros(1, 2, 4, 4), torch.zeros(3, 2, 3, 3), (1, 1),
                               addend=torch.zeros(1, 3, 4, 4), previous=torch.zeros(1, 3, 4, 4)),
      "correlate: previous and direction go together"),
+    (lambda: native.correlate(torch.zeros(2, 2, 4, 4), torch.zeros(3, 2, 3, 3), (1, 1),
+                              signal_scale=torch.ones(3)),
+     "correlate: signal_scale must have shape (2,); got (3,)"),
     (lambda: native.correlate(torch.zeros(1, 2, 4, 4), torch.zeros(3, 2, 3, 3), (1, 1),
                               out=torch.zeros(1, 3, 4, 4).transpose(2, 3)),
      "correlate: out must be contiguous with shape (1, 3, 4, 4); got (1, 3, 4, 4)"),

@@ -475,6 +475,18 @@ def _proximal_gradient_backward(grad_codes: torch.Tensor, x: torch.Tensor,
         # all a^{t-1} receives (y^{t-1} = a^{t-1}, no carry), the next threshold's mask
         # (a^{t-1} != 0) is applied in the same pass
         beta = trace.betas[index]
+        if settings.nonneg and _native(grad_residual, atoms, settings):
+            # one pass: g_a = [a^{t-1} > 0] ((1 + beta) g_y + carry), carry' = -beta g_y
+            # with g_y = grad_point - D^T grad_residual (y^{t-1} = (1 + beta) a^{t-1} -
+            # beta a^{t-2}; beta = None: y^{t-1} = a^{t-1})
+            side = None if beta is None else grad_point.new_empty(grad_point.shape)
+            grad = native.correlate(
+                grad_residual, atoms, settings.padding, sign=-1.0, addend=grad_point,
+                mask=trace.codes[index - 1], extra=carry,
+                signal_scale=None if beta is None else 1.0 + beta.flatten(),
+                side=side, side_scale=None if beta is None else -beta.flatten())
+            carry, masked = side, True
+            continue
         masked = settings.nonneg and beta is None and carry is None
         grad_extrapolated = _analysis(grad_residual, atoms, None, settings,
                                       addend=grad_point, negate=True,

@@ -95,8 +95,9 @@ template <typename T> struct Layout {
 
 // What happens to a correlation value v at output (b, o, i, j), A = addend[b, o, i, j]:
 //   pre  = v + bias[o] + inside * A + inside_relu * relu(A)
-//   out  = outside * A + (mask[b, o, i, j] != 0 ? scale[o] * relu?(pre) : 0)
-//   rectified[b, o, i, j] = relu(pre)
+//   out  = outside * A + (mask[b, o, i, j] != 0 ? signal_scale[b] * scale[o] * relu?(pre)
+//                                                 + extra[b, o, i, j] : 0)
+//   rectified[b, o, i, j] = relu(pre),   side[b, o, i, j] = side_scale[b] * pre
 // (null pointers: no bias / addend / scale / mask / rectified copy / restart sums)
 template <typename T> struct Epilogue {
     const T *bias;
@@ -110,33 +111,50 @@ template <typename T> struct Epilogue {
     // adds sum (A - out)(out - previous) over its outputs to dots[signal * blocks + block]
     const T *previous;
     T *dots;
+    // FISTA's backward through y = (1 + beta) a - beta a_prev, per signal n:
+    //   out is multiplied by signal_scale[n] and `extra` is added, before the mask;
+    //   side[b, o, i, j] = side_scale[n] * pre
+    const T *signal_scale;
+    const T *extra;
+    T *side;
+    const T *side_scale;
+};
+
+// the maps one output vector reads and writes (null: not used)
+template <typename T> struct Streams {
+    const T *addend, *mask, *extra;
+    T *out, *rectified, *side;
 };
 
 template <typename T>
-inline void finish(typename Vec<T>::type v, const Epilogue<T> &e, int o, const T *addend,
-                   const T *mask, T *out, T *rectified) {
+inline void finish(typename Vec<T>::type v, const Epilogue<T> &e, int o, int n,
+                   const Streams<T> &m) {
     typedef typename Vec<T>::type V;
     V a = V{};
     if (e.bias) v += e.bias[o];
-    if (addend) {
-        a = load<T>(addend);
+    if (m.addend) {
+        a = load<T>(m.addend);
         if (e.inside != T(0)) v += e.inside * a;
         if (e.inside_relu != T(0)) v += e.inside_relu * (a > T(0) ? a : V{});
     }
-    if (rectified) store<T>(rectified, v > T(0) ? v : V{});
+    if (m.rectified) store<T>(m.rectified, v > T(0) ? v : V{});
+    if (m.side) store<T>(m.side, e.side_scale[n] * v);
     if (e.relu) v = v > T(0) ? v : V{};
     if (e.scale) v *= e.scale[o];
-    if (mask) {
-        const V m = load<T>(mask);
-        v = m != T(0) ? v : V{};
+    if (e.signal_scale) v *= e.signal_scale[n];
+    if (m.extra) v += load<T>(m.extra);
+    if (m.mask) {
+        const V k = load<T>(m.mask);
+        v = k != T(0) ? v : V{};
     }
-    if (addend && e.outside != T(0)) v += e.outside * a;
-    store<T>(out, v);
+    if (m.addend && e.outside != T(0)) v += e.outside * a;
+    store<T>(m.out, v);
 }
 
 template <typename T, int N>
 void correlate_tile(const T *scratch, const Layout<T> &lay, const Geometry &g, const T *w,
-                    int o0, T sign, const Epilogue<T> &e, size_t base, T *out, T *dot) {
+                    int o0, T sign, const Epilogue<T> &e, int n, size_t base, T *out,
+                    T *dot) {
     typedef typename Vec<T>::type V;
     constexpr int L = Vec<T>::lanes;
     constexpr int R = tile_rows<N>();
@@ -147,8 +165,7 @@ void correlate_tile(const T *scratch, const Layout<T> &lay, const Geometry &g, c
     for (int t = 0; t < taps; t++)
         for (int u = 0; u < N; u++) wt[t * N + u] = sign * w[(size_t)(o0 + u) * taps + t];
     // a partial segment goes through zero-filled copies of its inputs and outputs
-    T tail_addend[VECTORS * L], tail_mask[VECTORS * L], tail_out[VECTORS * L],
-        tail_rectified[VECTORS * L];
+    T tail[6][VECTORS * L];
     V direction = V{};
     T direction_tail = 0;
     for (int i0 = 0; i0 < oh; i0 += R) {
@@ -178,32 +195,37 @@ void correlate_tile(const T *scratch, const Layout<T> &lay, const Geometry &g, c
             for (int r = 0; r < R && i0 + r < oh; r++)
                 for (int u = 0; u < N; u++) {
                     const size_t offset = base + ((size_t)(o0 + u) * oh + i0 + r) * ow + j0;
-                    const T *addend = e.addend ? e.addend + offset : nullptr;
-                    const T *mask = e.mask ? e.mask + offset : nullptr;
-                    T *rectified = e.rectified ? e.rectified + offset : nullptr;
-                    T *target = out + offset;
-                    if (valid < lay.segment) {
-                        if (addend) {
-                            std::memset(tail_addend, 0, sizeof(tail_addend));
-                            std::memcpy(tail_addend, addend, sizeof(T) * valid);
-                            addend = tail_addend;
-                        }
-                        if (mask) {
-                            std::memset(tail_mask, 0, sizeof(tail_mask));
-                            std::memcpy(tail_mask, mask, sizeof(T) * valid);
-                            mask = tail_mask;
-                        }
-                        target = tail_out;
-                        if (rectified) rectified = tail_rectified;
+                    Streams<T> m{e.addend ? e.addend + offset : nullptr,
+                                 e.mask ? e.mask + offset : nullptr,
+                                 e.extra ? e.extra + offset : nullptr, out + offset,
+                                 e.rectified ? e.rectified + offset : nullptr,
+                                 e.side ? e.side + offset : nullptr};
+                    const bool partial = valid < lay.segment;
+                    if (partial) {
+                        const T **inputs[3] = {&m.addend, &m.mask, &m.extra};
+                        for (int k = 0; k < 3; k++)
+                            if (*inputs[k]) {
+                                std::memset(tail[k], 0, sizeof(tail[k]));
+                                std::memcpy(tail[k], *inputs[k], sizeof(T) * valid);
+                                *inputs[k] = tail[k];
+                            }
+                        m.out = tail[3];
+                        if (m.rectified) m.rectified = tail[4];
+                        if (m.side) m.side = tail[5];
                     }
                     for (int h = 0; h < VECTORS; h++)
-                        finish<T>(acc[r][u][h], e, o0 + u, addend ? addend + h * L : nullptr,
-                                  mask ? mask + h * L : nullptr, target + h * L,
-                                  rectified ? rectified + h * L : nullptr);
-                    if (valid < lay.segment) {
-                        std::memcpy(out + offset, tail_out, sizeof(T) * valid);
+                        finish<T>(acc[r][u][h], e, o0 + u, n,
+                                  Streams<T>{m.addend ? m.addend + h * L : nullptr,
+                                             m.mask ? m.mask + h * L : nullptr,
+                                             m.extra ? m.extra + h * L : nullptr,
+                                             m.out + h * L,
+                                             m.rectified ? m.rectified + h * L : nullptr,
+                                             m.side ? m.side + h * L : nullptr});
+                    if (partial) {
+                        std::memcpy(out + offset, tail[3], sizeof(T) * valid);
                         if (e.rectified)
-                            std::memcpy(e.rectified + offset, tail_rectified, sizeof(T) * valid);
+                            std::memcpy(e.rectified + offset, tail[4], sizeof(T) * valid);
+                        if (e.side) std::memcpy(e.side + offset, tail[5], sizeof(T) * valid);
                     }
                     if (e.previous) {  // the outputs are in L1: read them back
                         const T *a = e.addend + offset, *o = out + offset,
@@ -231,12 +253,14 @@ void correlate_tile(const T *scratch, const Layout<T> &lay, const Geometry &g, c
 
 template <typename T, int N>
 void correlate_remainder(const T *scratch, const Layout<T> &lay, const Geometry &g,
-                         const T *w, int o0, int n, T sign, const Epilogue<T> &e, size_t base,
-                         T *out, T *dot) {
+                         const T *w, int o0, int n, T sign, const Epilogue<T> &e, int signal,
+                         size_t base, T *out, T *dot) {
     if constexpr (N > 0) {
         if (n == N)
-            return correlate_tile<T, N>(scratch, lay, g, w, o0, sign, e, base, out, dot);
-        correlate_remainder<T, N - 1>(scratch, lay, g, w, o0, n, sign, e, base, out, dot);
+            return correlate_tile<T, N>(scratch, lay, g, w, o0, sign, e, signal, base, out,
+                                        dot);
+        correlate_remainder<T, N - 1>(scratch, lay, g, w, o0, n, sign, e, signal, base, out,
+                                      dot);
     }
 }
 
@@ -267,8 +291,8 @@ int correlate(const T *in, const T *w, T sign, const Epilogue<T> &e, T *out, Geo
                 }
                 const int o0 = block * TILE;
                 const int n = g.out_channels - o0 < TILE ? g.out_channels - o0 : TILE;
-                correlate_remainder<T, TILE>(scratch, lay, g, w, o0, n, sign, e, b * out_size,
-                                             out, e.dots ? e.dots + b * blocks + block
+                correlate_remainder<T, TILE>(scratch, lay, g, w, o0, n, sign, e, b,
+                                             b * out_size, out, e.dots ? e.dots + b * blocks + block
                                                          : nullptr);
             }
         std::free(scratch);

@@ -58,7 +58,9 @@ def _epilogue_type(scalar: type) -> type:
     return type(f"Epilogue_{scalar.__name__}", (ctypes.Structure,), {"_fields_": [
         ("bias", pointer), ("addend", pointer), ("inside", scalar), ("inside_relu", scalar),
         ("outside", scalar), ("relu", ctypes.c_int), ("scale", pointer), ("mask", pointer),
-        ("rectified", pointer), ("previous", pointer), ("dots", pointer)]})
+        ("rectified", pointer), ("previous", pointer), ("dots", pointer),
+        ("signal_scale", pointer), ("extra", pointer), ("side", pointer),
+        ("side_scale", pointer)]})
 
 
 _EPILOGUES = {"f32": _epilogue_type(ctypes.c_float), "f64": _epilogue_type(ctypes.c_double)}
@@ -214,19 +216,23 @@ def correlate(inputs: torch.Tensor, weight: torch.Tensor, padding: tuple[int, in
               scale: torch.Tensor | None = None, out: torch.Tensor | None = None, *,
               inside: float = 1.0, inside_relu: float = 0.0, outside: float = 0.0,
               mask: torch.Tensor | None = None, rectified: torch.Tensor | None = None,
-              previous: torch.Tensor | None = None, direction: torch.Tensor | None = None
+              previous: torch.Tensor | None = None, direction: torch.Tensor | None = None,
+              signal_scale: torch.Tensor | None = None, extra: torch.Tensor | None = None,
+              side: torch.Tensor | None = None, side_scale: torch.Tensor | None = None
               ) -> torch.Tensor:
     """The correlation ``v = sign * conv2d(inputs, weight, padding=padding)`` (stride 1)
-    finished in the same pass over the output, with ``A = addend``::
+    finished in the same pass over the output, with ``A = addend`` and ``n`` the signal::
 
         pre = v + bias + inside * A + inside_relu * relu(A)
-        out = outside * A + [mask != 0] * scale * relu?(pre),   rectified = relu(pre)
+        out = outside * A + [mask != 0] * (signal_scale[n] * scale * relu?(pre) + extra)
+        rectified = relu(pre),   side = side_scale[n] * pre
 
     and, with ``previous`` and ``direction`` ``(N,)``, FISTA's restart test
     ``direction[n] = <A_n - out_n, out_n - previous_n>`` from the same pass.  ``inputs``
-    ``(N, C, H, W)``, ``weight`` ``(K, C, kh, kw)``, ``bias`` and ``scale`` ``(K,)``;
-    ``addend``, ``mask``, ``previous``, ``out`` and ``rectified`` of the output's shape
-    (``out`` and ``rectified``, written when given, contiguous; ``out`` may be ``addend``
+    ``(N, C, H, W)``, ``weight`` ``(K, C, kh, kw)``, ``bias`` and ``scale`` ``(K,)``,
+    ``signal_scale`` and ``side_scale`` ``(N,)``; ``addend``, ``mask``, ``previous``,
+    ``extra``, ``out``, ``rectified`` and ``side`` of the output's shape
+    (``out``, ``rectified`` and ``side``, written when given, contiguous; ``out`` may be ``addend``
     itself, each output reading only its own position of it).  Not differentiable."""
     library = _load()
     if library is None:
@@ -234,13 +240,14 @@ def correlate(inputs: torch.Tensor, weight: torch.Tensor, padding: tuple[int, in
     suffix = _validate("correlate", inputs, weight, 1, padding, ("bias", bias),
                        ("addend", addend), ("scale", scale), ("out", out), ("mask", mask),
                        ("rectified", rectified), ("previous", previous),
-                       ("direction", direction))
+                       ("direction", direction), ("signal_scale", signal_scale),
+                       ("extra", extra), ("side", side), ("side_scale", side_scale))
     inputs, weight = inputs.contiguous(), weight.contiguous()
     batch, channels, height, width = inputs.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
     out_h, out_w = height + 2 * padding[0] - kernel_h + 1, width + 2 * padding[1] - kernel_w + 1
     shape = (batch, out_channels, out_h, out_w)
-    for label, target in (("out", out), ("rectified", rectified)):
+    for label, target in (("out", out), ("rectified", rectified), ("side", side)):
         if target is not None and (tuple(target.shape) != shape or
                                    not target.is_contiguous()):
             raise ValueError(f"correlate: {label} must be contiguous with shape {shape}; got "
@@ -250,7 +257,8 @@ def correlate(inputs: torch.Tensor, weight: torch.Tensor, padding: tuple[int, in
         if vector is not None and tuple(vector.shape) != (out_channels,):
             raise ValueError(f"correlate: {label} must have shape ({out_channels},); got "
                              f"{tuple(vector.shape)}")
-    for label, tensor in (("addend", addend), ("mask", mask), ("previous", previous)):
+    for label, tensor in (("addend", addend), ("mask", mask), ("previous", previous),
+                          ("extra", extra)):
         if tensor is not None and tuple(tensor.shape) != shape:
             raise ValueError(f"correlate: {label} must have shape {shape}; got "
                              f"{tuple(tensor.shape)}")
@@ -258,17 +266,24 @@ def correlate(inputs: torch.Tensor, weight: torch.Tensor, padding: tuple[int, in
         raise ValueError("correlate: inside_relu, outside and previous need an addend")
     if (previous is None) != (direction is None):
         raise ValueError("correlate: previous and direction go together")
-    if direction is not None and tuple(direction.shape) != (batch,):
-        raise ValueError(f"correlate: direction must have shape ({batch},); got "
-                         f"{tuple(direction.shape)}")
-    bias, addend, scale, mask, previous = (None if t is None else t.contiguous()
-                                           for t in (bias, addend, scale, mask, previous))
+    if (side is None) != (side_scale is None):
+        raise ValueError("correlate: side and side_scale go together")
+    for label, vector in (("direction", direction), ("signal_scale", signal_scale),
+                          ("side_scale", side_scale)):
+        if vector is not None and tuple(vector.shape) != (batch,):
+            raise ValueError(f"correlate: {label} must have shape ({batch},); got "
+                             f"{tuple(vector.shape)}")
+    bias, addend, scale, mask, previous, signal_scale, extra, side_scale = (
+        None if t is None else t.contiguous()
+        for t in (bias, addend, scale, mask, previous, signal_scale, extra, side_scale))
     # one partial sum per (signal, block of 8 filters) task, added here
     dots = None if previous is None else inputs.new_zeros(
         (batch, -(-out_channels // library.sparsecnn_filter_tile())))
     epilogue = _EPILOGUES[suffix](_pointer(bias), _pointer(addend), inside, inside_relu,
                                   outside, int(relu), _pointer(scale), _pointer(mask),
-                                  _pointer(rectified), _pointer(previous), _pointer(dots))
+                                  _pointer(rectified), _pointer(previous), _pointer(dots),
+                                  _pointer(signal_scale), _pointer(extra), _pointer(side),
+                                  _pointer(side_scale))
     status = getattr(library, f"sparsecnn_correlate_{suffix}")(
         _pointer(inputs), _pointer(weight), sign, ctypes.byref(epilogue), _pointer(output),
         batch, channels, height, width, out_channels, kernel_h, kernel_w, padding[0],
