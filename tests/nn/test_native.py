@@ -161,6 +161,34 @@ def test_weight_gradient_equals_convolution_backward(geometry, dtype, threads):
                                atol=TOLERANCE[dtype]["atol"] * scale)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_weight_gradient_then_correlate_equals_the_two_calls(geometry, dtype):
+    """The fused backward half-step: the weight gradient of ``<m, conv2d(s, W)>`` then the
+    synthesis ``D m`` of the same maps, signal by signal, equal the two separate kernels."""
+    x, weight, _, padding, generator = _problem(geometry, dtype)
+    maps = torch.randn(F.conv2d(x, weight, None, 1, padding).shape, dtype=dtype,
+                       generator=generator)
+    flipped = native.transposed_weight(weight)
+    kernel_h, kernel_w = weight.shape[2:]
+    transposed_padding = (kernel_h - 1 - padding[0], kernel_w - 1 - padding[1])
+    expected_weight = torch.zeros_like(weight)
+    expected_bias = torch.zeros(weight.shape[0], dtype=dtype)
+    native.add_weight_gradient(expected_weight, maps, x, padding, alpha=0.5,
+                               grad_bias=expected_bias, alpha_bias=-1.0)
+    addend = torch.randn(x.shape, dtype=dtype, generator=generator)
+    expected = native.correlate(maps, flipped, transposed_padding, sign=-1.0, addend=addend)
+    grad_weight, grad_bias = torch.zeros_like(weight), torch.zeros(weight.shape[0], dtype=dtype)
+    got = native.add_weight_gradient_then_correlate(
+        grad_weight, maps, x, padding, maps, flipped, transposed_padding, alpha=0.5,
+        grad_bias=grad_bias, alpha_bias=-1.0, sign=-1.0, addend=addend)
+    torch.testing.assert_close(got, expected, **TOLERANCE[dtype])
+    torch.testing.assert_close(grad_weight, expected_weight, **TOLERANCE[dtype])
+    torch.testing.assert_close(grad_bias, expected_bias, **TOLERANCE[dtype])
+    torch.testing.assert_close(got, addend - F.conv_transpose2d(maps, weight, None, 1, padding),
+                               **TOLERANCE[dtype])
+
+
 def test_weight_gradient_of_conv_transpose2d():
     # <s, conv_transpose2d(m, W)> has the weight gradient of <m, conv2d(s, W)>
     x, weight, _, padding, generator = _problem(GEOMETRIES[2], torch.float64)

@@ -440,6 +440,37 @@ class _Gradients:
                 weight, _ = _weight_gradient(codes, grad_signal, atoms, settings, False)
                 self.weight.sub_(weight)
 
+    def analysis_then_adjoint(self, grad_output: torch.Tensor, residual: torch.Tensor,
+                              atoms: torch.Tensor, settings: ConvUnrolling, scale: float,
+                              bias_scale: float) -> torch.Tensor:
+        """:meth:`add_analysis` (with a bias) then ``scale * D grad_output``
+        (:func:`_analysis_adjoint`), signal by signal in one native pass over
+        ``grad_output``."""
+        kernel_h, kernel_w = atoms.shape[2:]
+        bias = self.lam.new_zeros(self.lam.shape)
+        grad_residual = native.add_weight_gradient_then_correlate(
+            self.weight, grad_output, residual, settings.padding, grad_output,
+            native.transposed_weight(atoms * scale),
+            (kernel_h - 1 - settings.padding[0], kernel_w - 1 - settings.padding[1]),
+            alpha=scale, grad_bias=bias)
+        self.lam.add_(bias, alpha=bias_scale)
+        return grad_residual
+
+    def synthesis_then_propagate(self, grad_signal: torch.Tensor, codes: torch.Tensor,
+                                 atoms: torch.Tensor, settings: ConvUnrolling,
+                                 **epilogue) -> torch.Tensor:
+        """:meth:`add_synthesis` then the gradient ``-D^T grad_signal`` finished by the
+        native ``epilogue`` (:func:`sparsecnn.nn.native.correlate`), signal by signal in one
+        native pass over ``codes`` (whose mask the epilogue usually reads)."""
+        if self.x is not None:
+            self.x.add_(grad_signal)
+        if not self.needs_weight:
+            return native.correlate(grad_signal, atoms, settings.padding, sign=-1.0,
+                                    **epilogue)
+        return native.add_weight_gradient_then_correlate(
+            self.weight, codes, grad_signal, settings.padding, grad_signal, atoms,
+            settings.padding, alpha=-1.0, sign=-1.0, **epilogue)
+
 
 def _analysis_adjoint(grad_output: torch.Tensor, atoms: torch.Tensor, scale: float,
                       settings: ConvUnrolling, size: Sequence[int]) -> torch.Tensor:
@@ -456,37 +487,43 @@ def _proximal_gradient_backward(grad_codes: torch.Tensor, x: torch.Tensor,
     carry = None  # gradient reaching a^{t-1} through y^t (FISTA: -beta_t g_{y^t})
     grad = grad_codes
     masked = False  # grad already passed through the threshold's derivative
+    fused = settings.nonneg and _native(x, atoms, settings) and (
+        gradients.needs_weight or gradients.needs_lam)
     for index in range(settings.n_iter - 1, -1, -1):
         grad_point, grad_theta = (grad, None) if masked else _threshold_backward(
             grad, trace.codes[index], settings.nonneg)
         if grad_theta is not None:
             gradients.lam.add_(grad_theta, alpha=step)
-        gradients.add_analysis(grad_point, trace.residuals[index], atoms, settings, step,
-                               -step if settings.nonneg else None)
         point = trace.points[index]
-        if point is None and not gradients.needs_x:
-            break
-        grad_residual = _analysis_adjoint(grad_point, atoms, step, settings, size)
+        if fused and (point is not None or gradients.needs_x):
+            grad_residual = gradients.analysis_then_adjoint(
+                grad_point, trace.residuals[index], atoms, settings, step, -step)
+        else:
+            gradients.add_analysis(grad_point, trace.residuals[index], atoms, settings, step,
+                                   -step if settings.nonneg else None)
+            if point is None and not gradients.needs_x:
+                break
+            grad_residual = _analysis_adjoint(grad_point, atoms, step, settings, size)
         if point is None:
             gradients.x.add_(grad_residual)
             break
-        gradients.add_synthesis(grad_residual, point, atoms, settings)
-        # y^{t-1} received grad_point directly and -D^T grad_residual through r; when that is
-        # all a^{t-1} receives (y^{t-1} = a^{t-1}, no carry), the next threshold's mask
-        # (a^{t-1} != 0) is applied in the same pass
         beta = trace.betas[index]
-        if settings.nonneg and _native(grad_residual, atoms, settings):
+        if fused:
             # one pass: g_a = [a^{t-1} > 0] ((1 + beta) g_y + carry), carry' = -beta g_y
             # with g_y = grad_point - D^T grad_residual (y^{t-1} = (1 + beta) a^{t-1} -
             # beta a^{t-2}; beta = None: y^{t-1} = a^{t-1})
             side = None if beta is None else grad_point.new_empty(grad_point.shape)
-            grad = native.correlate(
-                grad_residual, atoms, settings.padding, sign=-1.0, addend=grad_point,
+            grad = gradients.synthesis_then_propagate(
+                grad_residual, point, atoms, settings, addend=grad_point,
                 mask=trace.codes[index - 1], extra=carry,
                 signal_scale=None if beta is None else 1.0 + beta.flatten(),
                 side=side, side_scale=None if beta is None else -beta.flatten())
             carry, masked = side, True
             continue
+        gradients.add_synthesis(grad_residual, point, atoms, settings)
+        # y^{t-1} received grad_point directly and -D^T grad_residual through r; when that is
+        # all a^{t-1} receives (y^{t-1} = a^{t-1}, no carry), the next threshold's mask
+        # (a^{t-1} != 0) is applied in the same pass
         masked = settings.nonneg and beta is None and carry is None
         grad_extrapolated = _analysis(grad_residual, atoms, None, settings,
                                       addend=grad_point, negate=True,
@@ -510,8 +547,17 @@ def _lca_backward(grad_codes: torch.Tensor, x: torch.Tensor, atoms: torch.Tensor
                                                      settings.nonneg)
     if grad_theta is not None:
         gradients.lam.add_(grad_theta)
+    fused = settings.nonneg and _native(x, atoms, settings) and (
+        gradients.needs_weight or gradients.needs_lam)
     for index in range(settings.n_iter - 1, 0, -1):
         codes = trace.points[index]  # a^{t-1}
+        if fused:  # [a^{t-1} > 0] (eta g_w - D^T g_r) + (1 - eta) g_w, in the same pass
+            grad_residual = gradients.analysis_then_adjoint(
+                grad_potential, trace.residuals[index], atoms, settings, eta, -eta)
+            grad_potential = gradients.synthesis_then_propagate(
+                grad_residual, codes, atoms, settings, addend=grad_potential, inside=eta,
+                mask=codes, outside=1.0 - eta)
+            continue
         gradients.add_analysis(grad_potential, trace.residuals[index], atoms, settings, eta,
                                -eta if settings.nonneg else None)
         grad_residual = _analysis_adjoint(grad_potential, atoms, eta, settings, size)

@@ -474,6 +474,72 @@ int weight_gradient(const T *m, const T *in, T alpha, T *dw, T alpha_bias, T *db
     return failed;
 }
 
+// The two halves of a backward step, signal by signal: the weight gradient
+// dw += alpha * maps ⋆ pad(signals) (and dbias), then a correlation of `in` (geometry gc)
+// with its epilogue.  A signal's maps are read by the first and, still in the core's cache,
+// by the second (the synthesis of the same gradient, or the mask of the same codes); threads
+// take whole signals and add their partial weight gradients at the end.
+template <typename T>
+int gradient_then_correlate(const T *maps, const T *signals, T alpha, T *dw, T alpha_bias,
+                            T *dbias, Geometry gw, const T *in, const T *w, T sign,
+                            const Epilogue<T> &e, T *out, Geometry gc) {
+    if (gw.out_h() < 1 || gw.out_w() < 1 || gc.out_h() < 1 || gc.out_w() < 1) return 1;
+    if (gw.batch != gc.batch) return 3;
+    const int gradient_blocks = (gw.out_channels + GRADIENT_TILE - 1) / GRADIENT_TILE;
+    const int blocks = (gc.out_channels + TILE - 1) / TILE;
+    const size_t signal_size = (size_t)gw.in_channels * gw.height * gw.width;
+    const size_t map_size = (size_t)gw.out_channels * gw.out_h() * gw.out_w();
+    const size_t in_size = (size_t)gc.in_channels * gc.height * gc.width;
+    const size_t out_size = (size_t)gc.out_channels * gc.out_h() * gc.out_w();
+    const size_t weights = (size_t)gw.out_channels * gw.in_channels * gw.kernel_h * gw.kernel_w;
+    const size_t partial_size = weights + (dbias ? gw.out_channels : 0);
+    const Layout<T> lay(gc);
+    int failed = 0;
+#pragma omp parallel
+    {
+        T *shifted = static_cast<T *>(std::malloc(sizeof(T) * shifted_size<T>(gw)));
+        T *scratch = static_cast<T *>(
+            std::malloc(sizeof(T) * ((size_t)gc.in_channels * lay.scratch() + lay.segment)));
+        T *partial = static_cast<T *>(std::calloc(partial_size, sizeof(T)));
+        const bool ready = shifted && scratch && partial;
+        if (!ready) {
+#pragma omp atomic write
+            failed = 2;
+        }
+        T *partial_bias = dbias && partial ? partial + weights : nullptr;
+#pragma omp for schedule(static)
+        for (int b = 0; b < gw.batch; b++) {
+            if (!ready) continue;
+            shift_signal<T>(signals + b * signal_size, gw, shifted);
+            for (int block = 0; block < gradient_blocks; block++) {
+                const int o0 = block * GRADIENT_TILE;
+                const int n = gw.out_channels - o0 < GRADIENT_TILE ? gw.out_channels - o0
+                                                                   : GRADIENT_TILE;
+                gradient_remainder<T, GRADIENT_TILE>(maps + b * map_size, shifted, gw, o0, n,
+                                                     alpha, partial, alpha_bias, partial_bias);
+            }
+            pad_signal<T>(in + b * in_size, gc, lay.row_len, lay.rows, scratch);
+            for (int block = 0; block < blocks; block++) {
+                const int o0 = block * TILE;
+                const int n = gc.out_channels - o0 < TILE ? gc.out_channels - o0 : TILE;
+                correlate_remainder<T, TILE>(scratch, lay, gc, w, o0, n, sign, e, b,
+                                             b * out_size, out,
+                                             e.dots ? e.dots + b * blocks + block : nullptr);
+            }
+        }
+#pragma omp critical
+        if (ready) {
+            for (size_t k = 0; k < weights; k++) dw[k] += partial[k];
+            if (dbias)
+                for (int o = 0; o < gw.out_channels; o++) dbias[o] += partial_bias[o];
+        }
+        std::free(partial);
+        std::free(scratch);
+        std::free(shifted);
+    }
+    return failed;
+}
+
 }  // namespace
 
 extern "C" {
@@ -506,6 +572,32 @@ int sparsecnn_weight_gradient_f64(const double *m, const double *in, double alph
                                   double *dw, double alpha_bias, double *dbias,
                                   SPARSECNN_GEOMETRY) {
     return weight_gradient<double>(m, in, alpha, dw, alpha_bias, dbias, SPARSECNN_MAKE);
+}
+
+#define SPARSECNN_GEOMETRY_2 int batch_2, int in_channels_2, int height_2, int width_2, \
+    int out_channels_2, int kernel_h_2, int kernel_w_2, int pad_h_2, int pad_w_2
+#define SPARSECNN_MAKE_2 Geometry{batch_2, in_channels_2, height_2, width_2, out_channels_2, \
+    kernel_h_2, kernel_w_2, pad_h_2, pad_w_2}
+
+int sparsecnn_gradient_then_correlate_f32(const float *maps, const float *signals, float alpha,
+                                          float *dw, float alpha_bias, float *dbias,
+                                          SPARSECNN_GEOMETRY, const float *in, const float *w,
+                                          float sign, const Epilogue<float> *epilogue,
+                                          float *out, SPARSECNN_GEOMETRY_2) {
+    return gradient_then_correlate<float>(maps, signals, alpha, dw, alpha_bias, dbias,
+                                          SPARSECNN_MAKE, in, w, sign, *epilogue, out,
+                                          SPARSECNN_MAKE_2);
+}
+
+int sparsecnn_gradient_then_correlate_f64(const double *maps, const double *signals,
+                                          double alpha, double *dw, double alpha_bias,
+                                          double *dbias, SPARSECNN_GEOMETRY, const double *in,
+                                          const double *w, double sign,
+                                          const Epilogue<double> *epilogue, double *out,
+                                          SPARSECNN_GEOMETRY_2) {
+    return gradient_then_correlate<double>(maps, signals, alpha, dw, alpha_bias, dbias,
+                                           SPARSECNN_MAKE, in, w, sign, *epilogue, out,
+                                           SPARSECNN_MAKE_2);
 }
 
 }  // extern "C"

@@ -39,12 +39,13 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-__all__ = ["add_weight_gradient", "available", "cache_directory", "correlate", "reset", "residual",
-           "supports", "transposed_weight"]
+__all__ = ["add_weight_gradient", "add_weight_gradient_then_correlate", "available",
+           "cache_directory", "correlate", "reset", "residual", "supports", "transposed_weight"]
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
@@ -149,6 +150,10 @@ def _load() -> ctypes.CDLL | None:
             gradient_function.argtypes = [pointer, pointer, scalar, pointer, scalar, pointer,
                                           *geometry]
             gradient_function.restype = integer
+            fused_function = getattr(library, f"sparsecnn_gradient_then_correlate_{suffix}")
+            fused_function.argtypes = [*gradient_function.argtypes,
+                                       *correlate_function.argtypes]
+            fused_function.restype = integer
     _STATE["library"] = library
     _STATE["reason"] = reason
     return library
@@ -234,6 +239,37 @@ def correlate(inputs: torch.Tensor, weight: torch.Tensor, padding: tuple[int, in
     ``extra``, ``out``, ``rectified`` and ``side`` of the output's shape
     (``out``, ``rectified`` and ``side``, written when given, contiguous; ``out`` may be ``addend``
     itself, each output reading only its own position of it).  Not differentiable."""
+    call = _correlation(inputs, weight, padding, bias, sign, addend, relu, scale, out,
+                        inside, inside_relu, outside, mask, rectified, previous, direction,
+                        signal_scale, extra, side, side_scale)
+    status = getattr(call.library, f"sparsecnn_correlate_{call.suffix}")(*call.arguments)
+    _check(status, "correlate")
+    return call.finish()
+
+
+@dataclass
+class _Call:
+    """A validated correlation: the C arguments (after ``inputs`` the pointers, the epilogue,
+    the output and the geometry), the tensors they point into, and the restart sums."""
+
+    library: ctypes.CDLL
+    suffix: str
+    arguments: list
+    output: torch.Tensor
+    keep: list
+    dots: torch.Tensor | None = None
+    direction: torch.Tensor | None = None
+
+    def finish(self) -> torch.Tensor:
+        if self.dots is not None:
+            torch.sum(self.dots, 1, out=self.direction)
+        return self.output
+
+
+def _correlation(inputs, weight, padding, bias, sign, addend, relu, scale, out, inside,
+                 inside_relu, outside, mask, rectified, previous, direction, signal_scale,
+                 extra, side, side_scale) -> _Call:
+    """Checks and C arguments of :func:`correlate` (same parameters)."""
     library = _load()
     if library is None:
         raise RuntimeError(f"native kernels unavailable: {_STATE.get('reason')}")
@@ -284,14 +320,12 @@ def correlate(inputs: torch.Tensor, weight: torch.Tensor, padding: tuple[int, in
                                   _pointer(rectified), _pointer(previous), _pointer(dots),
                                   _pointer(signal_scale), _pointer(extra), _pointer(side),
                                   _pointer(side_scale))
-    status = getattr(library, f"sparsecnn_correlate_{suffix}")(
-        _pointer(inputs), _pointer(weight), sign, ctypes.byref(epilogue), _pointer(output),
-        batch, channels, height, width, out_channels, kernel_h, kernel_w, padding[0],
-        padding[1])
-    _check(status, "correlate")
-    if dots is not None:
-        torch.sum(dots, 1, out=direction)
-    return output
+    arguments = [_pointer(inputs), _pointer(weight), sign, ctypes.byref(epilogue),
+                 _pointer(output), batch, channels, height, width, out_channels, kernel_h,
+                 kernel_w, padding[0], padding[1]]
+    keep = [inputs, weight, bias, addend, scale, mask, previous, signal_scale, extra,
+            side_scale, epilogue]
+    return _Call(library, suffix, arguments, output, keep, dots, direction)
 
 
 def transposed_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -312,15 +346,11 @@ def residual(signals: torch.Tensor | None, codes: torch.Tensor, weight: torch.Te
                      sign=-1.0, addend=signals)
 
 
-def add_weight_gradient(grad_weight: torch.Tensor, maps: torch.Tensor, signals: torch.Tensor,
-                        padding: tuple[int, int], alpha: float = 1.0,
-                        grad_bias: torch.Tensor | None = None, alpha_bias: float = 1.0
-                        ) -> None:
-    """In place: ``grad_weight += alpha * d<maps, conv2d(signals, W, padding)>/dW`` and
-    ``grad_bias += alpha_bias * maps.sum((0, 2, 3))``.  ``grad_weight`` ``(K, C, kh, kw)``
-    and ``grad_bias`` must be contiguous."""
-    library = _load()
-    if library is None:
+def _gradient(grad_weight: torch.Tensor, maps: torch.Tensor, signals: torch.Tensor,
+              padding: tuple[int, int], alpha: float, grad_bias: torch.Tensor | None,
+              alpha_bias: float) -> tuple[str, list, list]:
+    """Checks of :func:`add_weight_gradient`; its suffix, C arguments and kept tensors."""
+    if _load() is None:
         raise RuntimeError(f"native kernels unavailable: {_STATE.get('reason')}")
     if not grad_weight.is_contiguous() or (grad_bias is not None and
                                            not grad_bias.is_contiguous()):
@@ -334,8 +364,54 @@ def add_weight_gradient(grad_weight: torch.Tensor, maps: torch.Tensor, signals: 
                 width + 2 * padding[1] - kernel_w + 1)
     if tuple(maps.shape) != expected:
         raise ValueError(f"maps must have shape {expected}; got {tuple(maps.shape)}")
-    status = getattr(library, f"sparsecnn_weight_gradient_{suffix}")(
-        _pointer(maps), _pointer(signals), alpha, _pointer(grad_weight), alpha_bias,
-        _pointer(grad_bias), batch, channels, height, width, out_channels, kernel_h,
-        kernel_w, padding[0], padding[1])
+    arguments = [_pointer(maps), _pointer(signals), alpha, _pointer(grad_weight), alpha_bias,
+                 _pointer(grad_bias), batch, channels, height, width, out_channels, kernel_h,
+                 kernel_w, padding[0], padding[1]]
+    return suffix, arguments, [maps, signals]
+
+
+def add_weight_gradient(grad_weight: torch.Tensor, maps: torch.Tensor, signals: torch.Tensor,
+                        padding: tuple[int, int], alpha: float = 1.0,
+                        grad_bias: torch.Tensor | None = None, alpha_bias: float = 1.0
+                        ) -> None:
+    """In place: ``grad_weight += alpha * d<maps, conv2d(signals, W, padding)>/dW`` and
+    ``grad_bias += alpha_bias * maps.sum((0, 2, 3))``.  ``grad_weight`` ``(K, C, kh, kw)``
+    and ``grad_bias`` must be contiguous."""
+    suffix, arguments, _keep = _gradient(grad_weight, maps, signals, padding, alpha, grad_bias,
+                                         alpha_bias)
+    status = getattr(_load(), f"sparsecnn_weight_gradient_{suffix}")(*arguments)
     _check(status, "add_weight_gradient")
+
+
+def add_weight_gradient_then_correlate(
+        grad_weight: torch.Tensor, maps: torch.Tensor, signals: torch.Tensor,
+        padding: tuple[int, int], inputs: torch.Tensor, weight: torch.Tensor,
+        correlate_padding: tuple[int, int], alpha: float = 1.0,
+        grad_bias: torch.Tensor | None = None, alpha_bias: float = 1.0, sign: float = 1.0,
+        **epilogue) -> torch.Tensor:
+    """:func:`add_weight_gradient` then :func:`correlate` (``inputs``, ``weight``,
+    ``correlate_padding``, ``sign`` and the epilogue's keywords), signal by signal in one
+    parallel loop: what the first reads of a signal's maps is still in the core's cache when
+    the second reads them.  The two must have the same batch."""
+    if maps.shape[0] != inputs.shape[0]:
+        raise ValueError(f"maps and inputs must have the same batch; got {maps.shape[0]} and "
+                         f"{inputs.shape[0]}")
+    suffix, gradient_arguments, _keep = _gradient(grad_weight, maps, signals, padding, alpha,
+                                                  grad_bias, alpha_bias)
+    parameters = {"bias": None, "addend": None, "relu": False, "scale": None, "out": None,
+                  "inside": 1.0, "inside_relu": 0.0, "outside": 0.0, "mask": None,
+                  "rectified": None, "previous": None, "direction": None,
+                  "signal_scale": None, "extra": None, "side": None, "side_scale": None}
+    unknown = set(epilogue) - set(parameters)
+    if unknown:
+        raise TypeError(f"unknown epilogue keywords: {sorted(unknown)}")
+    parameters.update(epilogue)
+    call = _correlation(inputs, weight, correlate_padding, sign=sign, **parameters)
+    if call.suffix != suffix:
+        raise TypeError(f"maps are {maps.dtype}, inputs {inputs.dtype}: one dtype expected")
+    status = getattr(call.library, f"sparsecnn_gradient_then_correlate_{suffix}")(
+        *gradient_arguments, *call.arguments)
+    if status == 3:
+        raise ValueError("maps and inputs must have the same batch")
+    _check(status, "add_weight_gradient_then_correlate")
+    return call.finish()
