@@ -264,13 +264,24 @@ void correlate_remainder(const T *scratch, const Layout<T> &lay, const Geometry 
     }
 }
 
+// one block of TILE output channels of signal b
+template <typename T>
+void correlate_block(const T *scratch, const Layout<T> &lay, const Geometry &g, const T *w,
+                     T sign, const Epilogue<T> &e, int b, int block, T *out) {
+    const int blocks = (g.out_channels + TILE - 1) / TILE;
+    const int o0 = block * TILE;
+    const int n = g.out_channels - o0 < TILE ? g.out_channels - o0 : TILE;
+    const size_t out_size = (size_t)g.out_channels * g.out_h() * g.out_w();
+    correlate_remainder<T, TILE>(scratch, lay, g, w, o0, n, sign, e, b, b * out_size, out,
+                                 e.dots ? e.dots + b * blocks + block : nullptr);
+}
+
 template <typename T>
 int correlate(const T *in, const T *w, T sign, const Epilogue<T> &e, T *out, Geometry g) {
     if (g.out_h() < 1 || g.out_w() < 1) return 1;
     const Layout<T> lay(g);
     const int blocks = (g.out_channels + TILE - 1) / TILE;
     const size_t in_size = (size_t)g.in_channels * g.height * g.width;
-    const size_t out_size = (size_t)g.out_channels * g.out_h() * g.out_w();
     int failed = 0;
 #pragma omp parallel
     {
@@ -289,11 +300,7 @@ int correlate(const T *in, const T *w, T sign, const Epilogue<T> &e, T *out, Geo
                     pad_signal<T>(in + b * in_size, g, lay.row_len, lay.rows, scratch);
                     padded = b;
                 }
-                const int o0 = block * TILE;
-                const int n = g.out_channels - o0 < TILE ? g.out_channels - o0 : TILE;
-                correlate_remainder<T, TILE>(scratch, lay, g, w, o0, n, sign, e, b,
-                                             b * out_size, out, e.dots ? e.dots + b * blocks + block
-                                                         : nullptr);
+                correlate_block<T>(scratch, lay, g, w, sign, e, b, block, out);
             }
         std::free(scratch);
     }
@@ -411,6 +418,29 @@ void gradient_remainder(const T *m, const T *shifted, const Geometry &g, int o0,
     }
 }
 
+// the blocks first, first + step, ... of GRADIENT_TILE output channels of one signal
+template <typename T>
+void gradient_signal(const T *m, const T *shifted, const Geometry &g, int first, int step,
+                     T alpha, T *dw, T alpha_bias, T *dbias) {
+    const int blocks = (g.out_channels + GRADIENT_TILE - 1) / GRADIENT_TILE;
+    for (int block = first; block < blocks; block += step) {
+        const int o0 = block * GRADIENT_TILE;
+        const int n = g.out_channels - o0 < GRADIENT_TILE ? g.out_channels - o0 : GRADIENT_TILE;
+        gradient_remainder<T, GRADIENT_TILE>(m, shifted, g, o0, n, alpha, dw, alpha_bias, dbias);
+    }
+}
+
+// a thread's partial weight (and bias) gradient added to the totals
+template <typename T>
+void add_partial(const T *partial, size_t weights, int channels, T *dw, T *dbias) {
+#pragma omp critical
+    {
+        for (size_t k = 0; k < weights; k++) dw[k] += partial[k];
+        if (dbias)
+            for (int o = 0; o < channels; o++) dbias[o] += partial[weights + o];
+    }
+}
+
 template <typename T>
 int weight_gradient(const T *m, const T *in, T alpha, T *dw, T alpha_bias, T *dbias,
                     Geometry g) {
@@ -438,13 +468,8 @@ int weight_gradient(const T *m, const T *in, T alpha, T *dw, T alpha_bias, T *db
             const int id = omp_get_thread_num(), count = omp_get_num_threads();
             for (int b = 0; b < g.batch && shifted; b++) {
                 shift_signal<T>(in + b * in_size, g, shifted);
-                for (int block = id; block < blocks; block += count) {
-                    const int o0 = block * GRADIENT_TILE;
-                    const int n = g.out_channels - o0 < GRADIENT_TILE ? g.out_channels - o0
-                                                                      : GRADIENT_TILE;
-                    gradient_remainder<T, GRADIENT_TILE>(m + b * m_size, shifted, g, o0, n,
-                                                         alpha, dw, alpha_bias, dbias);
-                }
+                gradient_signal<T>(m + b * m_size, shifted, g, id, count, alpha, dw,
+                                   alpha_bias, dbias);
             }
         } else {
             T *partial_bias = dbias && partial ? partial + weights : nullptr;
@@ -452,21 +477,10 @@ int weight_gradient(const T *m, const T *in, T alpha, T *dw, T alpha_bias, T *db
             for (int b = 0; b < g.batch; b++) {
                 if (!shifted || !partial) continue;
                 shift_signal<T>(in + b * in_size, g, shifted);
-                for (int block = 0; block < blocks; block++) {
-                    const int o0 = block * GRADIENT_TILE;
-                    const int n = g.out_channels - o0 < GRADIENT_TILE ? g.out_channels - o0
-                                                                      : GRADIENT_TILE;
-                    gradient_remainder<T, GRADIENT_TILE>(m + b * m_size, shifted, g, o0, n,
-                                                         alpha, partial, alpha_bias,
-                                                         partial_bias);
-                }
+                gradient_signal<T>(m + b * m_size, shifted, g, 0, 1, alpha, partial,
+                                   alpha_bias, partial_bias);
             }
-#pragma omp critical
-            if (partial) {
-                for (size_t e = 0; e < weights; e++) dw[e] += partial[e];
-                if (dbias)
-                    for (int o = 0; o < g.out_channels; o++) dbias[o] += partial_bias[o];
-            }
+            if (partial) add_partial<T>(partial, weights, g.out_channels, dw, dbias);
             std::free(partial);
         }
         std::free(shifted);
@@ -485,12 +499,10 @@ int gradient_then_correlate(const T *maps, const T *signals, T alpha, T *dw, T a
                             const Epilogue<T> &e, T *out, Geometry gc) {
     if (gw.out_h() < 1 || gw.out_w() < 1 || gc.out_h() < 1 || gc.out_w() < 1) return 1;
     if (gw.batch != gc.batch) return 3;
-    const int gradient_blocks = (gw.out_channels + GRADIENT_TILE - 1) / GRADIENT_TILE;
     const int blocks = (gc.out_channels + TILE - 1) / TILE;
     const size_t signal_size = (size_t)gw.in_channels * gw.height * gw.width;
     const size_t map_size = (size_t)gw.out_channels * gw.out_h() * gw.out_w();
     const size_t in_size = (size_t)gc.in_channels * gc.height * gc.width;
-    const size_t out_size = (size_t)gc.out_channels * gc.out_h() * gc.out_w();
     const size_t weights = (size_t)gw.out_channels * gw.in_channels * gw.kernel_h * gw.kernel_w;
     const size_t partial_size = weights + (dbias ? gw.out_channels : 0);
     const Layout<T> lay(gc);
@@ -511,28 +523,13 @@ int gradient_then_correlate(const T *maps, const T *signals, T alpha, T *dw, T a
         for (int b = 0; b < gw.batch; b++) {
             if (!ready) continue;
             shift_signal<T>(signals + b * signal_size, gw, shifted);
-            for (int block = 0; block < gradient_blocks; block++) {
-                const int o0 = block * GRADIENT_TILE;
-                const int n = gw.out_channels - o0 < GRADIENT_TILE ? gw.out_channels - o0
-                                                                   : GRADIENT_TILE;
-                gradient_remainder<T, GRADIENT_TILE>(maps + b * map_size, shifted, gw, o0, n,
-                                                     alpha, partial, alpha_bias, partial_bias);
-            }
+            gradient_signal<T>(maps + b * map_size, shifted, gw, 0, 1, alpha, partial,
+                               alpha_bias, partial_bias);
             pad_signal<T>(in + b * in_size, gc, lay.row_len, lay.rows, scratch);
-            for (int block = 0; block < blocks; block++) {
-                const int o0 = block * TILE;
-                const int n = gc.out_channels - o0 < TILE ? gc.out_channels - o0 : TILE;
-                correlate_remainder<T, TILE>(scratch, lay, gc, w, o0, n, sign, e, b,
-                                             b * out_size, out,
-                                             e.dots ? e.dots + b * blocks + block : nullptr);
-            }
+            for (int block = 0; block < blocks; block++)
+                correlate_block<T>(scratch, lay, gc, w, sign, e, b, block, out);
         }
-#pragma omp critical
-        if (ready) {
-            for (size_t k = 0; k < weights; k++) dw[k] += partial[k];
-            if (dbias)
-                for (int o = 0; o < gw.out_channels; o++) dbias[o] += partial_bias[o];
-        }
+        if (ready) add_partial<T>(partial, weights, gw.out_channels, dw, dbias);
         std::free(partial);
         std::free(scratch);
         std::free(shifted);
