@@ -17,7 +17,8 @@ an op of 0.5 ms takes 8 ms.  After a warm-up (which also computes and caches eac
 Lipschitz constant, whose one-off cost is printed), each comparison runs ``--repeats`` rounds
 in a block, candidate and reference in alternating order, and the whole sequence of blocks
 runs ``--passes`` times (:func:`paired_block_times`).  Each is summarised by its minimum; the
-ratio is min / min.
+ratio is min / min, printed beside the median over rounds of the same round's ratio ("paired
+median", the steadier on a drifting host).
 
 ``--omp-wait-policy`` (default ``default``: the variable unset, as in a plain PyTorch process)
 sets ``OMP_WAIT_POLICY`` for the timed process, re-executing the script when the environment
@@ -48,6 +49,7 @@ import argparse
 import ctypes
 import ctypes.util
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -134,8 +136,9 @@ class Job:
 
 
 def paired_block_times(jobs: list[Job], repeats: int, passes: int = 2, warmup: int = 2
-                      ) -> list[tuple[float, float]]:
-    """Minimum times ``(candidate, reference)`` of every job, measured with ``CLOCK``.
+                      ) -> list[tuple[float, float, float]]:
+    """Minimum times ``(candidate, reference)`` of every job, measured with ``CLOCK``, and
+    the median over rounds of the ratio candidate / reference of the same round.
 
     Each job is timed in a block of ``repeats`` rounds (as a training loop repeats one
     layer: its allocations are then recycled the same way each time), and the whole sequence
@@ -146,7 +149,9 @@ def paired_block_times(jobs: list[Job], repeats: int, passes: int = 2, warmup: i
     untimed call after the idle wait (the first operation after a sleep runs slow).  The
     reference is summarised per job, from the rounds of that job: the machine's speed then
     cancels in the ratio (a minimum over all jobs would compare each layer with whichever
-    window was fastest).
+    window was fastest).  The two minima may still come from different rounds, so from
+    different phases of a drifting host; the median of the per-round ratios pairs each
+    candidate with the reference run next to it, which is the steadier of the two numbers.
     """
     candidate_times: list[list[float]] = [[] for _ in jobs]
     reference_times: list[list[float]] = [[] for _ in jobs]
@@ -165,7 +170,8 @@ def paired_block_times(jobs: list[Job], repeats: int, passes: int = 2, warmup: i
                     start = CLOCK()
                     function()
                     times.append(CLOCK() - start)
-    return [(min(times), min(reference))
+    return [(min(times), min(reference), statistics.median(
+        [c / r for c, r in zip(times, reference, strict=True)]))
             for times, reference in zip(candidate_times, reference_times, strict=True)]
 
 
@@ -295,21 +301,21 @@ def main() -> None:
           f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}, kernels "
           f"{'native' if native.available() else 'torch'}")
 
-    def one_shot_report(label: str) -> Callable[[float, float], str]:
-        return lambda sparse, reference: (
+    def one_shot_report(label: str) -> Callable[[float, float, float], str]:
+        return lambda sparse, reference, paired: (
             f"  {label:17s} plain {1e3 * reference:8.2f} ms  sparse {1e3 * sparse:8.2f} ms  "
-            f"ratio {sparse / reference:.3f}")
+            f"ratio {sparse / reference:.3f}  paired median {paired:.3f}")
 
-    def k_step_report(method: str, k: int, label: str) -> Callable[[float, float], str]:
-        def report(measured: float, one: float) -> str:
+    def k_step_report(method: str, k: int, label: str) -> Callable[[float, float, float], str]:
+        def report(measured: float, one: float, paired: float) -> str:
             ideal = (1 + 2 * k) * one
             return (f"  {method:5s} k={k}  {label:17s} {1e3 * measured:8.2f} ms  ideal "
                     f"{1e3 * ideal:8.2f} ms (1 conv {1e3 * one:6.2f} ms)  ratio "
-                    f"{measured / ideal:.3f}")
+                    f"{measured / ideal:.3f}  paired median {paired / (1 + 2 * k):.3f}")
         return report
 
-    def pass_report(label: str) -> Callable[[float, float], str]:
-        return lambda measured, convolution: (
+    def pass_report(label: str) -> Callable[[float, float, float], str]:
+        return lambda measured, convolution, paired: (
             f"  {label:38s} {1e3 * measured:6.2f} ms / {1e3 * convolution:6.2f} ms = "
             f"{measured / convolution:.3f}")
 
