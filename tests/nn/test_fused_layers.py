@@ -48,7 +48,7 @@ def engine_codes(x, atoms, lam, settings: ConvUnrolling) -> torch.Tensor:
 def use_kernels(kernels: str, monkeypatch) -> None:
     """Run the fused path with the native kernels or with PyTorch's operations."""
     if kernels == "native" and not native.available():
-        pytest.skip("no C++ compiler")
+        pytest.skip("native kernels unavailable (no C++ compiler, or SPARSECNN_NATIVE=0)")
     if kernels == "torch":
         monkeypatch.setattr(fused, "_native", lambda *arguments: False)
 

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 
 from sparsecnn.nn import SparseConv2d, native
 
-pytestmark = pytest.mark.skipif(not native.available(), reason="no C++ compiler")
+pytestmark = pytest.mark.skipif(
+    not native.available(),
+    reason="native kernels unavailable (no C++ compiler, or SPARSECNN_NATIVE=0)")
 
 # (batch, channels, height, width, filters, kernel, padding): the layer's shape, widths that
 # leave a partial vector segment, rectangular kernels, no padding and padding = kernel - 1
