@@ -541,8 +541,6 @@ int gradient_then_correlate(const T *maps, const T *signals, T alpha, T *dw, T a
 
 extern "C" {
 
-int sparsecnn_vector_bytes() { return VECTOR_BYTES; }
-
 int sparsecnn_filter_tile() { return TILE; }
 
 #define SPARSECNN_GEOMETRY int batch, int in_channels, int height, int width, int out_channels, \
