@@ -88,6 +88,27 @@ def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_int_pair(value: Any, name: str, *, minimum: int | None = None) -> tuple[int, int]:
+    """An int or a pair of ints ``(height, width)``, each ``>= minimum`` when one is given.
+
+    The one reader of 2-D sizes (kernel size, stride, padding, image size) across the package, so
+    every such argument accepts the same forms and fails with the same message.
+    """
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        pair = (int(value), int(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        expected = "an int or a pair of ints" if minimum is None else (
+            f"an integer >= {minimum} or a pair (height, width) of such integers")
+        raise ValueError(f"{name} must be {expected}; got {value!r}")
+    if minimum is not None and min(pair) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum} or a pair (height, width) of "
+                         f"such integers; got {value!r}")
+    return pair
+
+
 def check_positive_float(value: Any, name: str, *, allow_zero: bool = False) -> float:
     try:
         number = float(value)
