@@ -11,19 +11,18 @@
 * :func:`natural_image_patches` -- random ``p x p`` patches of the whitened images, the
   training signals of dictionary learning (THEORY.md check 25).
 * :func:`load_dataset` -- ``"digits"`` or a feature-world dataset directory (written by
-  ``sparsecnn generate``; needs :mod:`sparsecnn.features`).
+  ``sparsecnn generate``, read by :mod:`sparsecnn.features`).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import features
 from ._checks import check_positive_float, check_positive_int
 
 __all__ = [
@@ -206,10 +205,6 @@ def load_dataset(name: str, seed: int = 0, dtype: torch.dtype = torch.float32) -
     if not path.exists():
         raise ValueError(f"dataset must be 'digits' or an existing feature-world dataset "
                          f"directory; got {str(name)!r}, which does not exist")
-    if importlib.util.find_spec("sparsecnn.features") is None:
-        raise ValueError(f"dataset {str(name)!r} is a path, but reading feature-world datasets "
-                         "needs sparsecnn.features, which is not available in this install")
-    features = importlib.import_module("sparsecnn.features")
     try:
         loaded = features.load_dataset(path)
     except FileNotFoundError as error:
