@@ -5,8 +5,18 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The CPU build of torch 2.13.0; an open-ended torch requirement could pull a multi-GB CUDA build.
-TORCH := torch==2.13.0
+# torch 2.13.0, pinned: an open-ended requirement could pull a newer, multi-GB CUDA build.
+# TORCH_INDEX says which build (tools/install_torch.py prints where it comes from and its size):
+#   auto   (default) a CPU wheel already on disk in pip's find-links, else PyTorch's CPU index on
+#          Linux x86_64 (about 190 MB; PyPI's wheel there is the CUDA build, about 2.5 GB), else PyPI
+#   pypi   pip's configured index as it is
+#   cpu, cu128, ...   PyTorch's index for that variant (a GPU machine: TORCH_INDEX=cu128)
+#   URL    any index
+# Besides torch, set-up downloads numpy, scipy, scikit-learn, scikit-image, matplotlib, numba,
+# safetensors, tqdm and click (about 150 MB of downloads); `make test` adds pytest, hypothesis,
+# ruff, mkdocs and the adversarial-robustness-toolbox (about 100 MB). The venv holds about 1.7 GB.
+TORCH_VERSION := 2.13.0
+TORCH_INDEX ?= auto
 REPRODUCE_ARGS ?=
 # Spinning OpenMP threads make small torch operations 5-20x slower on a shared 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
@@ -18,7 +28,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/python tools/install_torch.py $(TORCH_VERSION) $(TORCH_INDEX)
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
