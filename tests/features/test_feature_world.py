@@ -161,6 +161,9 @@ def test_template_families(family: str) -> None:
     ({"noise": -0.1}, ValueError, "noise must be a finite number >= 0; got -0.1"),
     ({"n_classes": 1}, ValueError, "n_classes must be an integer >= 2; got 1"),
     ({"feature_size": 2.5}, TypeError, "feature_size must be an integer >= 1; got 2.5"),
+    ({"image_size": (28,)}, ValueError,
+     r"image_size must be an integer >= 1 or a pair \(height, width\) of such integers"),
+    ({"image_size": (0, 28)}, ValueError, r"image_size must be an integer >= 1 or a pair"),
     ({"template_family": "bars", "n_features": 30, "feature_size": 3}, ValueError,
      "cannot be pairwise"),
 ])

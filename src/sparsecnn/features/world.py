@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._checks import check_int_pair
 from .hierarchy import (
     Configuration,
     anchor_domain,
@@ -78,15 +79,6 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an integer or a pair (height, width); got {value!r}")
-        return (_check_int(value[0], name, minimum), _check_int(value[1], name, minimum))
-    number = _check_int(value, name, minimum)
-    return (number, number)
-
-
 class FeatureWorld:
     """The image model of THEORY.md B.1 with templates, hierarchy, noise and distractors.
 
@@ -121,7 +113,7 @@ class FeatureWorld:
                  objects: Sequence[Configuration] | None = None,
                  object_classes: Sequence[int] | None = None,
                  parts: Sequence[Sequence[Configuration]] | None = None) -> None:
-        self.image_size = _pair(image_size, "image_size", 1)
+        self.image_size = check_int_pair(image_size, "image_size", minimum=1)
         self.seed = _check_int(seed, "seed", 0)
         self.levels = _check_int(levels, "levels", 2)
         self.distractors = _check_int(distractors, "distractors", 0)
