@@ -239,3 +239,26 @@ def test_close_real_templates_raise() -> None:
     with pytest.raises(ValueError, match="templates are not well separated"):
         FeatureWorld.from_templates(templates, [[(0, (0, 0))], [(1, (0, 0))]], image_size=20,
                                     noise=0.0)
+
+
+def test_drawn_objects_are_redrawn_when_one_contains_another(monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    from sparsecnn.features import random_world
+
+    draw = random_world.draw_configurations
+    containing: list[list] = []
+
+    def first_object_inside_the_second(*args: object) -> list:
+        configurations = draw(*args)
+        if not containing:
+            # the second object is the first plus one feature: it holds a complete first object
+            first = configurations[0]
+            configurations[1] = [*first, (first[0][0], (0, 40))]
+            containing.append(configurations[1])
+        return configurations
+
+    monkeypatch.setattr(random_world, "draw_configurations", first_object_inside_the_second)
+    world = FeatureWorld(image_size=28, n_classes=2, seed=1)
+    assert containing and containing[0] not in world.objects
+    clean = world.sample(20, seed=0, keep_clean=True).clean
+    assert world.reference_labels(clean).sum(1).max() == 1

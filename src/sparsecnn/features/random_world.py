@@ -77,7 +77,9 @@ def draw_hierarchy(world: FeatureWorld, rng: np.random.Generator
                    ) -> tuple[list[list[Configuration]], np.ndarray]:
     """The configurations of every level (objects last) and the class of each object.
 
-    Sets ``world.hierarchy`` to each candidate in turn: the exclusivity check reads it.
+    Sets ``world.hierarchy`` and ``world.object_classes`` before each exclusivity check: the
+    check reads the one and names the classes from the other in its error, which is caught here
+    to redraw.
     """
     k = world.feature_size
     n_objects = world.n_classes * world.variants_per_class
@@ -102,6 +104,7 @@ def draw_hierarchy(world: FeatureWorld, rng: np.random.Generator
             n_children = count
         try:
             world.hierarchy = hierarchy
+            world.object_classes = classes
             check_objects_exclusive(world)
             return hierarchy, classes
         except ValueError as error:
