@@ -59,10 +59,12 @@ class GroundTruth:
                 "parts": parts}
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """Every field by name, as contiguous arrays (for saving)."""
         return {name: np.ascontiguousarray(getattr(self, name)) for name in self.FIELDS}
 
     @classmethod
     def concatenate(cls, parts: Sequence[GroundTruth]) -> GroundTruth:
+        """The ground truth of ``parts`` one after the other (e.g. shards of one draw)."""
         return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in cls.FIELDS))
 
 

@@ -57,8 +57,8 @@ from .well_posedness import (
     validate_world,
 )
 
-# FeatureSample, GroundTruth, WellPosednessWarning, BLOCK_SIZE and Configuration are re-exported:
-# they were defined here before the split and are imported from here.
+# FeatureSample, GroundTruth, WellPosednessWarning, BLOCK_SIZE and Configuration stay importable
+# from here, where they were first defined (sparsecnn.features.world.X keeps working).
 __all__ = [
     "BLOCK_SIZE",
     "Configuration",
@@ -169,6 +169,7 @@ class FeatureWorld:
     # ------------------------------------------------------------------ construction
     def _init_explicit(self, templates: Any, objects: Any, object_classes: Any,
                        parts: Any) -> None:
+        """Templates, hierarchy and classes from explicit arguments, checked and normalised."""
         array = np.asarray(templates, dtype=np.float64)
         if array.ndim != 3 or array.shape[1] != array.shape[2] or len(array) == 0:
             raise ValueError(f"templates must have shape (n_features, k, k); "
@@ -245,6 +246,7 @@ class FeatureWorld:
 
     @property
     def n_objects(self) -> int:
+        """Objects (class variants) of the world."""
         return len(self.objects)
 
     @property
@@ -280,6 +282,7 @@ class FeatureWorld:
 
     @property
     def zero_error_guaranteed(self) -> bool:
+        """Whether B.1(i)-(iv) all hold, so that the zero-error guarantee of B.2 applies."""
         return all(self.assumptions.values())
 
     def reference_labels(self, clean: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -340,6 +343,7 @@ class FeatureWorld:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> FeatureWorld:
+        """The world :meth:`config` describes (its B.1 warnings were given when it was made)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", WellPosednessWarning)
             world = cls.from_templates(
