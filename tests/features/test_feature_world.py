@@ -161,6 +161,9 @@ def test_template_families(family: str) -> None:
     ({"noise": -0.1}, ValueError, "noise must be a finite number >= 0; got -0.1"),
     ({"n_classes": 1}, ValueError, "n_classes must be an integer >= 2; got 1"),
     ({"feature_size": 2.5}, TypeError, "feature_size must be an integer >= 1; got 2.5"),
+    ({"image_size": (28,)}, ValueError,
+     r"image_size must be an integer >= 1 or a pair \(height, width\) of such integers"),
+    ({"image_size": (0, 28)}, ValueError, r"image_size must be an integer >= 1 or a pair"),
     ({"template_family": "bars", "n_features": 30, "feature_size": 3}, ValueError,
      "cannot be pairwise"),
 ])
@@ -236,3 +239,26 @@ def test_close_real_templates_raise() -> None:
     with pytest.raises(ValueError, match="templates are not well separated"):
         FeatureWorld.from_templates(templates, [[(0, (0, 0))], [(1, (0, 0))]], image_size=20,
                                     noise=0.0)
+
+
+def test_drawn_objects_are_redrawn_when_one_contains_another(monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    from sparsecnn.features import random_world
+
+    draw = random_world.draw_configurations
+    containing: list[list] = []
+
+    def first_object_inside_the_second(*args: object) -> list:
+        configurations = draw(*args)
+        if not containing:
+            # the second object is the first plus one feature: it holds a complete first object
+            first = configurations[0]
+            configurations[1] = [*first, (first[0][0], (0, 40))]
+            containing.append(configurations[1])
+        return configurations
+
+    monkeypatch.setattr(random_world, "draw_configurations", first_object_inside_the_second)
+    world = FeatureWorld(image_size=28, n_classes=2, seed=1)
+    assert containing and containing[0] not in world.objects
+    clean = world.sample(20, seed=0, keep_clean=True).clean
+    assert world.reference_labels(clean).sum(1).max() == 1

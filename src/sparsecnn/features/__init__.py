@@ -12,15 +12,11 @@ from .certify import (
 from .compare import CompareResult, compare
 from .construct import ConstructedNetwork, construct
 from .dataset_files import Dataset, load_dataset, save_dataset
-from .world import (
-    BLOCK_SIZE,
-    PRESETS,
-    FeatureSample,
-    FeatureWorld,
-    GroundTruth,
-    WellPosednessWarning,
-    preset,
-)
+from .presets import PRESETS, preset
+from .samples import FeatureSample, GroundTruth
+from .sampling import BLOCK_SIZE
+from .well_posedness import WellPosednessWarning
+from .world import FeatureWorld
 
 __all__ = [
     "BLOCK_SIZE",

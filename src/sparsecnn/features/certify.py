@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from .construct import ConstructedNetwork
-from .world import FeatureSample, FeatureWorld, GroundTruth
+from .samples import FeatureSample, GroundTruth
+from .world import FeatureWorld
 
 __all__ = ["CertificationResult", "certified_radius", "certify", "smallest_breaking_perturbation",
            "worst_case_perturbation"]

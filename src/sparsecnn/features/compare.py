@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from .construct import ConstructedNetwork, construct
-from .world import FeatureSample, FeatureWorld
+from .samples import FeatureSample
+from .world import FeatureWorld
 
 __all__ = ["CompareResult", "RunMetrics", "compare", "network_metrics"]
 

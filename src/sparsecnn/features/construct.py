@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .world import FeatureWorld, WellPosednessWarning
+from .well_posedness import WellPosednessWarning
+from .world import FeatureWorld
 
 __all__ = ["ConstructedNetwork", "construct"]
 

@@ -26,7 +26,8 @@ from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
 from ..io import atomic_directory, to_json, write_bytes, write_text
-from .world import FeatureSample, FeatureWorld, GroundTruth
+from .samples import FeatureSample, GroundTruth
+from .world import FeatureWorld
 
 __all__ = ["FORMAT", "Dataset", "load_dataset", "save_dataset"]
 

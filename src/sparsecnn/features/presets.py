@@ -1,0 +1,92 @@
+"""Ready-made feature worlds: the default binary world, stroke digits, natural textures.
+
+``"default"`` is THEORY.md B.3's 28x28 example (6 binary 3x3 templates, 4 classes of 3
+features); ``"stroke-digits"`` draws 10 digit-like glyphs with 8 stroke templates on a 3 x 2 grid
+of stroke cells; ``"natural-textures"`` uses natural image patches as real-valued templates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .hierarchy import GAP
+from .world import FeatureWorld
+
+__all__ = ["PRESETS", "preset"]
+
+_STROKES = {
+    "H": [(2, c) for c in range(5)],
+    "V": [(r, 2) for r in range(5)],
+    "TL": [(2, 2), (2, 3), (2, 4), (3, 2), (4, 2)],
+    "TR": [(2, 0), (2, 1), (2, 2), (3, 2), (4, 2)],
+    "BL": [(0, 2), (1, 2), (2, 2), (2, 3), (2, 4)],
+    "BR": [(0, 2), (1, 2), (2, 2), (2, 1), (2, 0)],
+    "LT": [(r, 2) for r in range(5)] + [(2, 3), (2, 4)],
+    "RT": [(r, 2) for r in range(5)] + [(2, 0), (2, 1)],
+}
+# digit-like glyphs on a 3 x 2 grid of stroke cells (seven-segment shapes drawn with corners)
+_GLYPHS = {
+    0: {(0, 0): "TL", (0, 1): "TR", (1, 0): "V", (1, 1): "V", (2, 0): "BL", (2, 1): "BR"},
+    1: {(0, 1): "V", (1, 1): "V", (2, 1): "V"},
+    2: {(0, 0): "H", (0, 1): "TR", (1, 0): "TL", (1, 1): "BR", (2, 0): "BL", (2, 1): "H"},
+    3: {(0, 0): "H", (0, 1): "TR", (1, 0): "H", (1, 1): "RT", (2, 0): "H", (2, 1): "BR"},
+    4: {(0, 0): "V", (0, 1): "V", (1, 0): "BL", (1, 1): "RT", (2, 1): "V"},
+    5: {(0, 0): "TL", (0, 1): "H", (1, 0): "BL", (1, 1): "TR", (2, 0): "H", (2, 1): "BR"},
+    6: {(0, 0): "TL", (0, 1): "H", (1, 0): "LT", (1, 1): "TR", (2, 0): "BL", (2, 1): "BR"},
+    7: {(0, 0): "H", (0, 1): "TR", (1, 1): "V", (2, 1): "V"},
+    8: {(0, 0): "TL", (0, 1): "TR", (1, 0): "LT", (1, 1): "RT", (2, 0): "BL", (2, 1): "BR"},
+    9: {(0, 0): "TL", (0, 1): "TR", (1, 0): "BL", (1, 1): "RT", (2, 0): "H", (2, 1): "BR"},
+}
+
+
+def _stroke_digits(seed: int, **options: Any) -> FeatureWorld:
+    names = list(_STROKES)
+    templates = np.zeros((len(names), 5, 5))
+    for index, name in enumerate(names):
+        for row, col in _STROKES[name]:
+            templates[index, row, col] = 1.0
+    settings = {"image_size": 32, "displacement": 1, "noise": 0.015, "distractors": 2}
+    settings.update(options)
+    delta = settings["displacement"]
+    delta = delta if isinstance(delta, int) else delta[0]
+    # the grid spacing of FeatureWorld's drawn configurations: displaced strokes never touch
+    spacing = 5 + 2 * delta + GAP
+    objects = [[(names.index(stroke), (row * spacing, col * spacing))
+                for (row, col), stroke in _GLYPHS[digit].items()] for digit in range(10)]
+    world = FeatureWorld.from_templates(templates, objects, seed=seed, **settings)
+    world.template_family = "bars"
+    return world
+
+
+# keyword defaults of the presets drawn by FeatureWorld itself (options override them)
+_DRAWN_SETTINGS: dict[str, dict[str, Any]] = {
+    "default": {"image_size": 28, "feature_size": 3, "n_features": 6, "n_classes": 4,
+                "features_per_object": 3, "displacement": 1, "noise": 0.04, "distractors": 2,
+                "template_family": "binary"},
+    "natural-textures": {"image_size": 32, "feature_size": 6, "n_features": 8, "n_classes": 6,
+                         "features_per_object": 3, "displacement": 1, "noise": 0.005,
+                         "distractors": 1, "template_family": "natural"},
+}
+
+
+def _drawn(name: str) -> Callable[..., FeatureWorld]:
+    def make(seed: int, **options: Any) -> FeatureWorld:
+        return FeatureWorld(seed=seed, **{**_DRAWN_SETTINGS[name], **options})
+    return make
+
+
+PRESETS: dict[str, Callable[..., FeatureWorld]] = {
+    "default": _drawn("default"), "stroke-digits": _stroke_digits,
+    "natural-textures": _drawn("natural-textures")}
+
+
+def preset(name: str, seed: int = 0, **options: Any) -> FeatureWorld:
+    """A ready-made world: ``"default"`` (THEORY.md B.3's 28x28 example), ``"stroke-digits"``
+    (10 digit-like glyphs drawn with 8 stroke templates) or ``"natural-textures"`` (natural
+    image patch templates); ``options`` override the preset's keywords."""
+    if name not in PRESETS:
+        raise ValueError(f"preset name must be one of {tuple(PRESETS)}; got {name!r}")
+    return PRESETS[name](seed, **options)
