@@ -34,7 +34,8 @@ from ..dictionary import ConvDictionary, DenseDictionary
 from ..inference import SparseCodingProblem
 from ..inference.lca import lca
 from ..inference.proximal_gradient import proximal_gradient
-from .fused import ConvUnrolling, unrolled_conv_codes
+from .unrolled_function import unrolled_conv_codes
+from .unrolling import ConvUnrolling
 
 __all__ = ["METHODS", "LayerProblem", "atoms_and_scales", "sparse_conv2d", "sparse_linear",
            "unrolled_codes"]
