@@ -82,7 +82,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from sparsecnn.nn import SparseConv2d, native  # noqa: E402
-from sparsecnn.nn.fused import ConvUnrolling, batch_chunk, conv_synthesis  # noqa: E402
+from sparsecnn.nn.backends import conv_synthesis  # noqa: E402
+from sparsecnn.nn.unrolling import ConvUnrolling, batch_chunk  # noqa: E402
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 CLOCK = CLOCKS["wall"]

@@ -6,6 +6,7 @@ reading a traceback learns how to fix the call without opening the source.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -138,3 +139,14 @@ def check_batch(images: Any, name: str = "images") -> torch.Tensor:
     if not bool(torch.isfinite(images).all()):
         raise ValueError(f"{name} must be finite; got NaN/Inf entries")
     return images
+
+
+def check_nonzero_norms(norms: torch.Tensor, message: Callable[[int, str], str]) -> None:
+    """Raise ``ValueError`` when some ``norms[i] = ||w_i||`` is 0 (a zero atom or filter has no
+    direction ``w_i/||w_i||``): the one zero-atom check of dictionaries, layer weights and
+    interpreted layers.  ``message(count, indices)`` words the error for the caller, with
+    ``indices`` the first five zero entries (``"[0, 3]"``, ``"..."`` appended past five)."""
+    zero = torch.nonzero(norms == 0).flatten()
+    if zero.numel():
+        count = int(zero.numel())
+        raise ValueError(message(count, f"{zero[:5].tolist()}{'...' if count > 5 else ''}"))

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._checks import as_tensor, check_finite, describe
+from ._checks import as_tensor, check_finite, check_int_pair, check_nonzero_norms, describe
 
 __all__ = ["ConvDictionary", "DenseDictionary", "Dictionary", "as_dictionary",
            "fourier_lipschitz_bound", "power_iteration"]
@@ -169,14 +169,9 @@ class Dictionary(ABC):
     def check_atoms(self, name: str = "D") -> None:
         """Raise ``ValueError`` on NaN/Inf weights or a zero-norm atom."""
         check_finite(self.weight, name)
-        norms = self.atom_norms()
-        zero = torch.nonzero(norms == 0).flatten()
-        if zero.numel():
-            raise ValueError(
-                f"{name} has {zero.numel()} zero-norm atom(s) (indices "
-                f"{zero[:5].tolist()}{'...' if zero.numel() > 5 else ''}); every atom must have "
-                "a non-zero norm"
-            )
+        check_nonzero_norms(self.atom_norms(), lambda count, indices: (
+            f"{name} has {count} zero-norm atom(s) (indices {indices}); every atom must have a "
+            "non-zero norm"))
 
     # -- derived quantities ---------------------------------------------------------------
     def _cache_key(self, signal_shape: tuple[int, ...]) -> tuple:
@@ -309,17 +304,6 @@ class DenseDictionary(Dictionary):
         return self.matrix
 
 
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        pair = (value, value)
-    elif isinstance(value, Sequence) and len(value) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise ValueError(f"{name} must be an int or a pair of ints; got {value!r}")
-    return pair
-
-
 class ConvDictionary(Dictionary):
     """Convolutional dictionary from a filter bank shaped like ``nn.Conv2d.weight``.
 
@@ -345,13 +329,13 @@ class ConvDictionary(Dictionary):
                 "weight must be 4-D (n_filters, in_channels, kh, kw) like nn.Conv2d.weight; "
                 f"got {describe(tensor)}")
         self.filters = tensor
-        self.stride = _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
+        self.stride = check_int_pair(stride, "stride")
+        self.padding = check_int_pair(padding, "padding")
         if min(self.stride) < 1:
             raise ValueError(f"stride must be >= 1; got {stride!r}")
         if min(self.padding) < 0:
             raise ValueError(f"padding must be >= 0; got {padding!r}")
-        self.signal_size = None if signal_size is None else _pair(tuple(signal_size),
+        self.signal_size = None if signal_size is None else check_int_pair(tuple(signal_size),
                                                                   "signal_size")
 
     def __repr__(self) -> str:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._checks import check_nonzero_norms
 from .dictionary import ConvDictionary, DenseDictionary
 from .inference import SolverDivergedError, SparseCodingProblem, sparse_code
 from .io import atomic_directory, to_json, write_bytes, write_text
@@ -456,12 +457,9 @@ def interpret(model: nn.Module, inputs: Any = None, *, input_shape: Sequence[int
     for name, module in layers:
         weight, bias = _layer_weight(module)
         scales = torch.linalg.vector_norm(weight.flatten(1), dim=1)
-        zero = torch.nonzero(scales == 0).flatten()
-        if zero.numel():
-            raise ValueError(
-                f"layer {name!r} has {zero.numel()} zero filter(s) (output units "
-                f"{zero[:5].tolist()}); a zero filter has no atom w/||w|| and no threshold "
-                "-b/||w||")
+        check_nonzero_norms(scales, lambda count, indices, name=name: (
+            f"layer {name!r} has {count} zero filter(s) (output units {indices}); a zero filter "
+            "has no atom w/||w|| and no threshold -b/||w||"))
         atoms = weight / scales.view((-1,) + (1,) * (weight.ndim - 1))
         biases = torch.zeros_like(scales) if bias is None else bias
         thresholds = -biases / scales

@@ -1,4 +1,4 @@
-"""The fast k-step path of SparseConv2d (sparsecnn.nn.fused) against the engine's loops.
+"""The fast k-step path of SparseConv2d (sparsecnn.nn.unrolled_function) against the engine's loops.
 
 The reference is :func:`sparsecnn.nn.functional.unrolled_codes` on a ``LayerProblem``: the
 engine's ``proximal_gradient`` / ``lca`` loops (code-space gradient ``D^T D a``,
@@ -16,10 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from sparsecnn import ConvDictionary
-from sparsecnn.nn import SparseConv2d, fused, native, sparse_conv2d
+from sparsecnn.nn import SparseConv2d, backends, native, sparse_conv2d, unrolling
+from sparsecnn.nn.backends import conv_synthesis
 from sparsecnn.nn.functional import LayerProblem, atoms_and_scales, unrolled_codes
-from sparsecnn.nn.fused import ConvUnrolling, conv_synthesis, unrolled_conv_codes
 from sparsecnn.nn.lipschitz import conv_lipschitz
+from sparsecnn.nn.unrolled_function import unrolled_conv_codes
+from sparsecnn.nn.unrolling import ConvUnrolling
 
 DTYPE = torch.float64
 GEOMETRIES = [((1, 1), (1, 1)), ((2, 2), (1, 1)), ((2, 1), (0, 2))]
@@ -50,7 +52,7 @@ def use_kernels(kernels: str, monkeypatch) -> None:
     if kernels == "native" and not native.available():
         pytest.skip("native kernels unavailable (no C++ compiler, or SPARSECNN_NATIVE=0)")
     if kernels == "torch":
-        monkeypatch.setattr(fused, "_native", lambda *arguments: False)
+        monkeypatch.setattr(backends, "native_applies", lambda *arguments: False)
 
 
 @pytest.mark.parametrize("method", ["ista", "fista", "lca"])
@@ -260,8 +262,6 @@ def test_module_forward_without_gradient_equals_with_gradient():
 def test_layer_output_and_gradients_do_not_depend_on_the_chunk_size(method, monkeypatch):
     """SparseConv2d through the automatic chunking (CHUNK_BYTES = 1: one signal a chunk)
     equals the whole batch in one chunk, output and every parameter gradient."""
-    from sparsecnn.nn import fused
-
     layer = SparseConv2d(2, 4, 3, stride=2, padding=1, n_iter=5, method=method, dtype=DTYPE,
                          generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
@@ -270,13 +270,13 @@ def test_layer_output_and_gradients_do_not_depend_on_the_chunk_size(method, monk
                     requires_grad=True)
     results = {}
     for chunk_bytes in (1, 2 ** 40):
-        monkeypatch.setattr(fused, "CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(unrolling, "CHUNK_BYTES", chunk_bytes)
         output = layer(x)
         results[chunk_bytes] = (output, *torch.autograd.grad(
             output.square().sum(), (x, layer.weight, layer.bias)))
     settings = ConvUnrolling(method, 5, 1.0, True, True, (2, 2), (1, 1))
-    assert fused.batch_chunk(x, layer.weight, settings) >= 5
-    monkeypatch.setattr(fused, "CHUNK_BYTES", 1)
-    assert fused.batch_chunk(x, layer.weight, settings) == 1
+    assert unrolling.batch_chunk(x, layer.weight, settings) >= 5
+    monkeypatch.setattr(unrolling, "CHUNK_BYTES", 1)
+    assert unrolling.batch_chunk(x, layer.weight, settings) == 1
     for chunked, whole in zip(results[1], results[2 ** 40], strict=True):
         torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=1e-13)

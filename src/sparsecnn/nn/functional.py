@@ -29,12 +29,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_choice
+from .._checks import check_choice, check_nonzero_norms, check_positive_int
 from ..dictionary import ConvDictionary, DenseDictionary
 from ..inference import SparseCodingProblem
 from ..inference.lca import lca
 from ..inference.proximal_gradient import proximal_gradient
-from .fused import ConvUnrolling, unrolled_conv_codes
+from .unrolled_function import unrolled_conv_codes
+from .unrolling import ConvUnrolling
 
 __all__ = ["METHODS", "LayerProblem", "atoms_and_scales", "sparse_conv2d", "sparse_linear",
            "unrolled_codes"]
@@ -47,13 +48,10 @@ def atoms_and_scales(weight: torch.Tensor, name: str = "weight"
     """Split a weight (rows/filters ``w_i`` along dim 0) into unit-norm atoms ``w_i/||w_i||`` and
     scales ``||w_i||``; raise ``ValueError`` on a zero filter (it has no atom)."""
     scales = torch.linalg.vector_norm(weight.flatten(1), dim=1)
-    zero = torch.nonzero(scales == 0).flatten()
-    if zero.numel():
-        raise ValueError(
-            f"{name} has {zero.numel()} zero filter(s) (output channels "
-            f"{zero[:5].tolist()}{'...' if zero.numel() > 5 else ''}); a zero filter has no "
-            "unit-norm atom d = w/||w|| and no threshold -b/||w||: remove the channel or "
-            "re-initialise it")
+    check_nonzero_norms(scales, lambda count, indices: (
+        f"{name} has {count} zero filter(s) (output channels {indices}); a zero filter has no "
+        "unit-norm atom d = w/||w|| and no threshold -b/||w||: remove the channel or "
+        "re-initialise it"))
     shape = (-1,) + (1,) * (weight.ndim - 1)
     return weight / scales.view(shape), scales
 
@@ -76,9 +74,13 @@ def unrolled_codes(problem: SparseCodingProblem, n_iter: int, method: str,
                              step_size=1.0 / lipschitz)[0]
 
 
+def check_n_iter(n_iter: int) -> int:
+    """``n_iter``, the number of steps of a layer: an integer ``>= 0`` (0: one-shot ``ReLU``)."""
+    return check_positive_int(n_iter, "n_iter", minimum=0)
+
+
 def _check_iterations(n_iter: int, method: str, lipschitz: float | None) -> None:
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
-        raise ValueError(f"n_iter must be an integer >= 0; got {n_iter!r}")
+    check_n_iter(n_iter)
     check_choice(method, "method", METHODS)
     if n_iter > 0 and (lipschitz is None or not math.isfinite(lipschitz) or lipschitz <= 0):
         raise ValueError(f"lipschitz must be a finite number > 0 when n_iter > 0; got "

@@ -35,8 +35,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._checks import check_choice
 from ..dictionary import ConvDictionary, DenseDictionary
-from .functional import atoms_and_scales
+from .functional import METHODS, atoms_and_scales, check_n_iter
 from .layers import SparseConv2d, SparseLinear
 
 __all__ = ["HierarchicalSparseCoding", "SparseCodingClassifier"]
@@ -165,15 +166,14 @@ class HierarchicalSparseCoding(nn.Sequential):
 
     def set_inference(self, n_iter: int | None = None, method: str | None = None) -> None:
         """Set ``n_iter`` and/or ``method`` of every layer (same parameters, other inference)."""
+        if n_iter is not None:
+            n_iter = check_n_iter(n_iter)
+        if method is not None:
+            check_choice(method, "method", METHODS)
         for layer in self.sparse_layers:
             if n_iter is not None:
-                if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
-                    raise ValueError(f"n_iter must be an integer >= 0; got {n_iter!r}")
                 layer.n_iter = n_iter
             if method is not None:
-                if method not in ("ista", "fista", "lca"):
-                    raise ValueError(f"method must be one of 'ista', 'fista', 'lca'; got "
-                                     f"{method!r}")
                 layer.method = method
 
     def codes(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -27,28 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_choice
+from .._checks import check_choice, check_int_pair, check_positive_int
 from ..dictionary import ConvDictionary, DenseDictionary
-from .functional import METHODS, atoms_and_scales, sparse_conv2d, sparse_linear
+from .functional import METHODS, atoms_and_scales, check_n_iter, sparse_conv2d, sparse_linear
 from .lipschitz import LipschitzCache
 from .parametrizations import register_proper_prior, unit_norm_weight
 
 __all__ = ["SparseConv2d", "SparseLinear"]
-
-
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value, value)
-    if isinstance(value, Sequence) and len(value) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
-        return (int(value[0]), int(value[1]))
-    raise ValueError(f"{name} must be an int or a pair of ints; got {value!r}")
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
-    return value
 
 
 class _SparseCodingLayer(nn.Module):
@@ -60,9 +45,7 @@ class _SparseCodingLayer(nn.Module):
     def _setup(self, weight_shape: tuple[int, ...], fan_in: int, bias: bool, n_iter: int,
                method: str, nonneg: bool, proper_prior: bool, unit_norm: bool, restart: bool,
                device: Any, dtype: Any, generator: torch.Generator | None) -> None:
-        if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
-            raise ValueError(f"n_iter must be an integer >= 0; got {n_iter!r}")
-        self.n_iter = n_iter
+        self.n_iter = check_n_iter(n_iter)
         self.method = check_choice(method, "method", METHODS)
         self.nonneg = bool(nonneg)
         self.proper_prior = bool(proper_prior)
@@ -203,11 +186,11 @@ class SparseConv2d(_SparseCodingLayer):
                  restart: bool = True, device: Any = None, dtype: Any = None,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
+        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.out_channels = check_positive_int(out_channels, "out_channels")
+        self.kernel_size = check_int_pair(kernel_size, "kernel_size")
+        self.stride = check_int_pair(stride, "stride")
+        self.padding = check_int_pair(padding, "padding")
         if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
             raise ValueError(
                 f"kernel_size and stride must be >= 1 and padding >= 0; got kernel_size="
@@ -283,8 +266,8 @@ class SparseLinear(_SparseCodingLayer):
                  device: Any = None, dtype: Any = None,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.in_features = _positive_int(in_features, "in_features")
-        self.out_features = _positive_int(out_features, "out_features")
+        self.in_features = check_positive_int(in_features, "in_features")
+        self.out_features = check_positive_int(out_features, "out_features")
         self._setup((self.out_features, self.in_features), self.in_features, bias, n_iter,
                     method, nonneg, proper_prior, unit_norm, restart, device, dtype, generator)
 
