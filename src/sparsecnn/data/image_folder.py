@@ -19,6 +19,8 @@ from .split import DatasetSplit, check_fraction, choose_subset, split_from_array
 __all__ = ["IMAGE_SUFFIXES", "is_image_folder", "list_image_folder", "load_image_folder"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# PNG and JPEG signatures: a file with neither is refused before any decoder guesses at it
+_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 _MODES = {1: "grayscale", 3: "RGB", 4: "RGBA"}
 _MAX_VALUE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
@@ -69,10 +71,16 @@ def _describe(array: np.ndarray) -> str:
 def _read_image(path: Path) -> np.ndarray:
     from skimage.io import imread
 
+    with open(path, "rb") as handle:
+        start = handle.read(8)
+    if not start.startswith(_SIGNATURES):
+        raise DataFileError(path, "unreadable image: not a PNG or JPEG file (it does not start "
+                                  "with their signature bytes)")
     try:
         array = np.asarray(imread(path))
     except Exception as error:  # every backend error of a damaged file is the same problem
-        raise DataFileError(path, f"unreadable image ({type(error).__name__}: {error})"
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        raise DataFileError(path, f"unreadable image ({type(error).__name__}: {first_line})"
                             ) from None
     channels = 1 if array.ndim == 2 else (array.shape[2] if array.ndim == 3 else 0)
     if channels not in _MODES or array.dtype not in _MAX_VALUE:
