@@ -8,7 +8,7 @@
 * :mod:`~sparsecnn.data.feature_world` -- feature-world dataset directories;
 * :mod:`~sparsecnn.data.registry` -- :func:`load_dataset` of a name or a path;
 * :mod:`~sparsecnn.data.split` -- :class:`DatasetSplit` and the seeded stratified splits;
-* :mod:`~sparsecnn.data.file_errors` -- :class:`DataFileError` and bounded reading.
+* :mod:`~sparsecnn.data.file_reading` -- :class:`DataFileError` and bounded reading.
 """
 
 from .cifar import load_cifar, read_cifar_records
@@ -20,7 +20,7 @@ from .embedded import (
     whiten_image,
     whitening_filter,
 )
-from .file_errors import DataFileError
+from .file_reading import DataFileError
 from .idx import load_idx_dataset, read_idx
 from .image_folder import load_image_folder
 from .registry import DatasetNotFoundError, dataset_search_path, find_named_dataset, load_dataset

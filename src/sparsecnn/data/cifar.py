@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .._checks import check_choice
-from .file_errors import DataFileError
+from .file_reading import DataFileError
 from .split import DatasetSplit, split_from_arrays
 
 __all__ = ["CIFAR_PIXELS", "is_cifar_directory", "load_cifar", "read_cifar_records"]

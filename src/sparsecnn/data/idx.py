@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .file_errors import (
+from .file_reading import (
     MAX_DEFLATE_RATIO,
     DataFileError,
     is_gzip,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .file_errors import DataFileError
+from .file_reading import DataFileError
 from .split import DatasetSplit, check_fraction, choose_subset, split_from_arrays, stratified_halves
 
 __all__ = ["IMAGE_SUFFIXES", "is_image_folder", "list_image_folder", "load_image_folder"]
