@@ -54,5 +54,27 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/run.py
 
+# Fashion-MNIST from Debian's package (four IDX files in /usr/share/datasets/fashion-mnist):
+# installed when running as root with apt, else one line says how to get it; $SPARSECNN_DATA
+# holding the files also counts.
+FASHION_MNIST_DEB := /usr/share/datasets/fashion-mnist
+FASHION_MNIST_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz \
+	t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
+
+.PHONY: data-fashion-mnist
+data-fashion-mnist:
+	@for dir in "$${SPARSECNN_DATA:+$$SPARSECNN_DATA/fashion-mnist}" "$(FASHION_MNIST_DEB)"; do \
+	  [ -n "$$dir" ] || continue; found=yes; \
+	  for f in $(FASHION_MNIST_FILES); do [ -f "$$dir/$$f" ] || found=no; done; \
+	  if [ $$found = yes ]; then echo "Fashion-MNIST: $$dir"; exit 0; fi; \
+	done; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get install -y dataset-fashion-mnist || { apt-get update && \
+	    apt-get install -y dataset-fashion-mnist; }; \
+	else \
+	  echo "Fashion-MNIST not found: apt-get install dataset-fashion-mnist (as root), or put the four IDX files ($(FASHION_MNIST_FILES)) in \$$SPARSECNN_DATA/fashion-mnist" >&2; \
+	  exit 1; \
+	fi
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -10,25 +10,20 @@
   (THEORY.md C7).
 * :func:`natural_image_patches` -- random ``p x p`` patches of the whitened images, the
   training signals of dictionary learning (THEORY.md check 25).
-* :func:`load_dataset` -- ``"digits"`` or a feature-world dataset directory (written by
-  ``sparsecnn generate``, read by :mod:`sparsecnn.features`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import features
-from ._checks import check_positive_float, check_positive_int
+from .._checks import check_positive_float, check_positive_int
+from .split import DatasetSplit, check_fraction
 
 __all__ = [
     "NATURAL_IMAGE_NAMES",
-    "DatasetSplit",
-    "load_dataset",
     "load_digits_split",
     "natural_image_patches",
     "natural_images",
@@ -37,33 +32,6 @@ __all__ = [
 ]
 
 NATURAL_IMAGE_NAMES = ("china", "flower", "camera", "astronaut", "coffee")
-
-
-@dataclass
-class DatasetSplit:
-    """A labelled train/test split; images are ``(n, C, H, W)`` floats, labels ``int64``."""
-
-    name: str
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    n_classes: int
-
-    @property
-    def image_shape(self) -> tuple[int, ...]:
-        return tuple(self.train_images.shape[1:])
-
-    def to(self, dtype: torch.dtype) -> DatasetSplit:
-        return DatasetSplit(self.name, self.train_images.to(dtype), self.train_labels,
-                            self.test_images.to(dtype), self.test_labels, self.n_classes)
-
-
-def _check_fraction(value: float, name: str) -> float:
-    number = check_positive_float(value, name)
-    if not number < 1:
-        raise ValueError(f"{name} must be in (0, 1); got {value!r}")
-    return number
 
 
 def load_digits_split(seed: int = 0, test_fraction: float = 0.5,
@@ -76,7 +44,7 @@ def load_digits_split(seed: int = 0, test_fraction: float = 0.5,
 
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
-    test_fraction = _check_fraction(test_fraction, "test_fraction")
+    test_fraction = check_fraction(test_fraction, "test_fraction")
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float64)[:, None, :, :]
     labels = digits.target.astype(np.int64)
@@ -191,37 +159,3 @@ def natural_image_patches(n_patches: int, patch_size: int = 8, seed: int = 0, *,
         patches = patches - patches.mean(axis=1, keepdims=True)
     patches = patches / patches.std()
     return torch.from_numpy(patches).to(dtype)
-
-
-def load_dataset(name: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> DatasetSplit:
-    """``"digits"`` (:func:`load_digits_split`) or a feature-world dataset directory written
-    by ``sparsecnn generate`` (read and verified by :func:`sparsecnn.features.load_dataset`),
-    split 50/50 (stratified when every class has two images) with ``random_state=seed``."""
-    if not isinstance(name, (str, Path)):
-        raise TypeError(f"dataset must be 'digits' or a path; got {type(name).__name__}")
-    if str(name) == "digits":
-        return load_digits_split(seed=seed, dtype=dtype)
-    path = Path(name)
-    if not path.exists():
-        raise ValueError(f"dataset must be 'digits' or an existing feature-world dataset "
-                         f"directory; got {str(name)!r}, which does not exist")
-    try:
-        loaded = features.load_dataset(path)
-    except FileNotFoundError as error:
-        raise ValueError(f"dataset {str(name)!r} is not a feature-world dataset: {error}"
-                         ) from None
-    images = loaded.sample.images.to(dtype)
-    labels = loaded.sample.labels.to(torch.int64)
-    n_classes = int(loaded.world.n_classes)
-    from sklearn.model_selection import train_test_split
-
-    indices = np.arange(labels.shape[0])
-    label_array = labels.numpy()
-    counts = np.bincount(label_array, minlength=n_classes)
-    stratify = label_array if counts[counts > 0].min() >= 2 else None
-    train_idx, test_idx = train_test_split(indices, test_size=0.5, random_state=int(seed),
-                                           stratify=stratify)
-    train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
-    return DatasetSplit(name=path.name, train_images=images[train_idx],
-                        train_labels=labels[train_idx], test_images=images[test_idx],
-                        test_labels=labels[test_idx], n_classes=n_classes)
