@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -71,6 +71,28 @@ class SparseCodeResult:
     history: Any = None
     orthogonality_gap: float | None = None
     extras: dict = field(default_factory=dict)
+
+
+class SolverRun(NamedTuple):
+    """What one solver hands back to :func:`sparsecnn.sparse_code`.
+
+    Attributes
+    ----------
+    codes : the final iterate ``a^k`` (the problem's shape, dtype and device).
+    n_iter : iterations performed ``k`` (for the homotopy path: the most path segments, or
+        fallback FISTA iterations, any signal used).
+    converged : whether every signal met the stopping rule.
+    step_size : the step used: ``1/L`` for ISTA/FISTA, the Euler step ``dt/tau`` for LCA;
+        ``None`` for the homotopy path, which has no step.
+    history : the energy after every iteration, ``[E(a^0), ..., E(a^k)]``, when requested;
+        else empty.
+    """
+
+    codes: torch.Tensor
+    n_iter: int
+    converged: bool
+    step_size: float | None
+    history: list[torch.Tensor]
 
 
 def _reduce_per_sample(values: torch.Tensor) -> torch.Tensor:
