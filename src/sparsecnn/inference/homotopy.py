@@ -441,8 +441,8 @@ def homotopy_sparse_code(problem: SparseCodingProblem, *, max_iter: int, tol: fl
         if unsolved.numel():
             lam_rows = problem.lam[unsolved] if problem.lam.ndim == 2 and \
                 problem.lam.shape[0] > 1 else problem.lam
-            subproblem = SparseCodingProblem(x[unsolved], problem.D, lam_rows,
-                                             nonneg=problem.nonneg, allow_negative_lam=True)
+            subproblem = SparseCodingProblem.from_validated(x[unsolved], problem.D, lam_rows,
+                                                            problem.nonneg)
             fallback = shrinking_fista(subproblem, max_iter=max_iter, tol=tol)
             codes[unsolved] = fallback.codes
             n_iter, converged = max(n_iter, fallback.n_iter), fallback.converged

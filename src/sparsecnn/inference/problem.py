@@ -99,6 +99,46 @@ def _reduce_per_sample(values: torch.Tensor) -> torch.Tensor:
     return values.flatten(1).sum(1)
 
 
+def _validated_lam(lam: Any, x: torch.Tensor, dictionary: ConvDictionary | DenseDictionary,
+                   code_shape: tuple[int, ...], nonneg: bool, allow_negative_lam: bool
+                   ) -> torch.Tensor:
+    """``lam`` as a finite tensor of ``x``'s dtype and device broadcastable to the codes,
+    ``>= 0`` unless ``allow_negative_lam`` (with ``nonneg`` only)."""
+    if isinstance(lam, torch.Tensor):
+        check_same_dtype_device(x, "x", lam, "lam")
+        tensor = lam
+    else:
+        tensor, _ = as_tensor(lam, "lam", dtype=x.dtype, device=x.device)
+    check_finite(tensor, "lam")
+    if isinstance(dictionary, ConvDictionary) and tensor.ndim == 1 and \
+            tensor.shape[0] == dictionary.n_filters:
+        tensor = tensor.view(-1, 1, 1)  # one threshold per channel
+    try:
+        torch.broadcast_shapes(tensor.shape, code_shape)
+    except RuntimeError:
+        raise ValueError(
+            f"lam must be a scalar or broadcastable to the codes of shape "
+            f"{code_shape} (per atom, per channel or per coefficient); got shape "
+            f"{tuple(tensor.shape)}") from None
+    if len(torch.broadcast_shapes(tensor.shape, code_shape)) != len(code_shape):
+        raise ValueError(
+            f"lam has more dimensions than the codes of shape {code_shape}; got "
+            f"shape {tuple(tensor.shape)}")
+    if tensor.numel() and float(tensor.detach().min()) < 0:
+        if not allow_negative_lam:
+            raise ValueError(
+                "lam must be >= 0 (the energy's l1 weight); got minimum "
+                f"{float(tensor.detach().min()):.6g}. Negative thresholds (positive CNN "
+                "biases) are the modified model of THEORY.md A.4: pass "
+                "allow_negative_lam=True with "
+                "nonneg=True to opt in")
+        if not nonneg:
+            raise ValueError(
+                "allow_negative_lam=True requires nonneg=True: with signed codes a negative "
+                "lam makes the energy unbounded below")
+    return tensor
+
+
 class SparseCodingProblem:
     """One validated problem ``(x, D, lam, nonneg)`` with its precomputed quantities."""
 
@@ -107,65 +147,53 @@ class SparseCodingProblem:
         dictionary = as_dictionary(D, "D")
         dictionary.check_atoms("D")
         if isinstance(x, torch.Tensor):
-            signal, self.numpy_input = x, False
+            signal, numpy_input = x, False
             check_same_dtype_device(dictionary.weight, "D", signal, "x")
         else:
-            signal, self.numpy_input = as_tensor(x, "x", dtype=dictionary.dtype,
-                                                 device=dictionary.device)
+            signal, numpy_input = as_tensor(x, "x", dtype=dictionary.dtype,
+                                            device=dictionary.device)
         if not signal.is_floating_point():
             raise TypeError(f"x must be a floating tensor; got {describe(signal)}")
-        self.squeeze = isinstance(dictionary, DenseDictionary) and signal.ndim == 1
-        if self.squeeze:
+        squeeze = isinstance(dictionary, DenseDictionary) and signal.ndim == 1
+        if squeeze:
             signal = signal.unsqueeze(0)
         dictionary.check_signal(signal, "x")
         check_finite(signal, "x")
-        self.x = signal
+        code_shape = (signal.shape[0], *dictionary.code_shape(signal.shape[1:]))
+        lam_tensor = _validated_lam(lam, signal, dictionary, code_shape, bool(nonneg),
+                                    allow_negative_lam)
+        self._init_fields(signal, dictionary, lam_tensor, nonneg, numpy_input=numpy_input,
+                          squeeze=squeeze)
+
+    @classmethod
+    def from_validated(cls, x: torch.Tensor, dictionary: ConvDictionary | DenseDictionary,
+                       lam: torch.Tensor, nonneg: bool) -> SparseCodingProblem:
+        """The problem of signals ``x`` (batch first), ``dictionary`` and ``lam`` (a tensor
+        broadcastable to the codes) that the caller has already checked: no validation and
+        no scan of the inputs (torch in, torch out)."""
+        problem = cls.__new__(cls)
+        problem._init_fields(x, dictionary, lam, nonneg)
+        return problem
+
+    def _init_fields(self, x: torch.Tensor, dictionary: ConvDictionary | DenseDictionary,
+                     lam: torch.Tensor, nonneg: bool, *, numpy_input: bool = False,
+                     squeeze: bool = False) -> None:
+        """Every field of a problem, set here only, so that every constructor (and a subclass
+        such as :class:`sparsecnn.nn.functional.LayerProblem`) sets them all."""
+        self.x = x
         self.D = dictionary
+        self.lam = lam
         self.nonneg = bool(nonneg)
-        self.signal_shape = tuple(signal.shape)
-        self.code_shape = (signal.shape[0], *dictionary.code_shape(signal.shape[1:]))
-        self.lam = self._prepare_lam(lam, allow_negative_lam)
-        self.correlation = dictionary.analysis(signal)  # D^T x
+        self.numpy_input = numpy_input  # present results as numpy: the signal was numpy
+        self.squeeze = squeeze  # present results without the batch axis: one 1-D signal
+        self.signal_shape = tuple(x.shape)
+        self.code_shape = (x.shape[0], *dictionary.code_shape(x.shape[1:]))
+        self.correlation = dictionary.analysis(x)  # D^T x
         self._gram = None
         if isinstance(dictionary, DenseDictionary) and dictionary.n_atoms <= 2 * \
                 dictionary.n_features:
             # a @ G costs m^2 per signal against 2nm for D^T (D a): cheaper when m <= 2n
             self._gram = dictionary.gram()
-
-    def _prepare_lam(self, lam: Any, allow_negative_lam: bool) -> torch.Tensor:
-        if isinstance(lam, torch.Tensor):
-            check_same_dtype_device(self.x, "x", lam, "lam")
-            tensor = lam
-        else:
-            tensor, _ = as_tensor(lam, "lam", dtype=self.x.dtype, device=self.x.device)
-        check_finite(tensor, "lam")
-        if isinstance(self.D, ConvDictionary) and tensor.ndim == 1 and \
-                tensor.shape[0] == self.D.n_filters:
-            tensor = tensor.view(-1, 1, 1)  # one threshold per channel
-        try:
-            torch.broadcast_shapes(tensor.shape, self.code_shape)
-        except RuntimeError:
-            raise ValueError(
-                f"lam must be a scalar or broadcastable to the codes of shape "
-                f"{self.code_shape} (per atom, per channel or per coefficient); got shape "
-                f"{tuple(tensor.shape)}") from None
-        if len(torch.broadcast_shapes(tensor.shape, self.code_shape)) != len(self.code_shape):
-            raise ValueError(
-                f"lam has more dimensions than the codes of shape {self.code_shape}; got "
-                f"shape {tuple(tensor.shape)}")
-        if tensor.numel() and float(tensor.detach().min()) < 0:
-            if not allow_negative_lam:
-                raise ValueError(
-                    "lam must be >= 0 (the energy's l1 weight); got minimum "
-                    f"{float(tensor.detach().min()):.6g}. Negative thresholds (positive CNN "
-                    "biases) are the modified model of THEORY.md A.4: pass "
-                    "allow_negative_lam=True with "
-                    "nonneg=True to opt in")
-            if not self.nonneg:
-                raise ValueError(
-                    "allow_negative_lam=True requires nonneg=True: with signed codes a negative "
-                    "lam makes the energy unbounded below")
-        return tensor
 
     # -- pieces every algorithm uses ---------------------------------------------------------
     def normal(self, codes: torch.Tensor) -> torch.Tensor:
