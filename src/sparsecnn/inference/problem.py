@@ -24,15 +24,6 @@ import torch
 from .._checks import as_tensor, check_finite, check_same_dtype_device, describe
 from ..dictionary import ConvDictionary, DenseDictionary, as_dictionary
 
-__all__ = [
-    "ConvergenceWarning",
-    "SolverDivergedError",
-    "SparseCodeResult",
-    "SparseCodingProblem",
-    "energy",
-    "optimality_gap",
-]
-
 
 class ConvergenceWarning(UserWarning):
     """An iterative solver stopped at ``max_iter`` before meeting its stopping criterion."""
@@ -99,16 +90,22 @@ def _reduce_per_sample(values: torch.Tensor) -> torch.Tensor:
     return values.flatten(1).sum(1)
 
 
+def tensor_like(value: Any, name: str, x: torch.Tensor) -> torch.Tensor:
+    """``value`` as a tensor of ``x``'s dtype and device: a tensor must already have them (no
+    silent copy or cast of what the caller may differentiate), anything else is converted."""
+    if isinstance(value, torch.Tensor):
+        check_same_dtype_device(x, "x", value, name)
+        return value
+    tensor, _ = as_tensor(value, name, dtype=x.dtype, device=x.device)
+    return tensor
+
+
 def _validated_lam(lam: Any, x: torch.Tensor, dictionary: ConvDictionary | DenseDictionary,
                    code_shape: tuple[int, ...], nonneg: bool, allow_negative_lam: bool
                    ) -> torch.Tensor:
     """``lam`` as a finite tensor of ``x``'s dtype and device broadcastable to the codes,
     ``>= 0`` unless ``allow_negative_lam`` (with ``nonneg`` only)."""
-    if isinstance(lam, torch.Tensor):
-        check_same_dtype_device(x, "x", lam, "lam")
-        tensor = lam
-    else:
-        tensor, _ = as_tensor(lam, "lam", dtype=x.dtype, device=x.device)
+    tensor = tensor_like(lam, "lam", x)
     check_finite(tensor, "lam")
     if isinstance(dictionary, ConvDictionary) and tensor.ndim == 1 and \
             tensor.shape[0] == dictionary.n_filters:
@@ -243,11 +240,7 @@ class SparseCodingProblem:
 
     def as_codes(self, value: Any, name: str) -> torch.Tensor:
         """Validate ``value`` as codes of this problem (dtype, device, shape, finiteness)."""
-        if isinstance(value, torch.Tensor):
-            check_same_dtype_device(self.x, "x", value, name)
-            tensor = value
-        else:
-            tensor, _ = as_tensor(value, name, dtype=self.x.dtype, device=self.x.device)
+        tensor = tensor_like(value, name, self.x)
         if self.squeeze and tensor.ndim == 1:
             tensor = tensor.unsqueeze(0)
         if tuple(tensor.shape) != self.code_shape:
