@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import random_batch_problem, sklearn_lasso_codes
+from helpers import random_batch_problem, sklearn_lasso_codes
 
 import sparsecnn as sc
 from sparsecnn.inference.active_set import (
