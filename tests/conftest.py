@@ -1,10 +1,11 @@
-"""Shared fixtures: THEORY.md Part D defaults (float64, D = Q of a 64x64 Gaussian matrix)."""
+"""Shared fixtures: THEORY.md Part D defaults (float64, D = Q of a 64x64 Gaussian matrix).
+
+Helpers that tests import are in ``helpers.py``."""
 
 from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import settings
@@ -37,37 +38,3 @@ def overcomplete_dictionary(generator: torch.Generator) -> torch.Tensor:
 def signals(generator: torch.Generator) -> torch.Tensor:
     """A batch of x ~ N(0, I_64)."""
     return torch.randn(6, 64, generator=generator, dtype=torch.float64)
-
-
-def haar_filters(dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """The orthonormal 2x2 Haar bank: average, horizontal, vertical and diagonal detail."""
-    bank = np.array([
-        [[1, 1], [1, 1]],
-        [[1, 1], [-1, -1]],
-        [[1, -1], [1, -1]],
-        [[1, -1], [-1, 1]],
-    ], dtype=np.float64) / 2.0
-    return torch.tensor(bank, dtype=dtype).unsqueeze(1)
-
-
-def random_batch_problem(seed: int, n_signals: int, n_features: int, n_atoms: int,
-                         zero_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Signals ``(n_signals, n_features)`` and unit-norm atoms ``(n_features, n_atoms)``;
-    the first ``zero_fraction`` of the signals are scaled by 0.01 (all-zero solution)."""
-    rng = np.random.default_rng(seed)
-    D = rng.standard_normal((n_features, n_atoms))
-    D /= np.linalg.norm(D, axis=0)
-    x = rng.standard_normal((n_signals, n_features))
-    x[: int(n_signals * zero_fraction)] *= 0.01
-    return x, D
-
-
-def sklearn_lasso_codes(x: np.ndarray, D: np.ndarray, lam: float, nonneg: bool,
-                        tol: float = 1e-14) -> np.ndarray:
-    """scikit-learn's Lasso per signal: it minimises 1/(2 n) ||y - X w||^2 + alpha ||w||_1
-    with n = n_features here, so alpha = lam / n_features gives our minimiser."""
-    from sklearn.linear_model import Lasso
-
-    model = Lasso(alpha=lam / D.shape[0], fit_intercept=False, positive=nonneg, tol=tol,
-                  max_iter=1_000_000)
-    return np.stack([model.fit(D, row).coef_.copy() for row in x])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import haar_filters
+from helpers import haar_filters
 
 import sparsecnn as sc
 

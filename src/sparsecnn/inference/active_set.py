@@ -33,7 +33,7 @@ import math
 import torch
 
 from ..dictionary import DenseDictionary
-from .problem import SparseCodingProblem, check_iterate
+from .problem import SolverRun, SparseCodingProblem, check_iterate
 
 __all__ = ["exact_lipschitz", "shrinking_fista", "uses_fast_dense_path", "zero_is_optimal"]
 
@@ -97,13 +97,12 @@ class _Batch:
 
 def shrinking_fista(problem: SparseCodingProblem, *, max_iter: int, tol: float,
                     init: torch.Tensor | None = None, step_size: float | None = None,
-                    restart: bool = True, check_every: int = 5
-                    ) -> tuple[torch.Tensor, int, bool, float]:
+                    restart: bool = True, check_every: int = 5) -> SolverRun:
     """FISTA with exact zero screening and per-signal shrinking (see the module docstring).
 
     ``problem`` must have a :class:`DenseDictionary`; nothing may require grad.  Returns the
     codes, the largest number of iterations any signal used, whether every signal met the
-    stopping rule, and the step size ``1/L``.
+    stopping rule, and the step size ``1/L`` (no energy history).
     """
     if not isinstance(problem.D, DenseDictionary):
         raise TypeError(f"shrinking_fista needs a DenseDictionary; got {type(problem.D).__name__}")
@@ -115,7 +114,7 @@ def shrinking_fista(problem: SparseCodingProblem, *, max_iter: int, tol: float,
 
 def _solve(problem: SparseCodingProblem, max_iter: int, tol: float,
            init: torch.Tensor | None, step: float, lipschitz: float, restart: bool,
-           check_every: int) -> tuple[torch.Tensor, int, bool, float]:
+           check_every: int) -> SolverRun:
     x = problem.x.detach()
     matrix = problem.D.matrix.detach()
     correlation = problem.correlation.detach()
@@ -203,7 +202,7 @@ def _solve(problem: SparseCodingProblem, max_iter: int, tol: float,
     if batch.index.numel():
         codes[batch.index] = batch.codes
     check_iterate(codes, "fista", n_iter)
-    return codes, n_iter, converged, step
+    return SolverRun(codes, n_iter, converged, step, [])
 
 
 def _gap(batch: _Batch, rows: torch.Tensor, prox_point, threshold, lipschitz: float

@@ -43,7 +43,7 @@ from .._checks import (
     check_same_dtype_device,
     describe,
 )
-from .problem import ConvergenceWarning, SparseCodeResult, check_iterate
+from .problem import ConvergenceWarning, SparseCodeResult, check_iterate, tensor_like
 from .proximal_gradient import fista_momentum
 
 __all__ = ["CircularConvOperator", "circular_energy", "circular_sparse_code"]
@@ -143,11 +143,7 @@ def _prepare(x: Any, filters: Any, lam: Any, nonneg: bool
     if bool((norms == 0).any()):
         raise ValueError(f"filters has {int((norms == 0).sum())} zero-norm filter(s); every "
                          "filter must have a non-zero norm")
-    if isinstance(lam, torch.Tensor):
-        check_same_dtype_device(signal, "x", lam, "lam")
-        threshold = lam
-    else:
-        threshold, _ = as_tensor(lam, "lam", dtype=signal.dtype, device=signal.device)
+    threshold = tensor_like(lam, "lam", signal)
     check_finite(threshold, "lam")
     if threshold.ndim == 1 and threshold.shape[0] == weight.shape[0]:
         threshold = threshold.view(-1, 1, 1)
@@ -171,11 +167,7 @@ def circular_energy(x: Any, filters: Any, codes: Any, lam: Any, *, nonneg: bool 
     """Energy per image ``1/2 ||x - D a||^2 + sum_i lam_i |a_i|`` of the circular
     dictionary (``+inf`` where ``nonneg`` and a code is negative)."""
     signal, weight, threshold, numpy_input = _prepare(x, filters, lam, nonneg)
-    if isinstance(codes, torch.Tensor):
-        check_same_dtype_device(signal, "x", codes, "codes")
-        code_tensor = codes
-    else:
-        code_tensor, _ = as_tensor(codes, "codes", dtype=signal.dtype, device=signal.device)
+    code_tensor = tensor_like(codes, "codes", signal)
     expected = (signal.shape[0], weight.shape[0], *signal.shape[2:])
     if tuple(code_tensor.shape) != expected:
         raise ValueError(f"codes must have shape {expected}; got shape "
@@ -205,7 +197,20 @@ def _threshold(values: torch.Tensor, theta: torch.Tensor, nonneg: bool) -> torch
 def circular_sparse_code(x: Any, filters: Any, lam: Any, *, nonneg: bool = False,
                          max_iter: int = 1000, tol: float = 1e-6, restart: bool = True,
                          warn: bool = True, check_every: int = 1) -> SparseCodeResult:
-    """Solve ``min_a 1/2 ||x - sum_k d_k (*) a_k||^2 + sum_i lam_i |a_i|`` (circular).
+    """Solve ``min_a 1/2 ||x - D a||^2 + sum_i lam_i |a_i|`` (``a >= 0`` and penalty
+    ``sum_i lam_i a_i`` with ``nonneg``) for the circular convolutional dictionary::
+
+        (D a)_c = sum_k d_{k,c} (*) a_k,     hat(D a)_c(w) = sum_k hat d_{k,c}(w) hat a_k(w)
+
+    Circular boundary: the convolution ``(*)`` wraps around the image's edges (filters
+    anchored at the origin), so ``D`` is block-circulant and the 2-D DFT diagonalises it (the
+    right-hand equation, with the filters zero-padded to ``(H, W)``); every coefficient map
+    has the image's size.  FISTA with gradient restart then takes each gradient step per
+    frequency and each threshold in space, with the exact ``L = max_w lambda_max(hat D(w)
+    hat D(w)^H)``, and stops by the rule of :func:`sparsecnn.sparse_code`.  This is a
+    different dictionary from :class:`~sparsecnn.ConvDictionary` (zero padding, strides,
+    codes of the convolution's output size) used by :func:`sparsecnn.sparse_code`, and a
+    no-autograd fast path: inputs that require grad are refused.
 
     Parameters
     ----------

@@ -58,7 +58,7 @@ import torch
 
 from ..dictionary import DenseDictionary
 from .active_set import shrinking_fista
-from .problem import SparseCodingProblem
+from .problem import SolverRun, SparseCodingProblem
 
 __all__ = [
     "DEGENERATE",
@@ -410,14 +410,15 @@ def _run_chunks(gram: np.ndarray, working_gram: np.ndarray, correlation: np.ndar
 
 
 def homotopy_sparse_code(problem: SparseCodingProblem, *, max_iter: int, tol: float
-                         ) -> tuple[torch.Tensor, int, bool]:
+                         ) -> SolverRun:
     """Exact codes of ``problem`` (a :class:`DenseDictionary`, ``lam > 0``, no autograd):
     the homotopy path for every signal, FISTA (same ``max_iter`` and ``tol``) for the signals
     whose path is degenerate or longer than ``max_iter`` segments.
 
     Returns the codes (the problem's dtype and device), the largest number of path segments
     (or FISTA iterations) any signal used, and whether every signal was solved: exactly by the
-    path, or by FISTA meeting its stopping rule.
+    path, or by FISTA meeting its stopping rule; no step size (the path has none) and no
+    energy history.
     """
     if not isinstance(problem.D, DenseDictionary):
         raise TypeError("homotopy_sparse_code needs a DenseDictionary; got "
@@ -440,10 +441,9 @@ def homotopy_sparse_code(problem: SparseCodingProblem, *, max_iter: int, tol: fl
         if unsolved.numel():
             lam_rows = problem.lam[unsolved] if problem.lam.ndim == 2 and \
                 problem.lam.shape[0] > 1 else problem.lam
-            subproblem = SparseCodingProblem(x[unsolved], problem.D, lam_rows,
-                                             nonneg=problem.nonneg, allow_negative_lam=True)
-            fista_codes, fista_iter, converged, _ = shrinking_fista(
-                subproblem, max_iter=max_iter, tol=tol)
-            codes[unsolved] = fista_codes
-            n_iter = max(n_iter, fista_iter)
-    return codes, n_iter, converged
+            subproblem = SparseCodingProblem.from_validated(x[unsolved], problem.D, lam_rows,
+                                                            problem.nonneg)
+            fallback = shrinking_fista(subproblem, max_iter=max_iter, tol=tol)
+            codes[unsolved] = fallback.codes
+            n_iter, converged = max(n_iter, fallback.n_iter), fallback.converged
+    return SolverRun(codes, n_iter, converged, None, [])

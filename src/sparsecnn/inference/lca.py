@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .problem import SparseCodingProblem, check_iterate
+from .problem import SolverRun, SparseCodingProblem, check_iterate
 from .proximal_gradient import _relative_change
 
 __all__ = ["lca"]
@@ -26,8 +26,7 @@ __all__ = ["lca"]
 
 def lca(problem: SparseCodingProblem, *, max_iter: int, tol: float | None,
         init: torch.Tensor | None, step_size: float | None, return_history: bool = False,
-        lipschitz: float | None = None
-        ) -> tuple[torch.Tensor, int, bool, list[torch.Tensor], float]:
+        lipschitz: float | None = None) -> SolverRun:
     """Integrate the LCA dynamics; ``init`` is the initial membrane potential ``u``.
 
     ``tol=None`` runs exactly ``max_iter`` Euler steps with no stopping test (a layer's forward
@@ -55,4 +54,4 @@ def lca(problem: SparseCodingProblem, *, max_iter: int, tol: float | None,
             break
     if tol is not None:
         check_iterate(codes, "lca", n_iter)
-    return codes, n_iter, converged, history, eta
+    return SolverRun(codes, n_iter, converged, eta, history)

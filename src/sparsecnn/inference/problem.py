@@ -16,22 +16,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from .._checks import as_tensor, check_finite, check_same_dtype_device, describe
 from ..dictionary import ConvDictionary, DenseDictionary, as_dictionary
-
-__all__ = [
-    "ConvergenceWarning",
-    "SolverDivergedError",
-    "SparseCodeResult",
-    "SparseCodingProblem",
-    "energy",
-    "optimality_gap",
-]
 
 
 class ConvergenceWarning(UserWarning):
@@ -73,8 +64,76 @@ class SparseCodeResult:
     extras: dict = field(default_factory=dict)
 
 
+class SolverRun(NamedTuple):
+    """What one solver hands back to :func:`sparsecnn.sparse_code`.
+
+    Attributes
+    ----------
+    codes : the final iterate ``a^k`` (the problem's shape, dtype and device).
+    n_iter : iterations performed ``k`` (for the homotopy path: the most path segments, or
+        fallback FISTA iterations, any signal used).
+    converged : whether every signal met the stopping rule.
+    step_size : the step used: ``1/L`` for ISTA/FISTA, the Euler step ``dt/tau`` for LCA;
+        ``None`` for the homotopy path, which has no step.
+    history : the energy after every iteration, ``[E(a^0), ..., E(a^k)]``, when requested;
+        else empty.
+    """
+
+    codes: torch.Tensor
+    n_iter: int
+    converged: bool
+    step_size: float | None
+    history: list[torch.Tensor]
+
+
 def _reduce_per_sample(values: torch.Tensor) -> torch.Tensor:
     return values.flatten(1).sum(1)
+
+
+def tensor_like(value: Any, name: str, x: torch.Tensor) -> torch.Tensor:
+    """``value`` as a tensor of ``x``'s dtype and device: a tensor must already have them (no
+    silent copy or cast of what the caller may differentiate), anything else is converted."""
+    if isinstance(value, torch.Tensor):
+        check_same_dtype_device(x, "x", value, name)
+        return value
+    tensor, _ = as_tensor(value, name, dtype=x.dtype, device=x.device)
+    return tensor
+
+
+def _validated_lam(lam: Any, x: torch.Tensor, dictionary: ConvDictionary | DenseDictionary,
+                   code_shape: tuple[int, ...], nonneg: bool, allow_negative_lam: bool
+                   ) -> torch.Tensor:
+    """``lam`` as a finite tensor of ``x``'s dtype and device broadcastable to the codes,
+    ``>= 0`` unless ``allow_negative_lam`` (with ``nonneg`` only)."""
+    tensor = tensor_like(lam, "lam", x)
+    check_finite(tensor, "lam")
+    if isinstance(dictionary, ConvDictionary) and tensor.ndim == 1 and \
+            tensor.shape[0] == dictionary.n_filters:
+        tensor = tensor.view(-1, 1, 1)  # one threshold per channel
+    try:
+        torch.broadcast_shapes(tensor.shape, code_shape)
+    except RuntimeError:
+        raise ValueError(
+            f"lam must be a scalar or broadcastable to the codes of shape "
+            f"{code_shape} (per atom, per channel or per coefficient); got shape "
+            f"{tuple(tensor.shape)}") from None
+    if len(torch.broadcast_shapes(tensor.shape, code_shape)) != len(code_shape):
+        raise ValueError(
+            f"lam has more dimensions than the codes of shape {code_shape}; got "
+            f"shape {tuple(tensor.shape)}")
+    if tensor.numel() and float(tensor.detach().min()) < 0:
+        if not allow_negative_lam:
+            raise ValueError(
+                "lam must be >= 0 (the energy's l1 weight); got minimum "
+                f"{float(tensor.detach().min()):.6g}. Negative thresholds (positive CNN "
+                "biases) are the modified model of THEORY.md A.4: pass "
+                "allow_negative_lam=True with "
+                "nonneg=True to opt in")
+        if not nonneg:
+            raise ValueError(
+                "allow_negative_lam=True requires nonneg=True: with signed codes a negative "
+                "lam makes the energy unbounded below")
+    return tensor
 
 
 class SparseCodingProblem:
@@ -85,65 +144,53 @@ class SparseCodingProblem:
         dictionary = as_dictionary(D, "D")
         dictionary.check_atoms("D")
         if isinstance(x, torch.Tensor):
-            signal, self.numpy_input = x, False
+            signal, numpy_input = x, False
             check_same_dtype_device(dictionary.weight, "D", signal, "x")
         else:
-            signal, self.numpy_input = as_tensor(x, "x", dtype=dictionary.dtype,
-                                                 device=dictionary.device)
+            signal, numpy_input = as_tensor(x, "x", dtype=dictionary.dtype,
+                                            device=dictionary.device)
         if not signal.is_floating_point():
             raise TypeError(f"x must be a floating tensor; got {describe(signal)}")
-        self.squeeze = isinstance(dictionary, DenseDictionary) and signal.ndim == 1
-        if self.squeeze:
+        squeeze = isinstance(dictionary, DenseDictionary) and signal.ndim == 1
+        if squeeze:
             signal = signal.unsqueeze(0)
         dictionary.check_signal(signal, "x")
         check_finite(signal, "x")
-        self.x = signal
+        code_shape = (signal.shape[0], *dictionary.code_shape(signal.shape[1:]))
+        lam_tensor = _validated_lam(lam, signal, dictionary, code_shape, bool(nonneg),
+                                    allow_negative_lam)
+        self._init_fields(signal, dictionary, lam_tensor, nonneg, numpy_input=numpy_input,
+                          squeeze=squeeze)
+
+    @classmethod
+    def from_validated(cls, x: torch.Tensor, dictionary: ConvDictionary | DenseDictionary,
+                       lam: torch.Tensor, nonneg: bool) -> SparseCodingProblem:
+        """The problem of signals ``x`` (batch first), ``dictionary`` and ``lam`` (a tensor
+        broadcastable to the codes) that the caller has already checked: no validation and
+        no scan of the inputs (torch in, torch out)."""
+        problem = cls.__new__(cls)
+        problem._init_fields(x, dictionary, lam, nonneg)
+        return problem
+
+    def _init_fields(self, x: torch.Tensor, dictionary: ConvDictionary | DenseDictionary,
+                     lam: torch.Tensor, nonneg: bool, *, numpy_input: bool = False,
+                     squeeze: bool = False) -> None:
+        """Every field of a problem, set here only, so that every constructor (and a subclass
+        such as :class:`sparsecnn.nn.functional.LayerProblem`) sets them all."""
+        self.x = x
         self.D = dictionary
+        self.lam = lam
         self.nonneg = bool(nonneg)
-        self.signal_shape = tuple(signal.shape)
-        self.code_shape = (signal.shape[0], *dictionary.code_shape(signal.shape[1:]))
-        self.lam = self._prepare_lam(lam, allow_negative_lam)
-        self.correlation = dictionary.analysis(signal)  # D^T x
+        self.numpy_input = numpy_input  # present results as numpy: the signal was numpy
+        self.squeeze = squeeze  # present results without the batch axis: one 1-D signal
+        self.signal_shape = tuple(x.shape)
+        self.code_shape = (x.shape[0], *dictionary.code_shape(x.shape[1:]))
+        self.correlation = dictionary.analysis(x)  # D^T x
         self._gram = None
         if isinstance(dictionary, DenseDictionary) and dictionary.n_atoms <= 2 * \
                 dictionary.n_features:
             # a @ G costs m^2 per signal against 2nm for D^T (D a): cheaper when m <= 2n
             self._gram = dictionary.gram()
-
-    def _prepare_lam(self, lam: Any, allow_negative_lam: bool) -> torch.Tensor:
-        if isinstance(lam, torch.Tensor):
-            check_same_dtype_device(self.x, "x", lam, "lam")
-            tensor = lam
-        else:
-            tensor, _ = as_tensor(lam, "lam", dtype=self.x.dtype, device=self.x.device)
-        check_finite(tensor, "lam")
-        if isinstance(self.D, ConvDictionary) and tensor.ndim == 1 and \
-                tensor.shape[0] == self.D.n_filters:
-            tensor = tensor.view(-1, 1, 1)  # one threshold per channel
-        try:
-            torch.broadcast_shapes(tensor.shape, self.code_shape)
-        except RuntimeError:
-            raise ValueError(
-                f"lam must be a scalar or broadcastable to the codes of shape "
-                f"{self.code_shape} (per atom, per channel or per coefficient); got shape "
-                f"{tuple(tensor.shape)}") from None
-        if len(torch.broadcast_shapes(tensor.shape, self.code_shape)) != len(self.code_shape):
-            raise ValueError(
-                f"lam has more dimensions than the codes of shape {self.code_shape}; got "
-                f"shape {tuple(tensor.shape)}")
-        if tensor.numel() and float(tensor.detach().min()) < 0:
-            if not allow_negative_lam:
-                raise ValueError(
-                    "lam must be >= 0 (the energy's l1 weight); got minimum "
-                    f"{float(tensor.detach().min()):.6g}. Negative thresholds (positive CNN "
-                    "biases) are the modified model of THEORY.md A.4: pass "
-                    "allow_negative_lam=True with "
-                    "nonneg=True to opt in")
-            if not self.nonneg:
-                raise ValueError(
-                    "allow_negative_lam=True requires nonneg=True: with signed codes a negative "
-                    "lam makes the energy unbounded below")
-        return tensor
 
     # -- pieces every algorithm uses ---------------------------------------------------------
     def normal(self, codes: torch.Tensor) -> torch.Tensor:
@@ -193,11 +240,7 @@ class SparseCodingProblem:
 
     def as_codes(self, value: Any, name: str) -> torch.Tensor:
         """Validate ``value`` as codes of this problem (dtype, device, shape, finiteness)."""
-        if isinstance(value, torch.Tensor):
-            check_same_dtype_device(self.x, "x", value, name)
-            tensor = value
-        else:
-            tensor, _ = as_tensor(value, name, dtype=self.x.dtype, device=self.x.device)
+        tensor = tensor_like(value, name, self.x)
         if self.squeeze and tensor.ndim == 1:
             tensor = tensor.unsqueeze(0)
         if tuple(tensor.shape) != self.code_shape:

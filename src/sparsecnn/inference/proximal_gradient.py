@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from .problem import SparseCodingProblem, check_iterate
+from .problem import SolverRun, SparseCodingProblem, check_iterate
 
 __all__ = ["proximal_gradient"]
 
@@ -53,10 +53,9 @@ def fista_momentum(new_codes: torch.Tensor, codes: torch.Tensor, extrapolated: t
 
 def proximal_gradient(problem: SparseCodingProblem, *, accelerated: bool, restart: bool,
                       max_iter: int, tol: float | None, init: torch.Tensor | None,
-                      step_size: float | None, return_history: bool = False
-                      ) -> tuple[torch.Tensor, int, bool, list[torch.Tensor], float]:
-    """Run ISTA (``accelerated=False``) or FISTA; return codes, iterations, convergence flag,
-    the energy history and the step size used.
+                      step_size: float | None, return_history: bool = False) -> SolverRun:
+    """Run ISTA (``accelerated=False``) or FISTA from ``init`` (zeros by default); the step
+    used is ``1/L`` unless ``step_size`` is given.
 
     ``tol=None`` runs exactly ``max_iter`` steps with no stopping test and no scan of the
     iterates (the fixed-depth forward pass of a sparse-coding layer).
@@ -98,4 +97,4 @@ def proximal_gradient(problem: SparseCodingProblem, *, accelerated: bool, restar
             break
     if tol is not None:
         check_iterate(codes, method, n_iter)
-    return codes, n_iter, converged, history, step
+    return SolverRun(codes, n_iter, converged, step, history)

@@ -85,24 +85,26 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
         orthogonality_gap = problem.D.orthogonality_gap(problem.signal_shape[1:])
     else:
         if method == "homotopy":
-            codes, n_iter, converged = homotopy_sparse_code(problem, max_iter=max_iter, tol=tol)
+            run = homotopy_sparse_code(problem, max_iter=max_iter, tol=tol)
             # no step of its own: L (exact, from the small Gram eigenproblem) scales the gap
             gap_lipschitz = exact_lipschitz(problem.D.matrix)
-            history, step = [], 1.0 / gap_lipschitz
+            step = 1.0 / gap_lipschitz
         elif method == "lca":
-            codes, n_iter, converged, history, step = lca(
-                problem, max_iter=max_iter, tol=tol, init=init_tensor, step_size=step_size,
-                return_history=return_history)
+            run = lca(problem, max_iter=max_iter, tol=tol, init=init_tensor,
+                      step_size=step_size, return_history=return_history)
+            step = run.step_size
         elif method == "fista" and uses_fast_dense_path(problem, init_tensor, return_history):
             # same iterates per signal, no autograd graph: screening, shrinking, fused products
-            codes, n_iter, converged, step = shrinking_fista(
-                problem, max_iter=max_iter, tol=tol, init=init_tensor, step_size=step_size,
-                restart=restart)
-            history, gap_lipschitz = [], 1.0 / step
+            run = shrinking_fista(problem, max_iter=max_iter, tol=tol, init=init_tensor,
+                                  step_size=step_size, restart=restart)
+            step = run.step_size
+            gap_lipschitz = 1.0 / step
         else:
-            codes, n_iter, converged, history, step = proximal_gradient(
+            run = proximal_gradient(
                 problem, accelerated=method == "fista", restart=restart, max_iter=max_iter,
                 tol=tol, init=init_tensor, step_size=step_size, return_history=return_history)
+            step = run.step_size
+        codes, n_iter, converged, history = run.codes, run.n_iter, run.converged, run.history
         gap = problem.optimality_gap(codes, gap_lipschitz)
         if not converged and warn:
             warn_not_converged(method, max_iter, gap, tol)

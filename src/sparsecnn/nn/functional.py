@@ -96,20 +96,9 @@ class LayerProblem(SparseCodingProblem):
     the biases."""
 
     def __init__(self, x: torch.Tensor, dictionary: ConvDictionary | DenseDictionary,
-                 lam: torch.Tensor, nonneg: bool) -> None:  # no validation: see the docstring
-        self.x = x
-        self.D = dictionary
-        self.nonneg = bool(nonneg)
-        self.numpy_input = False
-        self.squeeze = False
-        self.signal_shape = tuple(x.shape)
-        self.code_shape = (x.shape[0], *dictionary.code_shape(x.shape[1:]))
-        self.lam = lam
-        self.correlation = dictionary.analysis(x)  # D^T x
-        self._gram = None
-        if isinstance(dictionary, DenseDictionary) and dictionary.n_atoms <= 2 * \
-                dictionary.n_features:
-            self._gram = dictionary.gram()
+                 lam: torch.Tensor, nonneg: bool) -> None:
+        # the base class's trusted set-up (every field, no validation): see the docstring
+        self._init_fields(x, dictionary, lam, nonneg)
 
 
 def sparse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,

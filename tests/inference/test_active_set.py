@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import random_batch_problem, sklearn_lasso_codes
+from helpers import random_batch_problem, sklearn_lasso_codes
 
 import sparsecnn as sc
 from sparsecnn.inference.active_set import (
@@ -59,7 +59,8 @@ def test_fast_path_equals_plain_differentiable_solver(nonneg: bool, lam_kind: st
 def test_each_signal_meets_the_stopping_rule_on_its_own(nonneg: bool) -> None:
     x, D = _problem(2)
     problem = SparseCodingProblem(torch.tensor(x), torch.tensor(D), 0.2, nonneg=nonneg)
-    codes, n_iter, converged, step = shrinking_fista(problem, max_iter=10_000, tol=1e-9)
+    run = shrinking_fista(problem, max_iter=10_000, tol=1e-9)
+    codes, n_iter, converged, step = run.codes, run.n_iter, run.converged, run.step_size
     assert converged and 0 < n_iter < 10_000
     gaps = problem.optimality_gap(codes, 1.0 / step)
     assert float(gaps.max()) <= 1e-9

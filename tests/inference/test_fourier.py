@@ -7,6 +7,7 @@ import pytest
 import torch
 from sklearn.linear_model import Lasso
 
+import sparsecnn as sc
 from sparsecnn.inference.fourier import (
     CircularConvOperator,
     circular_energy,
@@ -106,3 +107,25 @@ def test_bad_inputs_are_named() -> None:
         circular_sparse_code(torch.tensor(images), f, torch.ones(5, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"zero-norm filter"):
         circular_sparse_code(torch.tensor(images), torch.zeros_like(f), 0.1)
+
+
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_public_circular_sparse_code_is_sparse_code_on_the_circulant_matrix(
+        nonneg: bool) -> None:
+    """``sparsecnn.circular_sparse_code`` with one threshold per filter solves the problem
+    that the exact homotopy path of ``sparse_code`` solves on the explicit circulant
+    dictionary (np.roll columns) with that threshold on every position of the filter's map;
+    numpy in, numpy out."""
+    filters, images = _setup(5, channels=2)
+    matrix = _circulant_matrix(filters, (6, 7))
+    lam = np.array([0.3, 0.5, 0.2])
+    result = sc.circular_sparse_code(images, filters, lam, nonneg=nonneg, tol=1e-12,
+                                     max_iter=200_000)
+    assert isinstance(result.codes, np.ndarray) and result.converged
+    per_atom = np.repeat(lam, 6 * 7)  # columns are ordered (filter, row, column)
+    exact = sc.sparse_code(images.reshape(2, -1), matrix, per_atom, method="homotopy",
+                           nonneg=nonneg)
+    assert exact.converged
+    np.testing.assert_allclose(result.codes.reshape(2, -1), exact.codes, atol=1e-8)
+    np.testing.assert_allclose(result.energy, exact.energy, rtol=1e-10)
+    assert sc.circular_sparse_code is sc.inference.circular_sparse_code

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import random_batch_problem, sklearn_lasso_codes
+from helpers import random_batch_problem, sklearn_lasso_codes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
