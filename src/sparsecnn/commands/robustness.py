@@ -9,7 +9,6 @@ Outputs in ``--out``: ``robustness.json`` (every number), ``corruptions.png``,
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -36,29 +35,6 @@ def _numbers(value: str, name: str, *, integer: bool = False) -> tuple[Any, ...]
         raise click.BadParameter(f"{name} must list at least one finite value >= 0; got "
                                  f"{value!r}")
     return parsed
-
-
-def _load_run(run: Path, seed: int) -> tuple[torch.nn.Module, Any, str]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from ..data import load_dataset
-    from ..training import TrainingConfig, build_model
-
-    config_file, weights = run / "config.json", run / "model.safetensors"
-    for file in (config_file, weights):
-        if not file.is_file():
-            raise click.BadParameter(f"{run} is not a finished `sparsecnn train` run: {file.name}"
-                                     " is missing", param_hint="--run")
-    try:
-        config = TrainingConfig.from_dict(json.loads(config_file.read_text("utf-8"))["config"])
-        data = load_dataset(config.dataset, seed=seed)
-        model = build_model(config, data.image_shape, data.n_classes)
-        model.load_state_dict(load_file(str(weights)))
-    except (ValueError, KeyError, SafetensorError, RuntimeError) as error:
-        raise click.BadParameter(f"cannot load the run in {run}: {error}",
-                                 param_hint="--run") from None
-    return model.eval(), data.to(next(model.parameters()).dtype), config.dataset
 
 
 @click.command("robustness")
@@ -114,17 +90,16 @@ def command(run_dir: Path | None, n_iter_list: str, method: str, refit_head: boo
     from ..anomaly import anomaly_scores, detection_table, out_of_distribution_sets
     from ..nn import UnmappedLayerWarning, from_cnn
     from ..robustness import evaluate_robustness
-    from ..studies.paper1_robustness import (
-        plot_attack_curves,
-        plot_corruption_curves,
-        plot_roc_curves,
-        small_cnn,
-        train_classifier,
-    )
-    from ..studies.paper1_robustness import refit_head as refit
+    from ..robustness.figures import plot_attack_curves, plot_corruption_curves, plot_roc_curves
+    from ..training import load_run, small_cnn, train_classifier
+    from ..training import refit_head as refit
 
     if run_dir is not None:
-        model, data, dataset = _load_run(run_dir, seed)
+        try:
+            training_run = load_run(run_dir, seed=seed)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--run") from None
+        model, data, dataset = training_run.model, training_run.data, training_run.config.dataset
     else:
         from ..data import load_digits_split
 
