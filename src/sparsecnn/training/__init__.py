@@ -1,15 +1,13 @@
 """Models and training runs: configure, build, fit, checkpoint, resume and load classifiers.
 
-=================  ======================================================================
-``config``         :class:`TrainingConfig` (what determines a run) and its hash
-``models``         :class:`ConvClassifier`, the registry :data:`MODELS`, :func:`small_cnn`
-``architecture``   the architecture JSON of a plain ``nn.Sequential`` CNN, save/load
-``fit``            the one seeded mini-batch loop (:func:`fit_classifier`) and its recipes
-``checkpoint``     checkpoint files, :func:`latest_checkpoint`, :func:`load_run`
-``metrics``        what a run records per epoch
-``distributed``    the data-parallel process group of a run
-``run``            :func:`train`: a run with checkpoints, exact resume and DDP
-=================  ======================================================================
+- ``config``: :class:`TrainingConfig` (what determines a run) and its hash;
+- ``models``: :class:`ConvClassifier`, the registry :data:`MODELS`, :func:`small_cnn`;
+- ``architecture``: the architecture JSON of a plain ``nn.Sequential`` CNN, save and load;
+- ``fit``: the one seeded mini-batch loop (:func:`fit_classifier`) and the recipes on it;
+- ``checkpoint``: checkpoint files, :func:`latest_checkpoint`, :func:`load_run`;
+- ``metrics``: what a run records per epoch;
+- ``distributed``: the data-parallel process group of a run;
+- ``run``: :func:`train`, a run with checkpoints, exact resume and data parallelism.
 """
 
 from .architecture import (

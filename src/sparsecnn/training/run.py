@@ -159,6 +159,29 @@ def train(config: TrainingConfig, out_dir: str | Path | None = None, *, resume: 
         group.leave()
 
 
+@dataclass
+class _EpochTally:
+    """The running sums of one epoch's steps, updated by ``fit_epoch`` after every step:
+    the global step count, ``sum_steps loss * n / world_size`` (this rank's share of the
+    summed cross-entropy) and the largest hidden bias after any step."""
+
+    epoch: int
+    step: int
+    biases: list[torch.Tensor]
+    world_size: int
+    callback: Callable[[str, dict[str, Any]], None] | None
+    loss_sum: float = 0.0
+    max_bias_seen: float = float("-inf")
+
+    def __call__(self, loss: torch.Tensor, n: int) -> None:
+        self.step += 1
+        self.max_bias_seen = max(self.max_bias_seen, max_bias(self.biases))
+        self.loss_sum += float(loss) * n / self.world_size
+        if self.callback is not None:
+            self.callback("step", {"epoch": self.epoch, "step": self.step,
+                                   "max_hidden_bias": max_bias(self.biases)})
+
+
 def _epoch_order(config: TrainingConfig, epoch: int, n: int) -> torch.Tensor:
     """The data order of ``epoch``: a permutation seeded with ``(seed, epoch)`` alone, so a
     resumed run replays it without any saved generator state."""
@@ -229,28 +252,18 @@ def _train(config: TrainingConfig, out_dir: Path | None, *, resume: bool, overwr
                       initial=start_epoch - 1, total=config.epochs)
     for epoch in epochs:
         began = time.perf_counter()
-        tally = {"step": step, "loss_sum": 0.0, "max_bias_seen": float("-inf")}
-
-        def on_step(loss: torch.Tensor, n: int, epoch: int = epoch,
-                    tally: dict[str, Any] = tally) -> None:
-            tally["step"] += 1
-            tally["max_bias_seen"] = max(tally["max_bias_seen"], max_bias(biases))
-            tally["loss_sum"] += float(loss) * n / group.world_size
-            if callback is not None:
-                callback("step", {"epoch": epoch, "step": tally["step"],
-                                  "max_hidden_bias": max_bias(biases)})
-
+        tally = _EpochTally(epoch, step, biases, group.world_size, callback)
         network.train()
         fit_epoch(network, optimizer, data.train_images, data.train_labels,
                   _epoch_order(config, epoch, n_train).to(device),
                   batch_size=config.batch_size, project=project, rank=group.rank,
-                  world_size=group.world_size, sum_over_ranks=True, on_step=on_step)
-        step = tally["step"]
+                  world_size=group.world_size, sum_over_ranks=True, on_step=tally)
+        step = tally.step
         full = epoch % eval_every == 0 or epoch == config.epochs
         record = epoch_record(model, data, epoch=epoch, step=step,
-                              loss_sum=group.sum(tally["loss_sum"]), n_train=n_train,
+                              loss_sum=group.sum(tally.loss_sum), n_train=n_train,
                               world_size=group.world_size,
-                              max_bias_seen=tally["max_bias_seen"], biases=biases,
+                              max_bias_seen=tally.max_bias_seen, biases=biases,
                               seconds=time.perf_counter() - began, full=full)
         metrics.append(record)
         if writer:
