@@ -9,7 +9,6 @@ Outputs in ``--out``: ``robustness.json`` (every number), ``corruptions.png``,
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,23 +17,9 @@ import click
 import torch
 
 from ..io import OutputExistsError
+from ._options import comma_separated
 
 __all__ = ["command"]
-
-
-def _numbers(value: str, name: str, *, integer: bool = False) -> tuple[Any, ...]:
-    try:
-        parsed = tuple((int if integer else float)(part) for part in value.split(",")
-                       if part.strip())
-    except ValueError:
-        example = "0,2,5,10" if integer else "0,0.05,0.1"
-        raise click.BadParameter(f"{name} must be comma-separated "
-                                 f"{'integers' if integer else 'numbers'} such as {example}; "
-                                 f"got {value!r}") from None
-    if not parsed or any(v < 0 or not math.isfinite(v) for v in parsed):
-        raise click.BadParameter(f"{name} must list at least one finite value >= 0; got "
-                                 f"{value!r}")
-    return parsed
 
 
 @click.command("robustness")
@@ -73,9 +58,12 @@ def command(run_dir: Path | None, n_iter_list: str, method: str, refit_head: boo
     """Evaluate a CNN and its k-step sparse-inference versions under Gaussian noise,
     salt-and-pepper, blur, contrast and occlusion (severities 0..5), FGSM and PGD (L-inf, L2)
     and the minimal L2 perturbation; write robustness.json and PNG curves to --out."""
-    steps = tuple(dict.fromkeys(_numbers(n_iter_list, "--n-iter", integer=True)))
-    radii_linf = _numbers(epsilons_linf, "--epsilons-linf")
-    radii_l2 = _numbers(epsilons_l2, "--epsilons-l2")
+    steps = tuple(dict.fromkeys(comma_separated(n_iter_list, "--n-iter", example="0,2,5,10",
+                                                minimum=0)))
+    radii_linf = comma_separated(epsilons_linf, "--epsilons-linf", integer=False,
+                                 example="0,0.05,0.1", minimum=0)
+    radii_l2 = comma_separated(epsilons_l2, "--epsilons-l2", integer=False,
+                               example="0,0.05,0.1", minimum=0)
     if out_dir.exists() and not overwrite:
         raise click.ClickException(f"{out_dir} exists; pass --overwrite to replace it")
     try:
