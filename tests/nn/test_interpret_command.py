@@ -9,10 +9,10 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from sparsecnn.commands.interpret import (
+from sparsecnn.commands.interpret import command
+from sparsecnn.training import (
     ARCHITECTURE_FORMAT,
     build_from_architecture,
-    command,
     load_model,
     save_model,
 )

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ._options import comma_separated
+
 
 @click.command("construct")
 @click.option("--preset", "preset_name", default="default", show_default=True,
@@ -61,18 +63,8 @@ def command(preset_name: str, world_seed: int, levels: int, n_images: int, seed:
     )
     from ..io import OutputExistsError, atomic_directory, write_bytes, write_json
 
-    def integers(text: str, name: str) -> list[int]:
-        try:
-            values = [int(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise click.BadParameter(
-                f"{name} must be comma-separated integers; got {text!r}") from None
-        if not values or min(values) < (1 if name == "--train-sizes" else 0):
-            raise click.BadParameter(f"{name} must list non-negative integers; got {text!r}")
-        return values
-
-    sizes = integers(train_sizes, "--train-sizes")
-    seeds = integers(train_seeds, "--seeds")
+    sizes = list(comma_separated(train_sizes, "--train-sizes", example="100,1000", minimum=1))
+    seeds = list(comma_separated(train_seeds, "--seeds", example="0,1", minimum=0))
     out = out or Path("runs") / f"construct-{preset_name}"
     options = {"levels": levels, "image_size": 44, "features_per_object": 2,
                "parts_per_object": 2} if levels == 3 else {}

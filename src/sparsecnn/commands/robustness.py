@@ -9,8 +9,6 @@ Outputs in ``--out``: ``robustness.json`` (every number), ``corruptions.png``,
 
 from __future__ import annotations
 
-import json
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,46 +17,9 @@ import click
 import torch
 
 from ..io import OutputExistsError
+from ._options import comma_separated
 
 __all__ = ["command"]
-
-
-def _numbers(value: str, name: str, *, integer: bool = False) -> tuple[Any, ...]:
-    try:
-        parsed = tuple((int if integer else float)(part) for part in value.split(",")
-                       if part.strip())
-    except ValueError:
-        example = "0,2,5,10" if integer else "0,0.05,0.1"
-        raise click.BadParameter(f"{name} must be comma-separated "
-                                 f"{'integers' if integer else 'numbers'} such as {example}; "
-                                 f"got {value!r}") from None
-    if not parsed or any(v < 0 or not math.isfinite(v) for v in parsed):
-        raise click.BadParameter(f"{name} must list at least one finite value >= 0; got "
-                                 f"{value!r}")
-    return parsed
-
-
-def _load_run(run: Path, seed: int) -> tuple[torch.nn.Module, Any, str]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from ..data import load_dataset
-    from ..training import TrainingConfig, build_model
-
-    config_file, weights = run / "config.json", run / "model.safetensors"
-    for file in (config_file, weights):
-        if not file.is_file():
-            raise click.BadParameter(f"{run} is not a finished `sparsecnn train` run: {file.name}"
-                                     " is missing", param_hint="--run")
-    try:
-        config = TrainingConfig.from_dict(json.loads(config_file.read_text("utf-8"))["config"])
-        data = load_dataset(config.dataset, seed=seed)
-        model = build_model(config, data.image_shape, data.n_classes)
-        model.load_state_dict(load_file(str(weights)))
-    except (ValueError, KeyError, SafetensorError, RuntimeError) as error:
-        raise click.BadParameter(f"cannot load the run in {run}: {error}",
-                                 param_hint="--run") from None
-    return model.eval(), data.to(next(model.parameters()).dtype), config.dataset
 
 
 @click.command("robustness")
@@ -97,9 +58,12 @@ def command(run_dir: Path | None, n_iter_list: str, method: str, refit_head: boo
     """Evaluate a CNN and its k-step sparse-inference versions under Gaussian noise,
     salt-and-pepper, blur, contrast and occlusion (severities 0..5), FGSM and PGD (L-inf, L2)
     and the minimal L2 perturbation; write robustness.json and PNG curves to --out."""
-    steps = tuple(dict.fromkeys(_numbers(n_iter_list, "--n-iter", integer=True)))
-    radii_linf = _numbers(epsilons_linf, "--epsilons-linf")
-    radii_l2 = _numbers(epsilons_l2, "--epsilons-l2")
+    steps = tuple(dict.fromkeys(comma_separated(n_iter_list, "--n-iter", example="0,2,5,10",
+                                                minimum=0)))
+    radii_linf = comma_separated(epsilons_linf, "--epsilons-linf", integer=False,
+                                 example="0,0.05,0.1", minimum=0)
+    radii_l2 = comma_separated(epsilons_l2, "--epsilons-l2", integer=False,
+                               example="0,0.05,0.1", minimum=0)
     if out_dir.exists() and not overwrite:
         raise click.ClickException(f"{out_dir} exists; pass --overwrite to replace it")
     try:
@@ -114,17 +78,16 @@ def command(run_dir: Path | None, n_iter_list: str, method: str, refit_head: boo
     from ..anomaly import anomaly_scores, detection_table, out_of_distribution_sets
     from ..nn import UnmappedLayerWarning, from_cnn
     from ..robustness import evaluate_robustness
-    from ..studies.paper1_robustness import (
-        plot_attack_curves,
-        plot_corruption_curves,
-        plot_roc_curves,
-        small_cnn,
-        train_classifier,
-    )
-    from ..studies.paper1_robustness import refit_head as refit
+    from ..robustness.figures import plot_attack_curves, plot_corruption_curves, plot_roc_curves
+    from ..training import load_run, small_cnn, train_classifier
+    from ..training import refit_head as refit
 
     if run_dir is not None:
-        model, data, dataset = _load_run(run_dir, seed)
+        try:
+            training_run = load_run(run_dir, seed=seed)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--run") from None
+        model, data, dataset = training_run.model, training_run.data, training_run.config.dataset
     else:
         from ..data import load_digits_split
 

@@ -12,19 +12,9 @@ import click
 
 from ..io import OutputExistsError
 from ..training import MODELS, OPTIMIZERS, TrainingConfig, train
+from ._options import comma_separated
 
 __all__ = ["command"]
-
-
-def _int_list(value: str, name: str) -> tuple[int, ...]:
-    try:
-        numbers = tuple(int(part) for part in value.split(",") if part.strip())
-    except ValueError:
-        raise click.BadParameter(f"{name} must be comma-separated integers such as 32,64; got "
-                                 f"{value!r}") from None
-    if not numbers:
-        raise click.BadParameter(f"{name} must list at least one integer; got {value!r}")
-    return numbers
 
 
 @click.command("train")
@@ -74,9 +64,9 @@ def command(dataset: str, model_name: str, epochs: int, batch_size: int, optimiz
         config = TrainingConfig(
             dataset=dataset, model=model_name, epochs=epochs, batch_size=batch_size,
             optimizer=optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
-            seed=seed, channels=_int_list(channels, "--channels"),
-            strides=_int_list(strides, "--strides"), proper_prior=proper_prior, n_iter=n_iter,
-            method=method, dtype=dtype)
+            seed=seed, channels=comma_separated(channels, "--channels", example="32,64"),
+            strides=comma_separated(strides, "--strides", example="1,2"),
+            proper_prior=proper_prior, n_iter=n_iter, method=method, dtype=dtype)
         result = train(config, out_dir, resume=resume, overwrite=overwrite,
                        progress=not no_progress, device=device)
     except OutputExistsError as error:
