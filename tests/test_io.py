@@ -89,7 +89,7 @@ def test_overwrite_refuses_a_directory_without_manifest(tmp_path: Path) -> None:
     target = tmp_path / "mine"
     target.mkdir()
     (target / "important.bin").write_bytes(b"\0")
-    with pytest.raises(OutputExistsError, match="important.bin"), \
+    with pytest.raises(OutputExistsError, match=r"important\.bin"), \
             atomic_directory(target, overwrite=True):
         pass
     assert (target / "important.bin").exists()
