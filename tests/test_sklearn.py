@@ -43,3 +43,36 @@ def test_dictionary_shape_is_checked() -> None:
     with pytest.raises(ValueError, match=r"dictionary must have shape \(n_atoms, 4\) to match "
                                          r"X's n_features=4; got shape \(3, 5\)"):
         SparseEncoder(np.ones((3, 5))).fit(np.ones((2, 4)))
+
+
+def test_default_basis_is_thin_and_orthonormal() -> None:
+    """5 signals of 3000 features: the basis is 5 x 3000 (a full SVD would be 3000 x 3000),
+    its rows orthonormal, so the codes are still the closed-form threshold."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((5, 3000))
+    encoder = SparseEncoder(lam=0.2, method="closed_form").fit(X)
+    assert encoder.components_.shape == (5, 3000)
+    np.testing.assert_allclose(encoder.components_ @ encoder.components_.T, np.eye(5),
+                               atol=1e-12)
+    expected = np.sign(X @ encoder.components_.T) * np.maximum(
+        np.abs(X @ encoder.components_.T) - 0.2, 0)
+    np.testing.assert_allclose(encoder.transform(X), expected, atol=1e-10)
+
+
+def test_feature_names_and_set_output() -> None:
+    import pandas
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((8, 4))
+    atoms = np.eye(3, 4)
+    encoder = SparseEncoder(atoms, lam=0.1, method="closed_form").fit(X)
+    names = encoder.get_feature_names_out()
+    assert names.tolist() == ["sparseencoder0", "sparseencoder1", "sparseencoder2"]
+    frame = encoder.set_output(transform="pandas").transform(X)
+    assert isinstance(frame, pandas.DataFrame) and frame.columns.tolist() == names.tolist()
+
+
+def test_sparse_dictionary_is_refused_clearly() -> None:
+    import scipy.sparse as scipy_sparse
+    with pytest.raises(TypeError, match=r"dictionary must be a dense array .* got a scipy "
+                                        r"sparse csr_matrix \(convert it with \.toarray\(\)\)"):
+        SparseEncoder(scipy_sparse.csr_matrix(np.eye(3))).fit(np.ones((2, 3)))

@@ -14,7 +14,8 @@ import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+import scipy.sparse
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .inference import METHODS, ConvergenceWarning, sparse_code
@@ -22,15 +23,17 @@ from .inference import METHODS, ConvergenceWarning, sparse_code
 __all__ = ["SparseEncoder"]
 
 
-class SparseEncoder(TransformerMixin, BaseEstimator):
+class SparseEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Sparse codes of the rows of ``X`` under a dictionary.
 
     Parameters
     ----------
     dictionary : array of shape (n_atoms, n_features) or None
-        Atoms as rows (scikit-learn's ``components_`` convention).  ``None``: ``fit`` uses the
-        orthonormal basis of right singular vectors of ``X``, for which the codes are the
-        closed-form threshold of THEORY.md A.2/A.3.
+        Atoms as rows (scikit-learn's ``components_`` convention); a dense array (a
+        scipy-sparse matrix is refused: convert it with ``.toarray()``).  ``None``: ``fit``
+        uses the ``min(n_samples, n_features)`` right singular vectors of ``X`` (a thin SVD,
+        so memory is ``O(n_samples n_features)``).  They are orthonormal (``D^T D = I``), so
+        the codes are the closed-form threshold of THEORY.md A.2/A.3.
     lam : float, default=0.1
         Threshold ``lam >= 0`` of the energy (no rescaling by ``n_features``).
     method : {"closed_form", "ista", "fista", "lca", "homotopy"}, default="fista"
@@ -45,6 +48,10 @@ class SparseEncoder(TransformerMixin, BaseEstimator):
     components_ : ndarray of shape (n_atoms, n_features), the unit-norm-or-given atoms.
     n_features_in_ : int
     n_iter_ : int, iterations of the last ``transform``.
+
+    The output columns are named ``sparseencoder0``, ``sparseencoder1``, ...
+    (``get_feature_names_out``), and ``set_output(transform="pandas")`` works as for any
+    scikit-learn transformer.
     """
 
     def __init__(self, dictionary: Any = None, lam: float = 0.1, method: str = "fista",
@@ -60,8 +67,13 @@ class SparseEncoder(TransformerMixin, BaseEstimator):
         X = validate_data(self, X, dtype=[np.float64, np.float32])
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}; got {self.method!r}")
+        if scipy.sparse.issparse(self.dictionary):
+            raise TypeError("dictionary must be a dense array of shape (n_atoms, n_features); "
+                            f"got a scipy sparse {type(self.dictionary).__name__} (convert it "
+                            "with .toarray())")
         if self.dictionary is None:
-            _, _, vt = np.linalg.svd(X, full_matrices=True)
+            # thin: a full SVD would hold an n_features x n_features basis (6.7 GiB at 30000)
+            _, _, vt = np.linalg.svd(X, full_matrices=False)
             components = vt
         else:
             components = np.asarray(self.dictionary, dtype=np.float64)
@@ -70,6 +82,7 @@ class SparseEncoder(TransformerMixin, BaseEstimator):
                     f"dictionary must have shape (n_atoms, {X.shape[1]}) to match X's "
                     f"n_features={X.shape[1]}; got shape {components.shape}")
         self.components_ = np.ascontiguousarray(components, dtype=np.float64)
+        self._n_features_out = self.components_.shape[0]
         # Encoding the training data once records n_iter_ (as sklearn's DictionaryLearning).
         self._encode(X)
         return self
