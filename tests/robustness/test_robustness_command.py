@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from sparsecnn.cli import cli
 from sparsecnn.data import load_digits_split
+from sparsecnn.io import MANIFEST_NAME
 from sparsecnn.training import TrainingConfig, build_model
 
 FAST = ["--n-images", "40", "--pgd-steps", "1", "--no-progress"]
@@ -35,8 +36,8 @@ def test_run_directory_is_evaluated_and_numbers_match_a_plain_recomputation(
                                       str(out), "--n-iter", "0,2", "--n-minimal", "3",
                                       "--no-anomaly", "--no-refit-head", *FAST])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["attacks.png", "corruptions.png",
-                                                     "robustness.json"]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME, "attacks.png",
+                                                     "corruptions.png", "robustness.json"]
     report = json.loads((out / "robustness.json").read_text())
     data = load_digits_split(seed=0)
     with torch.no_grad():
