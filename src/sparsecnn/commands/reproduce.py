@@ -24,7 +24,7 @@ def command(quick: bool, out_dir: Path | None, name: str | None, seed: int, devi
             only: tuple[str, ...], overwrite: bool) -> None:
     """Run the reproduction study of both papers and write runs/<name>/report.html and
     results.json (every claim beside its measured numbers and verdict)."""
-    from ..report.runner import run_reproduce
+    from ..studies.reproduce_run import run_reproduce
 
     if name is None:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

@@ -1,7 +1,9 @@
 """Studies run by ``sparsecnn reproduce``.
 
-Every module in this package that defines ``STUDY`` (a :class:`sparsecnn.report.study.Study`)
-is discovered and run; adding a study is adding a module.
+Every module (or subpackage) in this package that defines ``STUDY`` (a
+:class:`sparsecnn.report.study.Study`) is discovered and run; adding a study is adding a module.
+Modules without ``STUDY`` are helpers: :mod:`.reproduce_run` runs the studies and writes the
+report, the ``_``-prefixed ones hold what several studies share.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ __all__ = ["discover_studies"]
 
 
 def discover_studies() -> list[Study]:
+    """Every ``STUDY`` defined in this package, sorted by paper, ``order`` and name."""
     studies = []
     for info in pkgutil.iter_modules(__path__):
         module = importlib.import_module(f"{__name__}.{info.name}")

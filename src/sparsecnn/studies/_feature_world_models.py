@@ -24,6 +24,7 @@ from torch import nn
 
 from ..features import FeatureWorld, construct
 from ..nn import UnmappedLayerWarning, from_cnn
+from ._seeding import seeded_global_rng
 
 __all__ = ["FeatureWorldCNN", "feature_world_cnn", "swap_forward"]
 
@@ -52,8 +53,7 @@ def feature_world_cnn(world: FeatureWorld, seed: int) -> FeatureWorldCNN:
                              *copy.deepcopy(list(template.hierarchy)))
     head = copy.deepcopy(template.classifier)
     model = FeatureWorldCNN(features, head)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed):
         for module in model.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..report.study import Claim, verdict_with_spread
 
-__all__ = ["mean_sd", "paired", "spread_claim", "spread_rule"]
+__all__ = ["mean_sd", "paired", "shifted", "spread_claim", "spread_rule"]
 
 
 def mean_sd(values: Sequence[float]) -> dict[str, Any]:
@@ -34,6 +34,12 @@ def paired(first: Sequence[float], second: Sequence[float]) -> dict[str, Any]:
     return mean_sd([a - b for a, b in zip(first, second, strict=True)])
 
 
+def shifted(stats: dict[str, Any], by: float) -> dict[str, Any]:
+    """:func:`mean_sd` statistics of ``values - by`` (the sd is unchanged), for a claim
+    "values >= by" judged like a paired difference."""
+    return {**stats, "mean": stats["mean"] - by, "values": [v - by for v in stats["values"]]}
+
+
 def spread_rule(what: str, margin: float) -> str:
     shifted = f"mean + {margin:g}" if margin else "mean"
     return (f"d = {what} per seed (paired); holds if {shifted} >= sd(d), does not hold if "
@@ -42,9 +48,10 @@ def spread_rule(what: str, margin: float) -> str:
 
 def spread_claim(claim_id: str, statement: str, differences: dict[str, Any], what: str,
                  measured: dict[str, Any], *, margin: float = 0.0,
-                 units: dict[str, str] | None = None) -> Claim:
-    """A paper-1 claim "A >= B - margin" judged from paired differences (module docstring)."""
-    return Claim(id=claim_id, paper=1, statement=statement,
+                 units: dict[str, str] | None = None, paper: int = 1) -> Claim:
+    """A claim "A >= B - margin" judged from paired differences (module docstring); ``paper``
+    2 for a paper-2 claim measured by the same rule."""
+    return Claim(id=claim_id, paper=paper, statement=statement,
                  measured={**measured, "difference": differences, "margin": margin},
                  rule=spread_rule(what, margin),
                  verdict=verdict_with_spread(differences["mean"], differences["sd"],

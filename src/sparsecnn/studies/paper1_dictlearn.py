@@ -36,7 +36,8 @@ from ..dictlearn import (
 )
 from ..inference import ConvergenceWarning, sparse_code
 from ..report.study import Figure, Study, StudyContext, StudyOutput
-from ._paper1_common import mean_sd, spread_claim
+from ._paper1_common import mean_sd, shifted, spread_claim
+from ._seeding import seeded_generator, study_seeds
 
 __all__ = ["FULL", "QUICK", "STUDY", "Budget", "measure_natural_image_dictionary", "run"]
 
@@ -75,7 +76,7 @@ def measure_natural_image_dictionary(seed: int, budget: Budget) -> dict[str, Any
     pca_coefficients = (test - train.mean(0)) @ pca
     sparse_kurtosis = float(excess_kurtosis(codes[:, codes.abs().sum(0) > 0]).median())
     pca_kurtosis = float(excess_kurtosis(pca_coefficients).median())
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded_generator(seed)
     random_atoms = torch.randn((PATCH[0] * PATCH[1], budget.n_atoms), generator=generator,
                                dtype=torch.float64)
     random_atoms = random_atoms / torch.linalg.vector_norm(random_atoms, dim=0)
@@ -100,7 +101,7 @@ def measure_natural_image_dictionary(seed: int, budget: Budget) -> dict[str, Any
 
 def run(context: StudyContext) -> StudyOutput:
     budget = QUICK if context.quick else FULL
-    seeds = [context.seed + index for index in range(budget.seeds)]
+    seeds = study_seeds(context.seed, budget.seeds)
     results = [measure_natural_image_dictionary(seed, budget)
                for seed in context.progress(seeds, desc="check 25: natural-image atoms")]
     first = results[0]
@@ -125,15 +126,13 @@ def run(context: StudyContext) -> StudyOutput:
             "Sparse codes of whitened natural 8x8 patches (64 learned atoms) are far more "
             "heavy-tailed than PCA coefficients: median excess kurtosis >= 5x PCA's "
             "(Olshausen & Field 1996, C7; THEORY.md check 25).",
-            {**ratio, "mean": ratio["mean"] - KURTOSIS_FACTOR,
-             "values": [v - KURTOSIS_FACTOR for v in ratio["values"]]},
+            shifted(ratio, KURTOSIS_FACTOR),
             f"kurtosis ratio - {KURTOSIS_FACTOR:g}", measured),
         spread_claim(
             "P1-check25-zeros",
             f"At least {ZERO_TARGET:.0%} of the sparse coefficients are exactly zero "
             "(THEORY.md check 25).",
-            {**zeros, "mean": zeros["mean"] - ZERO_TARGET,
-             "values": [v - ZERO_TARGET for v in zeros["values"]]},
+            shifted(zeros, ZERO_TARGET),
             f"zero fraction - {ZERO_TARGET}", measured),
         spread_claim(
             "P1-check25-oriented",

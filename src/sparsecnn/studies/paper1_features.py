@@ -31,6 +31,7 @@ from ..inference import ConvergenceWarning, sparse_code
 from ..priors import polarity_split
 from ..report.study import Claim, Figure, Study, StudyContext, StudyOutput, verdict_with_spread
 from ._paper1_common import mean_sd, paired, spread_claim
+from ._seeding import seeded_global_rng, study_seeds
 
 __all__ = ["FULL", "QUICK", "STUDY", "Budget", "run"]
 
@@ -107,8 +108,8 @@ def _one_seed(budget: Budget, seed: int) -> dict[str, Any]:
         "lasso_zero_fraction": float((test_codes == 0).double().mean()),
     }
     # check 26: LISTA vs ISTA, T = 3, regressing the exact LASSO codes
-    torch.manual_seed(seed)
-    lista = LearnedISTA(dictionary, lam, budget.lista_layers)
+    with seeded_global_rng(seed):  # LearnedISTA initialises from the dictionary, no draw
+        lista = LearnedISTA(dictionary, lam, budget.lista_layers)
     optimizer = torch.optim.Adam(lista.parameters(), lr=LISTA_LEARNING_RATE)
     for _ in range(budget.lista_steps):
         loss = ((lista(train_x) - train_codes) ** 2).sum(1).mean()
@@ -183,7 +184,7 @@ def _figure(results: list[dict[str, Any]]) -> Figure:
 
 def run(context: StudyContext) -> StudyOutput:
     budget = QUICK if context.quick else FULL
-    seeds = [context.seed + index for index in range(budget.seeds)]
+    seeds = study_seeds(context.seed, budget.seeds)
     results = [_one_seed(budget, seed)
                for seed in context.progress(seeds, desc="checks 24/26: digits dictionary")]
     dictionary = results[0].pop("dictionary")

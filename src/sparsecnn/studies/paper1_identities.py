@@ -15,6 +15,7 @@ from ..dictionary import ConvDictionary
 from ..inference import sparse_code
 from ..priors import nonneg_threshold, soft_threshold
 from ..report.study import Claim, Figure, Study, StudyContext, StudyOutput, verdict
+from ._seeding import seeded_generator
 
 HAAR = torch.tensor([[[1, 1], [1, 1]], [[1, 1], [-1, -1]], [[1, -1], [1, -1]],
                      [[1, -1], [-1, 1]]], dtype=torch.float64).unsqueeze(1) / 2
@@ -40,7 +41,7 @@ def _identity_claim(claim_id: str, statement: str, error: float, tolerance: floa
 
 
 def run(context: StudyContext) -> StudyOutput:
-    generator = torch.Generator().manual_seed(context.seed)
+    generator = seeded_generator(context.seed)
     n_problems = 3 if context.quick else 10
     claims: list[Claim] = []
     errors = {"soft": 0.0, "relu": 0.0, "bias": 0.0, "split": 0.0, "split_product": 0.0}

@@ -33,6 +33,7 @@ from ..report.study import Claim, Figure, Study, StudyContext, StudyOutput, verd
 from ..report.study import verdict as verdict_from
 from ..training import TrainingConfig, train
 from ._paper1_common import mean_sd, paired, spread_claim
+from ._seeding import study_seeds
 
 __all__ = ["FULL", "QUICK", "STUDY", "Budget", "run"]
 
@@ -162,7 +163,7 @@ def _figure(pairs: list[dict[str, Any]], unfolded: list[dict[str, Any]], n_unfol
 
 def run(context: StudyContext) -> StudyOutput:
     budget = QUICK if context.quick else FULL
-    seeds = [context.seed + index for index in range(budget.seeds)]
+    seeds = study_seeds(context.seed, budget.seeds)
     pairs = [_train_pair(budget, seed)
              for seed in context.progress(seeds, desc="checks 9/10: complete model")]
     unfolded = [_train_unfolded(budget, seed)

@@ -32,6 +32,7 @@ from ..features.figures import (
 )
 from ..features.templates import all_binary_patches
 from ..report.study import Claim, Figure, Study, StudyContext, StudyOutput, verdict
+from ._seeding import seeded_generator
 
 MARGIN_TOLERANCE = 1e-9
 
@@ -163,7 +164,7 @@ def run(context: StudyContext) -> StudyOutput:
     assert default_network is not None
     subset = default_sample[:100 if quick else 200]
     radius = certify(default_network, default_world, subset).radius
-    generator = torch.Generator().manual_seed(context.seed)
+    generator = seeded_generator(context.seed)
     inside = 0.999 * radius
     perturbations = {
         "uniform": (torch.rand(subset.images.shape, generator=generator,

@@ -1,4 +1,10 @@
-"""Run the discovered studies and write ``results.json`` and ``report.html`` atomically.
+"""A reproduce run: every discovered study, then ``results.json`` and ``report.html`` written
+atomically.
+
+This module sits above the studies and the report: it finds the studies
+(:func:`sparsecnn.studies.discover_studies`), runs each under its
+:class:`~sparsecnn.report.study.StudyContext` and hands the outputs to the renderer
+(:func:`sparsecnn.report.html.render_report`); ``report/`` itself imports nothing from here.
 
 The output directory is assembled in a temporary sibling and renamed into place at the end,
 so an interrupted run leaves no half-written report.  A study that raises is recorded as
@@ -20,16 +26,19 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..io import atomic_directory, write_bytes, write_json, write_text
-from ..studies import discover_studies
-from .html import render_report
-from .study import Study, StudyContext, StudyOutput
+from ..io import atomic_directory, to_json, write_bytes, write_json, write_text
+from ..report.html import render_report
+from ..report.study import Study, StudyContext, StudyOutput
+from . import discover_studies
 
 __all__ = ["ReproduceSummary", "run_reproduce"]
 
 
 @dataclass
 class ReproduceSummary:
+    """What the command prints: where the report is, the claim count per verdict, the failed
+    studies."""
+
     out_dir: Path
     n_claims: int
     verdicts: dict[str, int]
@@ -114,7 +123,6 @@ def _run_one(study: Study, context: StudyContext,
             raise TypeError(f"study {study.name} returned {type(output).__name__}, "
                             "expected StudyOutput")
         # JSON must be valid before the study counts as done (NaN is refused here).
-        from ..io import to_json
         to_json({"claims": [c.to_dict() for c in output.claims], "results": output.results})
     except Exception:  # a failed study is reported, the others still run
         errors[study.name] = traceback.format_exc()

@@ -1,4 +1,5 @@
-"""``sparsecnn reproduce``: results.json schema, report page, overwrite refusal, failures."""
+"""``sparsecnn reproduce`` (:mod:`sparsecnn.studies.reproduce_run`): results.json schema, report
+page, overwrite refusal, failures."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ import torch
 from click.testing import CliRunner
 
 from sparsecnn.cli import cli
-from sparsecnn.report import runner
 from sparsecnn.report.study import Study, StudyOutput
-from sparsecnn.studies import discover_studies
+from sparsecnn.studies import discover_studies, reproduce_run
 
 VERDICTS = {"holds", "does not hold", "inconclusive"}
 
@@ -75,7 +75,7 @@ def test_failed_study_is_reported_and_others_run(tmp_path: Path, monkeypatch) ->
         return StudyOutput(summary="fine study")
 
     studies = [Study("broken", 1, "Broken study", broken), Study("fine", 2, "Fine study", fine)]
-    monkeypatch.setattr(runner, "discover_studies", lambda: studies)
+    monkeypatch.setattr(reproduce_run, "discover_studies", lambda: studies)
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["reproduce", "--quick", "--out", str(out)])
     assert result.exit_code == 1
@@ -90,11 +90,11 @@ def test_interrupted_run_leaves_no_report(tmp_path: Path, monkeypatch) -> None:
     def interrupted(context):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "discover_studies",
+    monkeypatch.setattr(reproduce_run, "discover_studies",
                         lambda: [Study("interrupted", 1, "Interrupted", interrupted)])
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        runner.run_reproduce(out, quick=True)
+        reproduce_run.run_reproduce(out, quick=True)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -111,8 +111,8 @@ def test_study_threads_are_applied_and_restored(tmp_path: Path, monkeypatch) -> 
         seen.append(torch.get_num_threads())
         return StudyOutput()
 
-    monkeypatch.setattr(runner, "discover_studies",
+    monkeypatch.setattr(reproduce_run, "discover_studies",
                         lambda: [Study("one", 1, "One thread", record, threads=1)])
     before = torch.get_num_threads()
-    runner.run_reproduce(tmp_path / "run", quick=True)
+    reproduce_run.run_reproduce(tmp_path / "run", quick=True)
     assert seen == [1] and torch.get_num_threads() == before

@@ -1,0 +1,115 @@
+"""Robustness and anomaly identification (paper 1's "more robust" forward transforms, A.8;
+THEORY.md C9, C10, check 27; paper 2's constructed network, B.3).
+
+On scikit-learn's digits, per seed (THEORY.md Part C protocol: 50/50 stratified split):
+
+* a plain CNN (conv 3x3 + ReLU, two layers, linear head: layered thresholding + logistic
+  regression, A.6-A.7);
+* the same CNN with its forward pass swapped by ``from_cnn(model, n_iter=k)`` (k-step ISTA on
+  every layer's non-negative sparse-coding energy, A.8.2), k in {0, 2, 5, 10}, its linear head
+  refit on the k-step codes so that the clean-accuracy budget is comparable (the head alone;
+  the dictionaries and thresholds are the CNN's);
+* the same architecture trained with proper priors (every hidden bias projected onto b <= 0
+  after every step, A.8.1);
+* a ReLU front end ``ReLU(D^T x - lam)`` and an LCA front end (``n_iter`` LCA steps, the same
+  dictionary ``D`` and threshold ``lam``), each with its own logistic-regression head
+  (THEORY.md check 27).  ``D`` is learned by online sparse coding on the training digits of the
+  in-distribution classes of the anomaly study (unsupervised);
+
+each evaluated under the five corruptions at severities 0..5, FGSM / PGD (L-inf, L2) and, for
+the two front ends, the median minimal *targeted* L2 perturbation (bisection over PGD-L2,
+seeded random targets, on test images both front ends classify correctly).
+
+On the ``"default"`` feature world (THEORY.md B.3's 28x28 example): the constructed network's
+certified L-inf radius beside its accuracy under the structured worst-case perturbation, random
+sign noise and PGD, and the smallest structured perturbation that flips an image.
+Beside it, on the same world per seed, the B.3 architecture trained by Adam
+(:mod:`._feature_world_models`): plain, with its forward pass swapped by ``from_cnn`` (k-step
+ISTA on the convertible layers, head refit for k > 0) and trained with proper priors, each
+under the five corruptions and PGD L-inf; the constructed network is evaluated on the same
+images.  Their claims use the digits rules (paired seed differences, same-clean-accuracy guard).
+
+Anomaly identification: a CNN trained on 9 digit classes; scores from the per-layer
+sparse-coding reconstruction error and energy of the CNN and of the LCA front end, against the
+max-softmax baseline; AUROC and FPR at 95 % TPR against feature-world images, noise images,
+inverted digits and the held-out class.
+
+Verdicts are computed from paired differences over seeds by the rule in each claim (mean
+difference against its standard deviation across seeds, :func:`verdict_with_spread`; with one
+seed the standard deviation is 0 and the sign of the difference decides).
+
+The package: :mod:`.budget` (work per mode), :mod:`.models` (the models and their fitting),
+:mod:`.experiment` (one seed, the aggregate over seeds), :mod:`.claims`, :mod:`.figures`; the
+study itself (:data:`STUDY`, :func:`run`) is here.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from ...report.study import Study, StudyContext, StudyOutput
+from ...robustness.figures import (
+    MODEL_LABELS,
+    plot_attack_curves,
+    plot_corruption_curves,
+    plot_roc_curves,
+)
+from .._seeding import study_seeds
+from .budget import FULL, QUICK, Budget
+from .claims import build_claims
+from .experiment import aggregate as aggregate_seeds
+from .experiment import one_seed
+from .figures import study_figures
+from .models import refit_head, small_cnn, train_classifier
+
+__all__ = [
+    "FULL",
+    "QUICK",
+    "STUDY",
+    "Budget",
+    "plot_attack_curves",
+    "plot_corruption_curves",
+    "plot_roc_curves",
+    "refit_head",
+    "small_cnn",
+    "train_classifier",
+]
+
+
+def run(context: StudyContext) -> StudyOutput:
+    """Every seed of the budget (``context.seed``, ``context.seed + 1``, ...), then the claims,
+    figures and results over them."""
+    budget = QUICK if context.quick else FULL
+    torch_threads = torch.get_num_threads()
+    seeds = [one_seed(seed, budget, context.progress)
+             for seed in context.progress(study_seeds(context.seed, budget.seeds),
+                                          desc="robustness seeds")]
+    # a non-finite clean accuracy is refused here (mean_sd), before anything is reported
+    aggregate = aggregate_seeds(seeds)
+    claims = build_claims(seeds)
+    figures = study_figures(seeds, aggregate, budget)
+    results = {"budget": budget.__dict__, "aggregate": aggregate,
+               "per_seed": [_without_scores(s) for s in seeds], "torch_threads": torch_threads}
+    holds = sum(c.verdict == "holds" for c in claims)
+    summary = (f"{len(claims)} robustness/anomaly claims over {budget.seeds} seed(s): {holds} "
+               "hold.  Clean accuracy: " + ", ".join(
+                   f"{MODEL_LABELS.get(m, m)} {v['mean']:.3f}"
+                   for m, v in aggregate["clean_accuracy"].items()) + ".")
+    return StudyOutput(claims=claims, figures=figures, results=results, summary=summary)
+
+
+def _without_scores(seed: dict[str, Any]) -> dict[str, Any]:
+    """A seed's results without the per-image anomaly scores (figures only, too large for
+    results.json)."""
+    slim = copy.deepcopy(seed)
+    slim["anomaly"].pop("in_scores")
+    slim["anomaly"].pop("out_scores")
+    return slim
+
+
+STUDY = Study(name="paper1_robustness", paper=1, order=50,
+              title="Robustness (corruptions, attacks, certificates) and anomaly "
+                    "identification", run=run)

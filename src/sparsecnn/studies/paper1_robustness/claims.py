@@ -1,0 +1,264 @@
+"""The claims of the robustness study, each with its verdict computed from the per-seed numbers
+by the rule it states."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ...report.study import Claim, verdict
+from .._paper1_common import mean_sd, paired, spread_claim
+from .budget import CLEAN_BUDGET
+
+__all__ = ["build_claims"]
+
+
+def _spread_claim(claim_id: str, paper: int, statement: str, differences: dict[str, Any],
+                  what: str, measured: dict[str, Any], *, units: dict[str, str] | None = None,
+                  budget_ok: bool | None = None) -> Claim:
+    """The shared paired-difference claim (:func:`.._paper1_common.spread_claim`, margin 0) with
+    the study's clean-accuracy guard: given ``budget_ok``, also inconclusive when the compared
+    models' mean clean accuracies are more than :data:`CLEAN_BUDGET` apart."""
+    claim = spread_claim(claim_id, statement, differences, what, measured, paper=paper,
+                         units=units)
+    if budget_ok is None:
+        return claim
+    # a robustness gain bought with clean accuracy is not the comparison the claim is about
+    return dataclasses.replace(
+        claim, measured={**claim.measured, "same_clean_accuracy_budget": bool(budget_ok)},
+        rule=claim.rule + "; inconclusive whenever the compared models' mean clean accuracies "
+                          f"differ by more than {CLEAN_BUDGET:.0%} (not the same clean-accuracy "
+                          "budget)",
+        verdict=claim.verdict if budget_ok else "inconclusive")
+
+
+def build_claims(seeds: list[dict[str, Any]]) -> list[Claim]:
+    def values(model: str, key: str) -> list[float]:
+        return [s["models"][model][key] for s in seeds]
+
+    def attack_at(model: str, attack: str, index: int) -> list[float]:
+        return [s["models"][model]["attacks"][attack][index] for s in seeds]
+
+    claims = []
+    front = [s["front_end"] for s in seeds]
+    front_clean = {name: float(np.mean([f[name]["clean_accuracy"] for f in front]))
+                   for name in ("relu_front_end", "lca_front_end")}
+    same_budget = abs(front_clean["lca_front_end"] - front_clean["relu_front_end"]) <= \
+        CLEAN_BUDGET
+    relu_median = [f["relu_front_end"]["median_minimal_targeted_l2"] for f in front]
+    lca_median = [f["lca_front_end"]["median_minimal_targeted_l2"] for f in front]
+    claims.append(_spread_claim(
+        "P1-C9-lca-targeted-l2", 1,
+        "Check 27 (C9, Paiton et al. 2020): on digits the median minimal targeted L2 "
+        "perturbation is larger for an LCA front end than for ReLU(W^T x + b) with the same "
+        "dictionary.", paired(lca_median, relu_median),
+        "median minimal targeted L2 (LCA) - (ReLU)",
+        {"lca_median_l2": mean_sd(lca_median), "relu_median_l2": mean_sd(relu_median),
+         "lca_clean_accuracy": mean_sd([f["lca_front_end"]["clean_accuracy"] for f in front]),
+         "relu_clean_accuracy": mean_sd([f["relu_front_end"]["clean_accuracy"]
+                                          for f in front]),
+         "images_per_seed": [f["n_attacked"] for f in front]},
+        units={"lca_median_l2": "L2 norm of the image perturbation (pixels in [0, 1])"},
+        budget_ok=same_budget))
+    relu_drop = [f["relu_front_end"]["noise_drop"] for f in front]
+    lca_drop = [f["lca_front_end"]["noise_drop"] for f in front]
+    claims.append(_spread_claim(
+        "P1-C10-lca-noise-drop", 1,
+        "Check 27 (C10, Teti et al. 2022): under additive Gaussian noise sigma = 0.3 the LCA "
+        "front end's accuracy drop is <= the ReLU front end's (same dictionary).",
+        paired(relu_drop, lca_drop),
+        "accuracy drop (ReLU) - accuracy drop (LCA)",
+        {"lca_drop": mean_sd(lca_drop), "relu_drop": mean_sd(relu_drop)},
+        units={"lca_drop": "accuracy points (fraction)"}, budget_ok=same_budget))
+
+    baseline_clean = float(np.mean(values("cnn_k0", "clean_accuracy")))
+    for k in [k for k in (2, 5, 10) if f"cnn_k{k}" in seeds[0]["models"]]:
+        name = f"cnn_k{k}"
+        clean = float(np.mean(values(name, "clean_accuracy")))
+        drop_k = [c - m for c, m in zip(values(name, "clean_accuracy"),
+                                        values(name, "mean_corruption_accuracy"), strict=True)]
+        drop_0 = [c - m for c, m in zip(values("cnn_k0", "clean_accuracy"),
+                                        values("cnn_k0", "mean_corruption_accuracy"),
+                                        strict=True)]
+        if k == max(s for s in (2, 5, 10) if f"cnn_k{s}" in seeds[0]["models"]):
+            claims.append(_spread_claim(
+                f"P1-A8-k{k}-corruptions", 1,
+                f"A.8.2: the CNN's forward pass replaced by {k}-step sparse inference (same "
+                "dictionaries and thresholds, head refit) is more robust to common corruptions:"
+                " smaller mean accuracy drop over 5 corruptions x 5 severities.",
+                paired(drop_0, drop_k),
+                f"mean corruption drop (k=0) - (k={k})",
+                {"clean_accuracy_k0": mean_sd(values("cnn_k0", "clean_accuracy")),
+                 f"clean_accuracy_k{k}": mean_sd(values(name, "clean_accuracy")),
+                 f"clean_accuracy_k{k}_without_refit": mean_sd(
+                     values(name, "clean_accuracy_without_refit")),
+                 "drop_k0": mean_sd(drop_0), f"drop_k{k}": mean_sd(drop_k)},
+                budget_ok=abs(clean - baseline_clean) <= CLEAN_BUDGET))
+            claims.append(_spread_claim(
+                f"P1-A8-k{k}-pgd", 1,
+                f"A.8.2: {k}-step sparse inference raises accuracy under a white-box PGD L-inf "
+                "attack (eps = 0.1, through the unrolled iterations).",
+                paired(attack_at(name, "pgd_linf", 2),
+                        attack_at("cnn_k0", "pgd_linf", 2)),
+                f"PGD accuracy (k={k}) - (k=0)",
+                {"pgd_accuracy_k0": mean_sd(attack_at("cnn_k0", "pgd_linf", 2)),
+                 f"pgd_accuracy_k{k}": mean_sd(attack_at(name, "pgd_linf", 2))},
+                budget_ok=abs(clean - baseline_clean) <= CLEAN_BUDGET))
+    proper_clean = float(np.mean(values("cnn_proper_prior", "clean_accuracy")))
+    drop_p = [c - m for c, m in zip(values("cnn_proper_prior", "clean_accuracy"),
+                                    values("cnn_proper_prior", "mean_corruption_accuracy"),
+                                    strict=True)]
+    drop_0 = [c - m for c, m in zip(values("cnn_k0", "clean_accuracy"),
+                                    values("cnn_k0", "mean_corruption_accuracy"), strict=True)]
+    claims.append(_spread_claim(
+        "P1-A8-proper-prior-corruptions", 1,
+        "A.8.1: a CNN trained with proper priors (every hidden bias <= 0) is more robust to "
+        "common corruptions than the unconstrained CNN: smaller mean accuracy drop.",
+        paired(drop_0, drop_p),
+        "mean corruption drop (plain) - (proper priors)",
+        {"clean_accuracy_plain": mean_sd(values("cnn_k0", "clean_accuracy")),
+         "clean_accuracy_proper": mean_sd(values("cnn_proper_prior", "clean_accuracy")),
+         "drop_plain": mean_sd(drop_0), "drop_proper": mean_sd(drop_p),
+         "max_hidden_bias_proper": max(s["models"]["cnn_proper_prior"]["max_hidden_bias"]
+                                       for s in seeds)},
+        budget_ok=abs(proper_clean - baseline_clean) <= CLEAN_BUDGET))
+
+    claims += _world_claims([s["feature_world"]["models"] for s in seeds])
+
+    worlds = [s["feature_world"] for s in seeds]
+    index = worlds[0]["multiples_of_radius"].index(1.0)
+    at_radius = [min(w["accuracy_structured"][index], w["accuracy_random_sign"][index],
+                     w["accuracy_pgd_linf"][w["pgd_multiples_of_radius"].index(1.0)])
+                 for w in worlds]
+    flips = [w["structured_flip_radius_min"] for w in worlds]
+    ratio = [f / w["certified_radius"] for f, w in zip(flips, worlds, strict=True)
+             if f is not None and w["certified_radius"] > 0]
+    holds = all(w["well_posed"] and w["error_rate"] == 0 for w in worlds) and \
+        min(at_radius) == 1.0 and all(f is None or f >= w["certified_radius"] * (1 - 1e-9)
+                                      for f, w in zip(flips, worlds, strict=True))
+    claims.append(Claim(
+        id="P2-B3-certified-radius", paper=2,
+        statement="The constructed network's certified L-inf radius (theta_hi - theta_lo)/"
+                  "(k^2 (A + V)) is valid: no image of the feature world is misclassified under"
+                  " a structured worst-case, random-sign or PGD perturbation of that size.",
+        measured={"certified_radius": mean_sd([w["certified_radius"] for w in worlds]),
+                  "min_accuracy_at_radius": min(at_radius),
+                  "smallest_structured_flip": mean_sd([f for f in flips if f is not None])
+                  if any(f is not None for f in flips) else None,
+                  "flip_over_certified": mean_sd(ratio) if ratio else None,
+                  "images_per_seed": worlds[0]["n_images"]},
+        rule="holds iff every world is well posed with zero clean error, accuracy is 1 under "
+             "all three attacks at rho = radius, and no structured perturbation smaller than "
+             "the radius flips an image",
+        verdict=verdict(holds),
+        units={"certified_radius": "L-inf, pixel units"}))
+
+    tables = [s["anomaly"]["table"] for s in seeds]
+    ood_sets = list(tables[0])
+    primary = "cnn.layer1.reconstruction_error"
+
+    def mean_auroc(score: str) -> list[float]:
+        return [float(np.mean([t[o][score]["auroc"] for o in ood_sets])) for t in tables]
+
+    per_set = {o: mean_sd([t[o][primary]["auroc"] for t in tables]) for o in ood_sets}
+    above_chance = all(v["mean"] - 0.5 >= v["sd"] and v["mean"] > 0.5 for v in per_set.values())
+    claims.append(Claim(
+        id="P1-anomaly-reconstruction", paper=1,
+        statement="Paper 1 (abstract): reading the CNN as sparse coding identifies anomalies: "
+                  "the first layer's reconstruction error ||x - D a||^2 separates every "
+                  "out-of-distribution set from held-in digits better than chance.",
+        measured={"auroc_per_set": per_set, "score": primary,
+                  "in_distribution_median_relative_error": {
+                      name: mean_sd([s["anomaly"]["in_distribution_median_relative_error"][name]
+                                      for s in seeds])
+                      for name in seeds[0]["anomaly"]["in_distribution_median_relative_error"]}},
+        rule="holds iff for every OOD set the mean AUROC over seeds exceeds 0.5 by at least "
+             "its sd; does not hold otherwise",
+        verdict=verdict(above_chance)))
+    claims.append(_spread_claim(
+        "P1-anomaly-vs-softmax", 1,
+        "The CNN's first-layer sparse-coding reconstruction error detects anomalies at least as"
+        " well as the max-softmax baseline (mean AUROC over the OOD sets).",
+        paired(mean_auroc(primary), mean_auroc("max_softmax")),
+        "mean AUROC (reconstruction error) - mean AUROC (max softmax)",
+        {"auroc_reconstruction": mean_sd(mean_auroc(primary)),
+         "auroc_max_softmax": mean_sd(mean_auroc("max_softmax")),
+         "auroc_lca_dictionary_reconstruction": mean_sd(
+             mean_auroc("lca_dictionary.reconstruction_error"))}))
+    return claims
+
+
+def _world_claims(per_seed: list[dict[str, Any]]) -> list[Claim]:
+    """The digits comparisons repeated on the feature world (same rules, same budget guard):
+    k-step swap vs the one-shot CNN, proper priors vs plain, and the constructed network vs
+    the trained CNN, by paired seed differences."""
+    def values(model: str, key: str) -> list[float]:
+        return [m[model][key] for m in per_seed]
+
+    def drop(model: str) -> list[float]:
+        return [c - m for c, m in zip(values(model, "clean_accuracy"),
+                                      values(model, "mean_corruption_accuracy"), strict=True)]
+
+    def pgd_at(model: str) -> list[float]:
+        return [m[model]["attacks"]["pgd_linf"][2] for m in per_seed]
+
+    def clean(model: str) -> float:
+        return float(np.mean(values(model, "clean_accuracy")))
+
+    def same_budget(model: str) -> bool:
+        return abs(clean(model) - clean("cnn_k0")) <= CLEAN_BUDGET
+
+    claims = []
+    k = max(int(name[5:]) for name in per_seed[0] if name.startswith("cnn_k"))
+    swapped = f"cnn_k{k}"
+    claims.append(_spread_claim(
+        f"P1-A8-world-k{k}-corruptions", 1,
+        f"A.8.2 on the feature world: the trained B.3-architecture CNN with its forward pass "
+        f"replaced by {k}-step sparse inference (head refit) has a smaller mean accuracy drop "
+        "over 5 corruptions x 5 severities.",
+        paired(drop("cnn_k0"), drop(swapped)),
+        f"mean corruption drop (k=0) - (k={k})",
+        {"clean_accuracy_k0": mean_sd(values("cnn_k0", "clean_accuracy")),
+         f"clean_accuracy_k{k}": mean_sd(values(swapped, "clean_accuracy")),
+         f"clean_accuracy_k{k}_without_refit": mean_sd(
+             values(swapped, "clean_accuracy_without_refit")),
+         "drop_k0": mean_sd(drop("cnn_k0")), f"drop_k{k}": mean_sd(drop(swapped))},
+        budget_ok=same_budget(swapped)))
+    claims.append(_spread_claim(
+        f"P1-A8-world-k{k}-pgd", 1,
+        f"A.8.2 on the feature world: {k}-step sparse inference raises accuracy under white-box "
+        "PGD L-inf (eps = 0.1).",
+        paired(pgd_at(swapped), pgd_at("cnn_k0")),
+        f"PGD accuracy (k={k}) - (k=0)",
+        {"pgd_accuracy_k0": mean_sd(pgd_at("cnn_k0")),
+         f"pgd_accuracy_k{k}": mean_sd(pgd_at(swapped))},
+        budget_ok=same_budget(swapped)))
+    claims.append(_spread_claim(
+        "P1-A8-world-proper-prior-corruptions", 1,
+        "A.8.1 on the feature world: the CNN trained with proper priors (every hidden bias <= 0)"
+        " has a smaller mean corruption accuracy drop than the unconstrained CNN.",
+        paired(drop("cnn_k0"), drop("cnn_proper_prior")),
+        "mean corruption drop (plain) - (proper priors)",
+        {"clean_accuracy_plain": mean_sd(values("cnn_k0", "clean_accuracy")),
+         "clean_accuracy_proper": mean_sd(values("cnn_proper_prior", "clean_accuracy")),
+         "drop_plain": mean_sd(drop("cnn_k0")), "drop_proper": mean_sd(drop("cnn_proper_prior")),
+         "pgd_accuracy_proper": mean_sd(pgd_at("cnn_proper_prior")),
+         "max_hidden_bias_proper": max(m["cnn_proper_prior"]["max_hidden_bias"]
+                                       for m in per_seed)},
+        budget_ok=same_budget("cnn_proper_prior")))
+    claims.append(_spread_claim(
+        "P2-B3-world-constructed-vs-trained", 2,
+        "On its feature world the constructed network is more robust than the same architecture"
+        " trained by Adam: higher accuracy under white-box PGD L-inf (eps = 0.1).",
+        paired(pgd_at("constructed"), pgd_at("cnn_k0")),
+        "PGD accuracy (constructed) - (trained CNN)",
+        {"pgd_accuracy_constructed": mean_sd(pgd_at("constructed")),
+         "pgd_accuracy_trained": mean_sd(pgd_at("cnn_k0")),
+         "clean_accuracy_constructed": mean_sd(values("constructed", "clean_accuracy")),
+         "drop_constructed": mean_sd(drop("constructed")), "drop_trained": mean_sd(
+             drop("cnn_k0"))},
+        budget_ok=same_budget("constructed")))
+    return claims
+

@@ -1,0 +1,313 @@
+"""One seed of the robustness study (digits models, check 27's front ends, the feature world,
+anomaly identification) and the aggregate over seeds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...anomaly import (
+    anomaly_scores,
+    detection_table,
+    out_of_distribution_sets,
+    sparse_coding_scores,
+)
+from ...data import DatasetSplit, load_digits_split
+from ...robustness import (
+    CORRUPTIONS,
+    accuracy,
+    attack_curve,
+    corrupt,
+    corruption_curves,
+    minimal_l2_perturbation,
+    pgd,
+    random_targets,
+)
+from ...training import hidden_bias_parameters
+from .._paper1_common import mean_sd
+from .._seeding import seeded_generator
+from .budget import (
+    EPSILONS_L2,
+    EPSILONS_LINF,
+    FRONT_END_ATOMS,
+    FRONT_END_LAMBDA,
+    NOISE_SEVERITY,
+    WORLD_BATCH_SIZE,
+    WORLD_LEARNING_RATE,
+    Budget,
+)
+from .models import front_ends, refit_head, small_cnn, swap, train_classifier
+
+__all__ = ["aggregate", "one_seed"]
+
+
+def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, budget: Budget,
+              seed: int) -> dict[str, Any]:
+    curves = corruption_curves(model, images, labels, seed=seed)
+    options = {"steps": budget.pgd_steps}
+    mean_corrupted = float(np.mean([curves[name][1:] for name in CORRUPTIONS]))
+    return {
+        "clean_accuracy": curves[CORRUPTIONS[0]][0],
+        "corruptions": curves,
+        "mean_corruption_accuracy": mean_corrupted,
+        "attacks": {
+            "fgsm": attack_curve(model, images, labels, "fgsm", EPSILONS_LINF),
+            "pgd_linf": attack_curve(model, images, labels, "pgd_linf", EPSILONS_LINF,
+                                     **options),
+            "pgd_l2": attack_curve(model, images, labels, "pgd_l2", EPSILONS_L2, **options),
+        },
+    }
+
+
+def _nine_classes(data: DatasetSplit, held_out: int) -> tuple[DatasetSplit, torch.Tensor]:
+    def keep(labels: torch.Tensor) -> torch.Tensor:
+        return labels != held_out
+
+    def remap(labels: torch.Tensor) -> torch.Tensor:
+        return labels - (labels > held_out).long()
+
+    train, test = keep(data.train_labels), keep(data.test_labels)
+    split = DatasetSplit(f"digits-without-{held_out}", data.train_images[train],
+                         remap(data.train_labels[train]), data.test_images[test],
+                         remap(data.test_labels[test]), data.n_classes - 1)
+    return split, data.test_images[~test]
+
+
+def _feature_world(seed: int, budget: Budget) -> dict[str, Any]:
+    from ...features import certify, construct, preset, worst_case_perturbation
+
+    world = preset("default", seed=seed)
+    network = construct(world)
+    sample = world.sample(budget.n_feature_world, seed=seed + 1)
+    certificate = certify(network, world, sample)
+    radius = certificate.radius
+    images = sample.images.to(torch.float64)
+    labels = sample.labels
+
+    def correct(inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return network(inputs).argmax(1) == labels
+
+    generator = seeded_generator(seed)
+    signs = torch.randint(0, 2, images.shape, generator=generator).to(images.dtype) * 2 - 1
+    multiples = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
+    structured, random_sign, projected = [], [], []
+    for multiple in multiples:
+        rho = multiple * radius
+        structured.append(float(correct(
+            images + worst_case_perturbation(world, images, sample.truth, rho)).double().mean()))
+        random_sign.append(float(correct(images + rho * signs).double().mean()))
+        if multiple in (1.0, 2.0, 5.0):
+            attacked = pgd(network, images, labels, rho, norm="linf", steps=3, bounds=None)
+            projected.append(float(correct(attacked).double().mean()))
+    # smallest structured perturbation that flips each image: bisection on rho
+    unit = worst_case_perturbation(world, images, sample.truth, 1.0)
+    low = torch.zeros(len(labels), dtype=torch.float64)
+    high = torch.full((len(labels),), 1.0, dtype=torch.float64)
+    flipped = ~correct(images + high.view(-1, 1, 1, 1) * unit)
+    for _ in range(24):
+        middle = (low + high) / 2
+        fooled = ~correct(images + middle.view(-1, 1, 1, 1) * unit)
+        high = torch.where(fooled, middle, high)
+        low = torch.where(fooled, low, middle)
+    flip = high[flipped]
+    return {"certified_radius": radius, "error_rate": certificate.error_rate,
+            "min_margin": certificate.min_margin, "well_posed": certificate.well_posed,
+            "multiples_of_radius": list(multiples),
+            "accuracy_structured": structured, "accuracy_random_sign": random_sign,
+            "pgd_multiples_of_radius": [1.0, 2.0, 5.0], "accuracy_pgd_linf": projected,
+            "structured_flip_radius_min": float(flip.min()) if flip.numel() else None,
+            "structured_flip_radius_median": float(flip.median()) if flip.numel() else None,
+            "fraction_flipped_at_rho_1": float(flipped.double().mean()),
+            "n_images": len(labels)}
+
+
+def _evaluate_world(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                    budget: Budget, seed: int) -> dict[str, Any]:
+    curves = corruption_curves(model, images, labels, seed=seed)
+    return {"clean_accuracy": curves[CORRUPTIONS[0]][0], "corruptions": curves,
+            "mean_corruption_accuracy": float(np.mean([curves[name][1:]
+                                                       for name in CORRUPTIONS])),
+            "attacks": {"pgd_linf": attack_curve(model, images, labels, "pgd_linf",
+                                                 EPSILONS_LINF, steps=budget.pgd_steps)}}
+
+
+def _feature_world_cnns(seed: int, budget: Budget) -> dict[str, Any]:
+    """On the seed's ``"default"`` feature world: the B.3 architecture trained by Adam (plain
+    and with proper priors), and the plain one with its forward pass swapped by
+    ``from_cnn(n_iter=k)`` (head refit for k > 0), each under corruptions and PGD L-inf."""
+    from ...features import construct, preset
+    from .._feature_world_models import feature_world_cnn, swap_forward
+
+    world = preset("default", seed=seed)
+    train = world.sample(budget.world_train, seed=seed + 2)
+    test = world.sample(budget.world_eval, seed=seed + 3)
+    models: dict[str, Any] = {}
+    plain = train_classifier(feature_world_cnn(world, seed), train.images, train.labels,
+                             epochs=budget.world_epochs, seed=seed, batch_size=WORLD_BATCH_SIZE,
+                             learning_rate=WORLD_LEARNING_RATE)
+    for k in budget.swap_steps:
+        swapped = swap_forward(plain, k)
+        without_refit = accuracy(swapped, test.images, test.labels)
+        if k > 0:
+            refit_head(swapped, train.images, train.labels)
+        evaluation = _evaluate_world(swapped, test.images, test.labels, budget, seed)
+        evaluation["clean_accuracy_without_refit"] = without_refit
+        models[f"cnn_k{k}"] = evaluation
+    proper = train_classifier(feature_world_cnn(world, seed), train.images, train.labels,
+                              epochs=budget.world_epochs, seed=seed, batch_size=WORLD_BATCH_SIZE,
+                              learning_rate=WORLD_LEARNING_RATE, proper_prior=True)
+    evaluation = _evaluate_world(proper, test.images, test.labels, budget, seed)
+    evaluation["max_hidden_bias"] = max(float(b.detach().max())
+                                        for b in hidden_bias_parameters(proper))
+    models["cnn_proper_prior"] = evaluation
+    models["constructed"] = _evaluate_world(construct(world), test.images, test.labels,
+                                            budget, seed)
+    return models
+
+
+def one_seed(seed: int, budget: Budget, progress: Callable[..., Any]) -> dict[str, Any]:
+    from ...dictlearn import learn_dictionary
+
+    data = load_digits_split(seed=seed, dtype=torch.float32)
+    images, labels = data.test_images[:budget.n_eval], data.test_labels[:budget.n_eval]
+    held_out = 9 - seed % 10
+    nine, held_images = _nine_classes(data, held_out)
+    result: dict[str, Any] = {"seed": seed, "held_out_class": held_out, "models": {}}
+    steps = progress(["train", "swap", "proper", "front", "world", "world_cnn", "anomaly"],
+                     desc=f"robustness seed {seed}", leave=False)
+    for step in steps:
+        if step == "train":
+            plain = train_classifier(small_cnn(10, seed), data.train_images,
+                                     data.train_labels, epochs=budget.epochs, seed=seed)
+        elif step == "swap":
+            for k in budget.swap_steps:
+                swapped = swap(plain, k)
+                without_refit = accuracy(swapped, images, labels)
+                if k > 0:
+                    refit_head(swapped, data.train_images, data.train_labels)
+                evaluation = _evaluate(swapped, images, labels, budget, seed)
+                evaluation["clean_accuracy_without_refit"] = without_refit
+                result["models"][f"cnn_k{k}"] = evaluation
+        elif step == "proper":
+            proper = train_classifier(small_cnn(10, seed), data.train_images,
+                                      data.train_labels, epochs=budget.epochs, seed=seed,
+                                      proper_prior=True)
+            evaluation = _evaluate(proper, images, labels, budget, seed)
+            evaluation["max_hidden_bias"] = max(float(b.detach().max())
+                                                for b in hidden_bias_parameters(proper))
+            result["models"]["cnn_proper_prior"] = evaluation
+        elif step == "front":
+            signals = nine.train_images.flatten(1)
+            dictionary = learn_dictionary(signals, FRONT_END_ATOMS, FRONT_END_LAMBDA,
+                                          nonneg=True, n_steps=budget.dictionary_steps,
+                                          inference_iter=50, seed=seed).dictionary
+            fronts = front_ends(dictionary, FRONT_END_LAMBDA, budget.lca_steps, data, seed)
+            result["front_end"] = _check27(fronts, data, images, labels, budget, seed)
+            for name, model in fronts.items():
+                result["models"][name] = _evaluate(model, images, labels, budget, seed)
+        elif step == "world":
+            result["feature_world"] = _feature_world(seed, budget)
+        elif step == "world_cnn":
+            result["feature_world"]["models"] = _feature_world_cnns(seed, budget)
+        else:
+            result["anomaly"] = _anomaly(nine, held_images, fronts["lca_front_end"], budget,
+                                         seed)
+    return result
+
+
+def _check27(fronts: dict[str, nn.Module], data: DatasetSplit, images: torch.Tensor,
+             labels: torch.Tensor, budget: Budget, seed: int) -> dict[str, Any]:
+    both = torch.ones(len(data.test_labels), dtype=torch.bool)
+    for model in fronts.values():
+        with torch.no_grad():
+            both &= model(data.test_images).argmax(1) == data.test_labels
+    chosen = torch.nonzero(both).flatten()[:budget.n_minimal]
+    subset, subset_labels = data.test_images[chosen], data.test_labels[chosen]
+    targets = random_targets(subset_labels, data.n_classes, seed=seed)
+    noisy = corrupt(images, "gaussian_noise", NOISE_SEVERITY, seed=seed)
+    out: dict[str, Any] = {"n_attacked": len(chosen), "lambda": FRONT_END_LAMBDA,
+                           "n_atoms": FRONT_END_ATOMS, "lca_steps": budget.lca_steps}
+    for name, model in fronts.items():
+        minimal = minimal_l2_perturbation(model, subset, subset_labels, targets=targets,
+                                          max_epsilon=6.0, tolerance=budget.tolerance,
+                                          steps=budget.pgd_steps * 2)
+        clean = accuracy(model, images, labels)
+        with torch.no_grad():
+            codes = model.features(data.test_images)
+        censored = not math.isfinite(minimal.median)  # over half not fooled at max_epsilon
+        out[name] = {"median_minimal_targeted_l2": minimal.max_epsilon if censored
+                     else minimal.median, "median_censored_at_max_epsilon": censored,
+                     "success_rate": minimal.success_rate, "clean_accuracy": clean,
+                     "noisy_accuracy_sigma_0.3": accuracy(model, noisy, labels),
+                     "zero_fraction": float((codes == 0).double().mean())}
+        out[name]["noise_drop"] = clean - out[name]["noisy_accuracy_sigma_0.3"]
+    return out
+
+
+def _anomaly(nine: DatasetSplit, held_images: torch.Tensor, lca_front: nn.Module,
+             budget: Budget, seed: int) -> dict[str, Any]:
+    model = train_classifier(small_cnn(nine.n_classes, seed), nine.train_images,
+                             nine.train_labels, epochs=budget.epochs, seed=seed)
+    inside = nine.test_images[:budget.n_ood]
+    sets = out_of_distribution_sets(inside, n=budget.n_ood, seed=seed, held_out=held_images)
+    coder = nn.Sequential(*lca_front.features)
+
+    def scores(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        values = {f"cnn.{k}": v for k, v in anomaly_scores(model, images).items()}
+        values["max_softmax"] = values.pop("cnn.max_softmax")
+        values.update({f"lca_dictionary.{k.split('.', 1)[1]}": v
+                       for k, v in sparse_coding_scores(coder, images).items()})
+        return values
+
+    in_scores = scores(inside)
+    out_scores = {name: scores(images) for name, images in sets.items()}
+    relative = {name: float(values.median()) for name, values in in_scores.items()
+                if name.endswith("relative_reconstruction_error")}
+    return {"clean_accuracy": accuracy(model, nine.test_images, nine.test_labels),
+            "in_distribution_median_relative_error": relative,
+            "table": detection_table(in_scores, out_scores),
+            "in_scores": {k: v.tolist() for k, v in in_scores.items()},
+            "out_scores": {s: {k: v.tolist() for k, v in d.items()}
+                           for s, d in out_scores.items()}}
+
+
+# -- over seeds --------------------------------------------------------------------------------
+
+def _curve_stats(curves: Sequence[Sequence[float]]) -> dict[str, list[float]]:
+    array = np.asarray(curves, dtype=np.float64)
+    sd = array.std(axis=0, ddof=1) if len(array) > 1 else np.zeros(array.shape[1])
+    return {"mean": array.mean(axis=0).tolist(), "sd": sd.tolist()}
+
+
+def aggregate(seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    world_models = seeds[0]["feature_world"]["models"]
+    world = {"corruption_curves": {m: {c: _curve_stats(
+                [s["feature_world"]["models"][m]["corruptions"][c] for s in seeds])
+                for c in CORRUPTIONS} for m in world_models},
+             "pgd_linf_curves": {m: _curve_stats(
+                 [s["feature_world"]["models"][m]["attacks"]["pgd_linf"] for s in seeds])
+                 for m in world_models},
+             "clean_accuracy": {m: mean_sd([s["feature_world"]["models"][m]["clean_accuracy"]
+                                             for s in seeds]) for m in world_models},
+             "certified_radius": mean_sd([s["feature_world"]["certified_radius"]
+                                           for s in seeds])}
+    models = list(seeds[0]["models"])
+    corruption = {m: {c: _curve_stats([s["models"][m]["corruptions"][c] for s in seeds])
+                      for c in CORRUPTIONS} for m in models}
+    attacks = {m: {a: _curve_stats([s["models"][m]["attacks"][a] for s in seeds])
+                   for a in ("fgsm", "pgd_linf", "pgd_l2")} for m in models}
+    clean = {m: mean_sd([s["models"][m]["clean_accuracy"] for s in seeds]) for m in models}
+    tables = [s["anomaly"]["table"] for s in seeds]
+    anomaly = {o: {score: {metric: mean_sd([t[o][score][metric] for t in tables])
+                           for metric in tables[0][o][score]}
+                   for score in tables[0][o]} for o in tables[0]}
+    return {"clean_accuracy": clean, "corruption_curves": corruption, "attack_curves": attacks,
+            "anomaly_table": anomaly, "epsilons_linf": list(EPSILONS_LINF),
+            "epsilons_l2": list(EPSILONS_L2), "feature_world": world}
+
