@@ -1,4 +1,4 @@
-"""Speed of the sparse-coding layers against plain PyTorch (issue 4, section 7).
+"""Speed of the sparse-coding layers against plain PyTorch.
 
 * ``SparseConv2d(n_iter=0)`` vs ``nn.Conv2d`` + ``ReLU``: target ratio <= 1.1.
 * ``SparseConv2d(n_iter=k)`` vs the cost of ``1 + 2k`` convolutions (one analysis ``D^T x``, and a

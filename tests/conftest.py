@@ -1,4 +1,4 @@
-"""Shared fixtures: THEORY.md Part D defaults (float64, D = Q of a 64x64 Gaussian matrix).
+"""Shared fixtures: docs/theory.md Part D defaults (float64, D = Q of a 64x64 Gaussian matrix).
 
 Helpers that tests import are in ``helpers.py``."""
 
@@ -22,7 +22,7 @@ def generator() -> torch.Generator:
 
 @pytest.fixture
 def orthonormal_dictionary(generator: torch.Generator) -> torch.Tensor:
-    """THEORY.md Part D: Q from the QR decomposition of a 64x64 standard-normal matrix."""
+    """docs/theory.md Part D: Q from the QR decomposition of a 64x64 standard-normal matrix."""
     q, _ = torch.linalg.qr(torch.randn(64, 64, generator=generator, dtype=torch.float64))
     return q
 

@@ -1,5 +1,5 @@
 """Dictionaries as operators: adjoints, Lipschitz constants, coherence, orthogonality gap,
-and THEORY.md check 7 (conv2d is D^T x; Haar stride 2 is orthonormal, stride 1 is not)."""
+and docs/theory.md check 7 (conv2d is D^T x; Haar stride 2 is orthonormal, stride 1 is not)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Thresholds and the bias <-> prior map: THEORY.md checks 4, 5, 6 (identity part)."""
+"""Thresholds and the bias <-> prior map: docs/theory.md checks 4, 5, 6 (identity part)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """sparsecnn: CNNs as hierarchical sparse coding (Bowren 2021) and as hierarchical template
 matching (Nandakumar, Tagade, Liu 2023), executable and checkable.
 
-See THEORY.md for the mathematics; every public function's docstring states its equation.
+See docs/theory.md for the mathematics; every public function's docstring states its equation.
 """
 
 from .dictionary import ConvDictionary, DenseDictionary, Dictionary, power_iteration

@@ -1,7 +1,7 @@
 """Anomaly identification from sparse-coding reconstruction error and energy (Bowren 2021,
-arXiv 2108.06622, abstract; THEORY.md A.1, A.6).
+arXiv 2108.06622, abstract; docs/theory.md A.1, A.6).
 
-Read as hierarchical sparse coding (THEORY.md A.6), every layer ``l`` of a CNN codes its input
+Read as hierarchical sparse coding (docs/theory.md A.6), every layer ``l`` of a CNN codes its input
 ``Gamma_{l-1}`` with unit-norm atoms ``D_l = W_l / ||w||`` and thresholds ``lam_l = -b_l /
 ||w||``.  The generative model says how well an input is explained, layer by layer:
 
@@ -19,7 +19,7 @@ counting 1/2: the Mann-Whitney statistic ``U / (n_in n_out)``) and by the false-
 at 95 % true-positive rate (out-of-distribution = positive).
 
 :func:`out_of_distribution_sets` makes offline OOD sets for digits: feature-world images
-(THEORY.md B.1) resized to the digits' size, uniform and Gaussian noise images, inverted digits
+(docs/theory.md B.1) resized to the digits' size, uniform and Gaussian noise images, inverted digits
 and, when given, a held-out digit class.
 """
 
@@ -260,7 +260,7 @@ def out_of_distribution_sets(in_images: torch.Tensor, *, n: int = 300, seed: int
     """Offline out-of-distribution images shaped like ``in_images`` ``(n, 1, H, W)`` in
     ``[0, 1]``, all drawn from ``seed``:
 
-    * ``"feature_world"``: images of the ``"default"`` feature world (THEORY.md B.3's 28x28
+    * ``"feature_world"``: images of the ``"default"`` feature world (docs/theory.md B.3's 28x28
       example), area-averaged to ``H x W`` and scaled to peak 1;
     * ``"uniform_noise"``: pixels ``U[0, 1]``;
     * ``"gaussian_noise"``: pixels ``N(m, s^2)`` clipped to ``[0, 1]``, ``m``, ``s`` the mean and

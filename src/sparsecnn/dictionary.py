@@ -1,8 +1,8 @@
-"""Dictionaries as linear operators that carry their adjoint (THEORY.md A.1, A.5).
+"""Dictionaries as linear operators that carry their adjoint (docs/theory.md A.1, A.5).
 
 A dictionary ``D`` maps codes ``a`` to signals ``D a`` (synthesis) and signals ``x`` to
 correlations ``D^T x`` (analysis).  Atoms are the columns ``d_i`` of ``D``; the library's
-convention is unit-norm atoms (THEORY.md convention 4), which :meth:`Dictionary.normalized`
+convention is unit-norm atoms (docs/theory.md convention 4), which :meth:`Dictionary.normalized`
 produces.
 
 * :class:`DenseDictionary` holds an explicit matrix ``(n_features, n_atoms)``.
@@ -312,7 +312,7 @@ class ConvDictionary(Dictionary):
     ``H_out = floor((H + 2 padding - kh) / stride) + 1``.  Atom ``(k, p)`` is filter ``k``
     placed at output position ``p`` (cropped at the image border when ``padding > 0``), so
 
-    * ``D^T x = conv2d(x, weight, stride, padding)`` (THEORY.md A.5, check 7),
+    * ``D^T x = conv2d(x, weight, stride, padding)`` (docs/theory.md A.5, check 7),
     * ``D a = conv_transpose2d(a, weight, stride, padding, output_padding)``.
 
     ``signal_size`` (optional ``(H, W)``) is the default image size for :meth:`lipschitz`,

@@ -1,5 +1,5 @@
 """Reading a trained CNN as hierarchical sparse coding (Bowren 2021, arXiv 2108.06622;
-THEORY.md A.4-A.8, conventions 5-6).
+docs/theory.md A.4-A.8, conventions 5-6).
 
 For every ``Conv2d``/``Linear`` layer (plain or sparse) with filters ``w_i`` and biases ``b_i``:
 

@@ -1,6 +1,6 @@
-"""Thresholds and the map between CNN biases and sparse-coding priors (THEORY.md A.2-A.4).
+"""Thresholds and the map between CNN biases and sparse-coding priors (docs/theory.md A.2-A.4).
 
-Conventions (THEORY.md, "How to read this"):
+Conventions (docs/theory.md, "How to read this"):
 
 * soft threshold ``S_theta(z) = sign(z) * max(|z| - theta, 0)`` is the proximal map of
   ``theta * |a|``; the non-negative threshold ``relu(z - theta)`` is the proximal map of
@@ -8,7 +8,7 @@ Conventions (THEORY.md, "How to read this"):
 * a unit ``ReLU(w^T x + b)`` is a unit-norm atom ``d = w / ||w||`` with threshold
   ``lam = -b / ||w||`` and output scale ``||w||`` (convention 5);
 * ``b < 0`` is a proper exponential prior, ``b = 0`` a flat improper prior and ``b > 0`` an
-  improper anti-sparse prior (convention 6, THEORY.md A.4).
+  improper anti-sparse prior (convention 6, docs/theory.md A.4).
 
 Every function accepts torch tensors, numpy arrays or Python numbers and returns the same kind.
 """
@@ -59,7 +59,7 @@ def _threshold_tensor(theta: Any, like: torch.Tensor) -> torch.Tensor:
 
 
 def soft_threshold(z: Any, theta: Any) -> Any:
-    """Soft threshold ``S_theta(z) = sign(z) * relu(|z| - theta)`` (THEORY.md A.2).
+    """Soft threshold ``S_theta(z) = sign(z) * relu(|z| - theta)`` (docs/theory.md A.2).
 
     Written as ``relu(z - theta) - relu(-z - theta)`` (the polarity split), which is exactly
     equal for ``theta >= 0`` and keeps autograd free of ``sign``.
@@ -70,7 +70,7 @@ def soft_threshold(z: Any, theta: Any) -> Any:
 
 
 def nonneg_threshold(z: Any, theta: Any) -> Any:
-    """Non-negative threshold ``relu(z - theta)`` (THEORY.md A.3); for ``theta < 0`` it is the
+    """Non-negative threshold ``relu(z - theta)`` (docs/theory.md A.3); for ``theta < 0`` it is the
     minimiser of the modified energy with an anti-sparse prior (A.4)."""
     zt, kind = _to_tensor(z, "z")
     th = _threshold_tensor(theta, zt)
@@ -81,7 +81,7 @@ def polarity_split(z: Any, theta: Any, dim: int = 1) -> Any:
     """Concatenate ``relu(z - theta)`` and ``relu(-z - theta)`` along ``dim`` (CReLU).
 
     These are the non-negative codes of the doubled dictionary ``[D, -D]``; for ``theta >= 0``
-    their difference (:func:`merge_polarity`) is the soft threshold (THEORY.md A.2, check 6).
+    their difference (:func:`merge_polarity`) is the soft threshold (docs/theory.md A.2, check 6).
     """
     zt, kind = _to_tensor(z, "z")
     th = _threshold_tensor(theta, zt)
@@ -111,7 +111,7 @@ def _weight_norm(weight_norm: Any, like: torch.Tensor) -> torch.Tensor:
 
 
 def bias_to_lambda(b: Any, weight_norm: Any = 1.0) -> Any:
-    """Threshold of the unit-norm atom: ``lam = -b / ||w||`` (THEORY.md convention 5, check 4)."""
+    """Threshold of the unit-norm atom: ``lam = -b / ||w||`` (docs/theory.md convention 5, check 4)."""
     bt, kind = _to_tensor(b, "b")
     check_finite(bt, "b")
     return _back(-bt / _weight_norm(weight_norm, bt), kind)

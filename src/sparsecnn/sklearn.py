@@ -33,7 +33,7 @@ class SparseEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         scipy-sparse matrix is refused: convert it with ``.toarray()``).  ``None``: ``fit``
         uses the ``min(n_samples, n_features)`` right singular vectors of ``X`` (a thin SVD,
         so memory is ``O(n_samples n_features)``).  They are orthonormal (``D^T D = I``), so
-        the codes are the closed-form threshold of THEORY.md A.2/A.3.
+        the codes are the closed-form threshold of docs/theory.md A.2/A.3.
     lam : float, default=0.1
         Threshold ``lam >= 0`` of the energy (no rescaling by ``n_features``).
     method : {"closed_form", "ista", "fista", "lca", "homotopy"}, default="fista"

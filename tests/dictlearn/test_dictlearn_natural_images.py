@@ -1,4 +1,4 @@
-"""THEORY.md check 25 (Olshausen & Field 1996, C7): on whitened natural 8x8 patches, 64 learned
+"""docs/theory.md check 25 (Olshausen & Field 1996, C7): on whitened natural 8x8 patches, 64 learned
 atoms are oriented and localised, their codes have median excess kurtosis >= 5x that of the PCA
 coefficients, and >= 80 % of the coefficients are zero."""
 

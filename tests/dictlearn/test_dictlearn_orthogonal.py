@@ -1,6 +1,6 @@
 """Orthogonal dictionary learning: the Procrustes step gives an exactly orthogonal dictionary,
 equals SciPy's orthogonal Procrustes solution, and alternating it with the exact one-shot codes
-never increases the energy (THEORY.md A.2-A.3)."""
+never increases the energy (docs/theory.md A.2-A.3)."""
 
 from __future__ import annotations
 

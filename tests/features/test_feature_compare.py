@@ -21,7 +21,7 @@ def world() -> FeatureWorld:
 
 
 def test_constructed_network_scores_the_theory_values(world: FeatureWorld) -> None:
-    """THEORY check 22: the constructed network has filter cosine 1.0, 100 % binary hidden
+    """docs/theory.md check 22: the constructed network has filter cosine 1.0, 100 % binary hidden
     units, perfect accuracy and localization."""
     test = world.sample(300, seed=5)
     metrics, _ = network_metrics(construct(world), world, test)

@@ -1,4 +1,4 @@
-"""THEORY.md checks 15-18: template detectors, gates and max-pool tolerance of B.3."""
+"""docs/theory.md checks 15-18: template detectors, gates and max-pool tolerance of B.3."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The feature world (THEORY.md B.1): sampling, ground truth, reference matcher, validation."""
+"""The feature world (docs/theory.md B.1): sampling, ground truth, reference matcher, validation."""
 
 from __future__ import annotations
 

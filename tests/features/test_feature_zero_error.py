@@ -1,4 +1,4 @@
-"""THEORY.md checks 19-21 and the certificate: zero error with margin >= 1, negative controls,
+"""docs/theory.md checks 19-21 and the certificate: zero error with margin >= 1, negative controls,
 three-level hierarchies, certified radius."""
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def test_end_point_satisfies_the_kkt_conditions(n_features: int, n_atoms: int, l
                                                 seed: int, nonneg: bool) -> None:
     """For every problem: ``|D^T (x - D a)| <= lam`` with equality ``= lam sign(a_i)`` on the
     support (``D^T (x - D a) <= lam``, equality where ``a_i > 0``, if nonneg) -- the optimality
-    conditions of THEORY.md A.1/A.3 -- up to rounding."""
+    conditions of docs/theory.md A.1/A.3 -- up to rounding."""
     rng = np.random.default_rng(seed)
     D = rng.standard_normal((n_features, n_atoms))
     D /= np.linalg.norm(D, axis=0)

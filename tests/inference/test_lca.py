@@ -1,4 +1,4 @@
-"""The locally competitive algorithm (inference/lca.py): THEORY.md Part D check 12."""
+"""The locally competitive algorithm (inference/lca.py): docs/theory.md Part D check 12."""
 
 from __future__ import annotations
 

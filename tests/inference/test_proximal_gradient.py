@@ -1,4 +1,4 @@
-"""ISTA and FISTA (inference/proximal_gradient.py): THEORY.md Part D checks 11, 13 and 14, and
+"""ISTA and FISTA (inference/proximal_gradient.py): docs/theory.md Part D checks 11, 13 and 14, and
 laws for every input (hypothesis): ISTA never increases the energy, FISTA's solution beats
 random feasible points."""
 

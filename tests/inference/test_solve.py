@@ -1,5 +1,5 @@
 """``sparse_code`` (inference/solve.py) for every method against closed forms, scikit-learn
-and THEORY.md Part D checks 1-3 and 6-8; dtypes, autograd, warnings, numpy in/out."""
+and docs/theory.md Part D checks 1-3 and 6-8; dtypes, autograd, warnings, numpy in/out."""
 
 from __future__ import annotations
 

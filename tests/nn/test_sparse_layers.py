@@ -1,4 +1,4 @@
-"""SparseConv2d / SparseLinear: THEORY.md conventions 5-7, A.8 and checks 5, 8, 14 at the layer
+"""SparseConv2d / SparseLinear: docs/theory.md conventions 5-7, A.8 and checks 5, 8, 14 at the layer
 level, exactness of the one-shot layer, equivalence with the engine, gradients, constraints."""
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def test_positive_homogeneity_check_5(generator):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("method", ["ista", "fista"])
 def test_one_step_from_zero_is_scaled_relu_check_14(generator, stride, method):
-    """One projected-ISTA step from 0 is ReLU(D^T x - lam)/L (THEORY.md A.8, check 14); the
+    """One projected-ISTA step from 0 is ReLU(D^T x - lam)/L (docs/theory.md A.8, check 14); the
     layer multiplies by ||w||, so its output is ReLU(conv(x, W) + b) / L."""
     layer = conv_layer(generator, stride=stride, padding=1, n_iter=1, method=method)
     shape = (2, 8, 8)
@@ -167,7 +167,7 @@ def test_dense_k_steps_equal_engine_iterates(generator, method):
 
 
 def test_ista_steps_match_plain_numpy_reference(generator):
-    """Projected ISTA written with explicit matrices in numpy, from 0 (THEORY.md A.8)."""
+    """Projected ISTA written with explicit matrices in numpy, from 0 (docs/theory.md A.8)."""
     layer = conv_layer(generator, stride=2, padding=1, n_iter=6)
     shape = (2, 7, 7)
     x = torch.randn(2, *shape, generator=generator, dtype=DTYPE)

@@ -1,5 +1,5 @@
 """Anomaly scores and detection metrics: AUROC / FPR / ROC against scikit-learn, sparse-coding
-scores against explicit matrices and the orthonormal closed form (THEORY.md A.3, A.5)."""
+scores against explicit matrices and the orthonormal closed form (docs/theory.md A.3, A.5)."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def test_dense_layer_scores_equal_the_explicit_energy() -> None:
 
 
 def test_orthonormal_haar_layer_error_is_the_negative_part() -> None:
-    # 2x2 Haar filters at stride 2 are an orthonormal dictionary (THEORY.md check 7):
+    # 2x2 Haar filters at stride 2 are an orthonormal dictionary (docs/theory.md check 7):
     # ||x - D ReLU(D^T x)||^2 = ||D^T x - ReLU(D^T x)||^2 = ||min(D^T x, 0)||^2
     haar = torch.tensor([[[1, 1], [1, 1]], [[1, 1], [-1, -1]], [[1, -1], [1, -1]],
                          [[1, -1], [-1, 1]]], dtype=torch.float64).unsqueeze(1) / 2

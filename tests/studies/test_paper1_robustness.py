@@ -1,5 +1,5 @@
 """The robustness / anomaly reproduce study: verdicts follow from the numbers by the stated
-rules, the certificate of THEORY.md B.3 is never violated, training keeps proper priors."""
+rules, the certificate of docs/theory.md B.3 is never violated, training keeps proper priors."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_check27_difference_is_the_difference_of_the_medians(study_run: Path) ->
 
 
 def test_certified_radius_is_never_violated(study_run: Path) -> None:
-    # THEORY.md B.3 certificate: no perturbation of L-inf size <= radius changes a prediction
+    # docs/theory.md B.3 certificate: no perturbation of L-inf size <= radius changes a prediction
     claim = _claims(study_run)["P2-B3-certified-radius"]
     assert claim["verdict"] == "holds"
     assert claim["measured"]["min_accuracy_at_radius"] == 1.0

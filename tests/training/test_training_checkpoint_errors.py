@@ -1,4 +1,4 @@
-"""Bad inputs of training (issue 4, section 6): corrupted or truncated checkpoints (clear
+"""Bad inputs of training: corrupted or truncated checkpoints (clear
 error, nothing overwritten), resuming with a different configuration (refused, with the reason),
 existing outputs, invalid configurations."""
 

@@ -1,4 +1,4 @@
-"""Data-parallel training (issue 4, section 3): ``sparsecnn train`` under ``torchrun`` with two
+"""Data-parallel training: ``sparsecnn train`` under ``torchrun`` with two
 processes (DistributedDataParallel, gloo, localhost) ends with the same weights as one process
 with the same global batch, within float64 rounding."""
 

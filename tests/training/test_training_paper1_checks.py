@@ -1,4 +1,4 @@
-"""THEORY.md checks 9 and 10 at small scale: the complete model (layered thresholding +
+"""docs/theory.md checks 9 and 10 at small scale: the complete model (layered thresholding +
 softmax, no normalisation or pooling) reaches >= 0.95 test accuracy on digits; training with
 proper priors keeps max(b) <= 0 after every step."""
 

@@ -1,5 +1,5 @@
 """Exact resume: an interrupted run continued with ``resume=True`` ends with weights that are
-bit-identical to an uninterrupted run (issue 4, section 3)."""
+bit-identical to an uninterrupted run."""
 
 from __future__ import annotations
 

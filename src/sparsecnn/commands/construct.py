@@ -39,7 +39,7 @@ def command(preset_name: str, world_seed: int, levels: int, n_images: int, seed:
             run_compare: bool, train_sizes: str, train_seeds: str, steps: int,
             learning_rate: float, device: str,
             out: Path | None, overwrite: bool) -> None:
-    """Build the zero-error network of THEORY.md B.3 for a feature world and certify it.
+    """Build the zero-error network of docs/theory.md B.3 for a feature world and certify it.
 
     Writes construct.json (network layers, margins, certified L-inf radius, smallest breaking
     attack, world assumptions; with --compare the trained-vs-constructed metrics),

@@ -1,4 +1,4 @@
-"""``sparsecnn generate``: write a feature-world dataset (THEORY.md B.1, [P2])."""
+"""``sparsecnn generate``: write a feature-world dataset (docs/theory.md B.1, [P2])."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``sparsecnn interpret``: read a CNN as hierarchical sparse coding (THEORY.md A.4-A.8).
+"""``sparsecnn interpret``: read a CNN as hierarchical sparse coding (docs/theory.md A.4-A.8).
 
 ``sparsecnn interpret RUN_DIR`` reads a ``sparsecnn train`` run (its ``config.json`` rebuilds the
 model, its ``model.safetensors`` holds the weights, and its dataset's test images are the

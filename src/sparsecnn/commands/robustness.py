@@ -1,5 +1,5 @@
 """``sparsecnn robustness``: corruption and attack curves of a CNN and of the same CNN with its
-forward pass swapped for k-step sparse inference (THEORY.md A.8), plus anomaly detection.
+forward pass swapped for k-step sparse inference (docs/theory.md A.8), plus anomaly detection.
 
 The model is a ``sparsecnn train`` run directory (``--run``: ``config.json`` +
 ``model.safetensors``) or, by default, a small CNN trained here on scikit-learn's digits.

@@ -1,4 +1,4 @@
-"""Embedded datasets: nothing is downloaded (DESIGN.md, "Embedded data"; THEORY.md Part C).
+"""Embedded datasets: nothing is downloaded (DESIGN.md, "Embedded data"; docs/theory.md Part C).
 
 * :func:`load_digits_split` -- scikit-learn's 1797 handwritten digits (8x8, 10 classes),
   scaled to ``[0, 1]`` and split into stratified train/test halves, as ``(n, 1, 8, 8)`` tensors.
@@ -7,9 +7,9 @@
   ``coffee``).
 * :func:`whitening_filter`, :func:`whiten_image` -- Olshausen & Field's (1996, Nature 381)
   whitening/low-pass filter ``R(f) = f exp(-(f/f0)^4)`` with ``f0 = 0.4`` Nyquist
-  (THEORY.md C7).
+  (docs/theory.md C7).
 * :func:`natural_image_patches` -- random ``p x p`` patches of the whitened images, the
-  training signals of dictionary learning (THEORY.md check 25).
+  training signals of dictionary learning (docs/theory.md check 25).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ NATURAL_IMAGE_NAMES = ("china", "flower", "camera", "astronaut", "coffee")
 def load_digits_split(seed: int = 0, test_fraction: float = 0.5,
                       dtype: torch.dtype = torch.float32) -> DatasetSplit:
     """scikit-learn's digits, pixel values ``/16`` so that ``x in [0, 1]``, split with
-    ``train_test_split(stratify=labels, random_state=seed)`` (THEORY.md check 9: a 50/50
+    ``train_test_split(stratify=labels, random_state=seed)`` (docs/theory.md check 9: a 50/50
     stratified split per seed)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split

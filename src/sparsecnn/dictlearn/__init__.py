@@ -1,4 +1,4 @@
-"""Dictionary learning (THEORY.md A.1, C7; Olshausen & Field 1996; Mairal et al. 2009).
+"""Dictionary learning (docs/theory.md A.1, C7; Olshausen & Field 1996; Mairal et al. 2009).
 
 * :func:`learn_dictionary` -- online/minibatch learning of a dense dictionary with unit-norm
   atoms; codes (signed or non-negative) from :func:`sparsecnn.sparse_code`.
@@ -6,7 +6,7 @@
 * :func:`learn_orthogonal_dictionary`, :func:`procrustes` -- the exact-orthogonal regime,
   where the one-shot threshold is the exact code and the dictionary step is a Procrustes
   problem.
-* :class:`LearnedISTA` -- Gregor & LeCun's learned ISTA encoder (THEORY.md C8).
+* :class:`LearnedISTA` -- Gregor & LeCun's learned ISTA encoder (docs/theory.md C8).
 * :mod:`.analysis` -- code kurtosis, sparsity, atom orientation and localization;
   :func:`plot_atoms` draws a dictionary as an image grid.
 """

@@ -1,4 +1,4 @@
-"""Statistics of learned dictionaries and their codes (THEORY.md C7, check 25).
+"""Statistics of learned dictionaries and their codes (docs/theory.md C7, check 25).
 
 * :func:`excess_kurtosis` -- ``E[(c - mu)^4] / sigma^4 - 3`` of every coefficient over the
   signals (0 for a Gaussian; large for sparse, heavy-tailed codes).

@@ -1,4 +1,4 @@
-"""Minibatch convolutional dictionary learning (THEORY.md A.5).
+"""Minibatch convolutional dictionary learning (docs/theory.md A.5).
 
 The dictionary is a filter bank ``f`` shaped like ``nn.Conv2d.weight``; its atoms are every
 filter at every stride position (:class:`sparsecnn.ConvDictionary`).  Learning minimises
@@ -13,7 +13,7 @@ projected gradient steps on the filters,
 
 where ``L_f`` is the squared operator norm of the linear map ``f -> D_f a`` for the current
 codes (power iteration through autograd) and ``P`` rescales every filter to unit Frobenius
-norm (THEORY.md convention 4).
+norm (docs/theory.md convention 4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Learned ISTA (LISTA; Gregor & LeCun 2010, ICML; THEORY.md C8, check 26).
+"""Learned ISTA (LISTA; Gregor & LeCun 2010, ICML; docs/theory.md C8, check 26).
 
 ISTA from ``a^0 = 0`` with step ``1/L`` (``L = ||D||_2^2``) is
 

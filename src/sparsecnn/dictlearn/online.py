@@ -1,4 +1,4 @@
-"""Online/minibatch dictionary learning with unit-norm atoms (THEORY.md A.1, C7).
+"""Online/minibatch dictionary learning with unit-norm atoms (docs/theory.md A.1, C7).
 
 Model: ``x = D a + noise`` with a sparse prior on ``a``; learning minimises over ``D`` (unit-norm
 columns ``d_j``) the average sparse-coding energy
@@ -14,7 +14,7 @@ block-coordinate update (ICML 2009, Algorithm 2) on the running sufficient stati
 
 which exactly minimises the surrogate ``1/2 tr(D^T D A) - tr(D^T B)`` over column ``j`` before
 the projection onto the unit sphere.  Olshausen & Field's gradient rule
-``Delta D ~ (x - D a) a^T`` followed by renormalisation (THEORY.md A.1) is the special case of
+``Delta D ~ (x - D a) a^T`` followed by renormalisation (docs/theory.md A.1) is the special case of
 one gradient step on the same objective; the block-coordinate step converges faster and has no
 learning rate.  An atom that no code uses (``A_jj`` below ``1e-10`` of the trace) is
 re-initialised from a training signal of the current minibatch.
@@ -90,8 +90,8 @@ def learn_dictionary(signals: Any, n_atoms: int, lam: float, *, nonneg: bool = F
 
     Parameters
     ----------
-    lam : the l1 weight of the energy (library units, THEORY.md convention 2), ``> 0``.
-    nonneg : non-negative codes (penalty ``lam sum a``, THEORY.md A.3).
+    lam : the l1 weight of the energy (library units, docs/theory.md convention 2), ``> 0``.
+    nonneg : non-negative codes (penalty ``lam sum a``, docs/theory.md A.3).
     n_steps : number of minibatches; each is drawn without replacement from a seeded
         permutation of the signals (a new permutation per pass).
     forget : weight of the past statistics ``A``, ``B`` at each step (``0 < forget <= 1``).

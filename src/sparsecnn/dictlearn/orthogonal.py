@@ -1,4 +1,4 @@
-"""Orthogonal dictionary learning: the exact-orthogonal regime (THEORY.md A.2, A.3).
+"""Orthogonal dictionary learning: the exact-orthogonal regime (docs/theory.md A.2, A.3).
 
 With ``D^T D = I`` (square ``D``), the sparse-coding energy separates and the one-shot
 threshold is the exact code: ``A = S_lam(D^T X)`` (signed) or ``relu(D^T X - lam)``

@@ -1,4 +1,4 @@
-"""The feature world of [P2] (THEORY.md Part B): a dataset generator with full ground truth,
+"""The feature world of [P2] (docs/theory.md Part B): a dataset generator with full ground truth,
 the analytically constructed zero-error network, its certificate, and the comparison with
 networks trained by gradient descent."""
 

@@ -1,6 +1,6 @@
 """Margins and a certified L-infinity noise radius for the constructed network.
 
-THEORY.md B.3 ([P2], certificate [reconstructed]).  Let eta = rho * ||K||_1 / (theta_hi -
+docs/theory.md B.3 ([P2], certificate [reconstructed]).  Let eta = rho * ||K||_1 / (theta_hi -
 theta_lo) with ||K||_1 = k^2: an L-inf perturbation rho of an image of the world moves every
 detector score by at most k^2 rho, so a detector that read 1 reads >= 1 - eta and one that read 0
 reads <= eta.  Every later layer is monotone (max-pool, AND with weights 1, ReLU, global max,

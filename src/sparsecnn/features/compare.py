@@ -1,4 +1,4 @@
-"""Trained versus constructed networks (THEORY.md B.4, B.7 and check 22; [P2] ICLR 2025).
+"""Trained versus constructed networks (docs/theory.md B.4, B.7 and check 22; [P2] ICLR 2025).
 
 The public review of [P2] says networks trained in the usual way "do not support the
 predictions".  This module measures it: the architecture of :func:`construct` (same layers,

@@ -1,4 +1,4 @@
-"""The zero-error network of THEORY.md B.3 ([P2], construction [reconstructed]).
+"""The zero-error network of docs/theory.md B.3 ([P2], construction [reconstructed]).
 
 Layer by layer, with plain PyTorch layers so the network can be inspected, exported and
 fine-tuned:
@@ -188,7 +188,7 @@ def _real_detector(world: FeatureWorld, dtype: torch.dtype) -> tuple[nn.Sequenti
 
 def construct(world: FeatureWorld, *, dtype: torch.dtype = torch.float64,
               device: str | torch.device = "cpu") -> ConstructedNetwork:
-    """Build the network of THEORY.md B.3 for ``world`` with analytically set weights.
+    """Build the network of docs/theory.md B.3 for ``world`` with analytically set weights.
 
     Binary templates get the clipped-ramp detector, real-valued ones the L1 detector; one
     MaxPool2d + AND Conv2d + ReLU per configuration level; global max-pool; Linear OR head.

@@ -1,6 +1,6 @@
 """The configuration hierarchy of a feature world and its flattening into sampling tables.
 
-THEORY.md B.1: a level-l configuration ((c_1, o_1), ..., (c_m, o_m)) places level-(l-1)
+docs/theory.md B.1: a level-l configuration ((c_1, o_1), ..., (c_m, o_m)) places level-(l-1)
 children at offsets o_r >= 0 from its anchor; ``hierarchy[l - 2]`` lists the level-l
 configurations (the last level holds the objects).  Anchor domains shrink level by level:
 D_1 = (H - k + 1, W - k + 1) window positions and D_l = D_(l-1) - K_l + 1, with K_l the kernel

@@ -1,6 +1,6 @@
 """Ready-made feature worlds: the default binary world, stroke digits, natural textures.
 
-``"default"`` is THEORY.md B.3's 28x28 example (6 binary 3x3 templates, 4 classes of 3
+``"default"`` is docs/theory.md B.3's 28x28 example (6 binary 3x3 templates, 4 classes of 3
 features); ``"stroke-digits"`` draws 10 digit-like glyphs with 8 stroke templates on a 3 x 2 grid
 of stroke cells; ``"natural-textures"`` uses natural image patches as real-valued templates.
 """
@@ -84,7 +84,7 @@ PRESETS: dict[str, Callable[..., FeatureWorld]] = {
 
 
 def preset(name: str, seed: int = 0, **options: Any) -> FeatureWorld:
-    """A ready-made world: ``"default"`` (THEORY.md B.3's 28x28 example), ``"stroke-digits"``
+    """A ready-made world: ``"default"`` (docs/theory.md B.3's 28x28 example), ``"stroke-digits"``
     (10 digit-like glyphs drawn with 8 stroke templates) or ``"natural-textures"`` (natural
     image patch templates); ``options`` override the preset's keywords."""
     if name not in PRESETS:

@@ -1,6 +1,6 @@
 """Drawing a world from its seed: the templates F_1..F_N and the configuration hierarchy.
 
-THEORY.md B.1: templates of one family are redrawn until each is isolated (alone on the
+docs/theory.md B.1: templates of one family are redrawn until each is isolated (alone on the
 background it matches only its own window); children of a configuration sit on a grid whose
 spacing k + 2 delta + GAP keeps displaced features of one configuration from overlapping;
 configurations of one level are pairwise distinct (B.1(iv)) and the hierarchy is redrawn until

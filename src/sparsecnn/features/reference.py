@@ -1,4 +1,4 @@
-"""The independent reference matcher of the feature world (THEORY.md B.1, [P2]).
+"""The independent reference matcher of the feature world (docs/theory.md B.1, [P2]).
 
 Plain exact template matching written without the network: a window I[u:u+k] of a clean
 (noise-free) image is an *occurrence* of F_j when it equals F_j; for real-valued templates a

@@ -1,6 +1,6 @@
 """What a draw from a feature world returns: images, labels and their full ground truth.
 
-THEORY.md B.1: every image holds one object of its class (its level-1 features at their
+docs/theory.md B.1: every image holds one object of its class (its level-1 features at their
 displaced positions, the level-2 nodes of three-level worlds) plus the distractors.
 """
 

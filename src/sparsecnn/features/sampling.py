@@ -1,6 +1,6 @@
 """The vectorised sampler of a feature world: draw, render, check, assemble.
 
-THEORY.md B.1, generation: sample an object (its class follows), an anchor u where everything
+docs/theory.md B.1, generation: sample an object (its class follows), an anchor u where everything
 fits, an independent displacement in [-delta_l, delta_l]^2 for every child at every level, paste
 the templates on the zero background, add up to ``distractors`` extra features at random free
 places, then add noise eta ~ U[-epsilon, epsilon] per pixel and clip to [0, 1] (clipping never

@@ -1,4 +1,4 @@
-"""Level-1 features (templates) of the feature world: THEORY.md B.1, [P2].
+"""Level-1 features (templates) of the feature world: docs/theory.md B.1, [P2].
 
 A template is a ``k x k`` array F_j with values in [0, 1].  Four families:
 
@@ -13,7 +13,7 @@ A template is a ``k x k`` array F_j with values in [0, 1].  Four families:
   Nothing is downloaded.
 
 Binary templates are matched by Hamming distance, real-valued ones by the L1 distance
-d_j(u) = sum |I[u:u+k] - F_j| (THEORY.md B.3 step 1).
+d_j(u) = sum |I[u:u+k] - F_j| (docs/theory.md B.3 step 1).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Well-posedness of a feature world (THEORY.md B.1(i)-(iv)) and the reference matcher on it.
+"""Well-posedness of a feature world (docs/theory.md B.1(i)-(iv)) and the reference matcher on it.
 
 (i) k^2 epsilon < Delta/2 with Delta = 1 (the separation of the templates); (ii) no window
 other than a pasted one matches a template; (iii) no image holds a complete configuration of

@@ -1,6 +1,6 @@
 """The feature world: an image model of classification by feature extraction.
 
-THEORY.md B.1 ([P2] Nandakumar, Tagade, Liu, arXiv 2307.00919; definitions [reconstructed]).
+docs/theory.md B.1 ([P2] Nandakumar, Tagade, Liu, arXiv 2307.00919; definitions [reconstructed]).
 
 * Level-1 features are k x k templates F_1..F_N; F_j *occurs at u* if I[u:u+k] = F_j + eta,
   ||eta||_inf <= epsilon.
@@ -80,7 +80,7 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
 
 
 class FeatureWorld:
-    """The image model of THEORY.md B.1 with templates, hierarchy, noise and distractors.
+    """The image model of docs/theory.md B.1 with templates, hierarchy, noise and distractors.
 
     Args:
         image_size: H (= W) or (H, W).

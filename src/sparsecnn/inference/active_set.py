@@ -1,6 +1,6 @@
 """Fast exact FISTA for large batches over a dense dictionary (no autograd).
 
-Solves, independently for every signal ``x_n`` of the batch, the energy of THEORY.md A.1/A.3::
+Solves, independently for every signal ``x_n`` of the batch, the energy of docs/theory.md A.1/A.3::
 
     E(a)  = 1/2 ||x - D a||^2 + sum_i lam_i |a_i|          (signed)
     E+(a) = 1/2 ||x - D a||^2 + sum_i lam_i a_i,  a >= 0    (non-negative)
@@ -207,7 +207,7 @@ def _solve(problem: SparseCodingProblem, max_iter: int, tol: float,
 
 def _gap(batch: _Batch, rows: torch.Tensor, prox_point, threshold, lipschitz: float
          ) -> torch.Tensor:
-    """Relative optimality gap of the current codes of ``rows`` (THEORY.md A.8)."""
+    """Relative optimality gap of the current codes of ``rows`` (docs/theory.md A.8)."""
     codes = batch.codes[rows]
     stepped = threshold(prox_point(codes, rows), rows)
     return (lipschitz * (codes - stepped)).abs().amax(1) / batch.scale[rows]

@@ -12,7 +12,7 @@ filters zero-padded to the image size.  The adjoint is ``hat(D^T s)_k = sum_c co
 d_{k,c}) hat s_c`` and the Lipschitz constant of the data-term gradient is exact:
 ``L = max_w lambda_max(hat D(w) hat D(w)^H)``.
 
-:func:`circular_sparse_code` minimises the signed or non-negative energy of THEORY.md A.1-A.3
+:func:`circular_sparse_code` minimises the signed or non-negative energy of docs/theory.md A.1-A.3
 with these operators::
 
     E(a) = 1/2 ||x - D a||^2 + sum_i lam_i |a_i|        (E+: a >= 0, penalty sum_i lam_i a_i)

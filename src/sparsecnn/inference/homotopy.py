@@ -1,6 +1,6 @@
 """Exact sparse coding over a dense dictionary by the homotopy (LARS-lasso) path.
 
-For every signal ``x`` of the batch, independently, the minimiser of the energy of THEORY.md
+For every signal ``x`` of the batch, independently, the minimiser of the energy of docs/theory.md
 A.1/A.3 with per-atom (or per-coefficient) thresholds ``lam_i > 0``::
 
     E(a)  = 1/2 ||x - D a||^2 + sum_i lam_i |a_i|          (signed)

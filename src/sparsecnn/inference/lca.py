@@ -1,4 +1,4 @@
-"""Locally competitive algorithm (Rozell et al. 2008; THEORY.md A.8, C6).
+"""Locally competitive algorithm (Rozell et al. 2008; docs/theory.md A.8, C6).
 
 Explicit Euler integration, with ``eta = dt / tau``, of::
 

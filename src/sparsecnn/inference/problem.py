@@ -1,4 +1,4 @@
-"""The sparse-coding problem shared by every inference algorithm (THEORY.md A.1-A.4, A.8).
+"""The sparse-coding problem shared by every inference algorithm (docs/theory.md A.1-A.4, A.8).
 
 Signed:        E(a)  = 1/2 ||x - D a||^2 + sum_i lam_i |a_i|
 Non-negative:  E+(a) = 1/2 ||x - D a||^2 + sum_i lam_i a_i,  a >= 0
@@ -126,7 +126,7 @@ def _validated_lam(lam: Any, x: torch.Tensor, dictionary: ConvDictionary | Dense
             raise ValueError(
                 "lam must be >= 0 (the energy's l1 weight); got minimum "
                 f"{float(tensor.detach().min()):.6g}. Negative thresholds (positive CNN "
-                "biases) are the modified model of THEORY.md A.4: pass "
+                "biases) are the modified model of docs/theory.md A.4: pass "
                 "allow_negative_lam=True with "
                 "nonneg=True to opt in")
         if not nonneg:

@@ -1,4 +1,4 @@
-"""ISTA and FISTA for the (non-negative) sparse-coding energy (THEORY.md A.8, C4).
+"""ISTA and FISTA for the (non-negative) sparse-coding energy (docs/theory.md A.8, C4).
 
 ISTA (projected for ``nonneg``), with ``L = ||D||_2^2`` and step ``1/L``::
 

@@ -55,7 +55,7 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
         ``dt/tau`` for LCA (default ``1/L``).
     restart : adaptive (gradient) restart of FISTA's momentum.
     return_history : record the energy after every iteration in ``result.history``.
-    allow_negative_lam : opt in to the modified model of THEORY.md A.4 (``nonneg=True`` only),
+    allow_negative_lam : opt in to the modified model of docs/theory.md A.4 (``nonneg=True`` only),
         where a negative threshold is a positive CNN bias (improper prior).
     warn : emit a :class:`ConvergenceWarning` when the budget runs out.
 

@@ -1,4 +1,4 @@
-"""Torch modules that read a CNN as hierarchical sparse coding (THEORY.md A.4-A.8).
+"""Torch modules that read a CNN as hierarchical sparse coding (docs/theory.md A.4-A.8).
 
 * :class:`SparseConv2d`, :class:`SparseLinear`: ``ReLU(W x + b)`` (``n_iter=0``) or k steps of
   ISTA/FISTA/LCA on the layer's non-negative sparse-coding energy, with the same weights.

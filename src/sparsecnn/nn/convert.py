@@ -1,4 +1,4 @@
-"""Converting a plain CNN to sparse-coding layers and back (THEORY.md A.5-A.7, convention 5).
+"""Converting a plain CNN to sparse-coding layers and back (docs/theory.md A.5-A.7, convention 5).
 
 :func:`from_cnn` replaces every ``nn.Conv2d``/``nn.Linear`` immediately followed by ``nn.ReLU``
 inside an ``nn.Sequential`` (at any nesting depth) by :class:`SparseConv2d`/:class:`SparseLinear`

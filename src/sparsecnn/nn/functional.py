@@ -1,4 +1,4 @@
-"""The forward pass of a sparse-coding layer as a function (THEORY.md A.4, A.8, conventions 5-7).
+"""The forward pass of a sparse-coding layer as a function (docs/theory.md A.4, A.8, conventions 5-7).
 
 A layer ``ReLU(W x + b)`` with filters (rows) ``w_i`` is read as non-negative sparse coding with
 
@@ -15,7 +15,7 @@ ISTA, FISTA or LCA on
 (signed codes and ``sum_i lam_i |a_i|`` with ``nonneg=False``).  The iterations are those of
 :func:`sparsecnn.sparse_code` (the same :class:`~sparsecnn.inference.SparseCodingProblem` pieces,
 the same step ``1/L``), without its stopping test: a layer runs a fixed number of steps.  One
-ISTA step from 0 is ``ReLU(D^T x - lam) / L`` (THEORY.md A.8, check 14).
+ISTA step from 0 is ``ReLU(D^T x - lam) / L`` (docs/theory.md A.8, check 14).
 
 ``L = ||D||_2^2`` is passed in as a number: the layer modules compute it without gradient by
 power iteration (:mod:`sparsecnn.nn.lipschitz`), so autograd differentiates the iterations with

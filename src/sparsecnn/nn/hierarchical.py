@@ -1,4 +1,4 @@
-"""Hierarchical sparse coding and the complete model (THEORY.md A.6-A.7; Papyan, Romano, Elad
+"""Hierarchical sparse coding and the complete model (docs/theory.md A.6-A.7; Papyan, Romano, Elad
 2017; Sulam et al. 2018, arXiv 1806.00701).
 
 Layers ``l = 1..L`` with ``Gamma_0 = x``: ``Gamma_{l-1} = D_l Gamma_l + noise``, ``Gamma_l >= 0``,
@@ -187,7 +187,7 @@ class HierarchicalSparseCoding(nn.Sequential):
 
 
 class SparseCodingClassifier(nn.Module):
-    """Hierarchical sparse coding + logistic regression (THEORY.md A.7):
+    """Hierarchical sparse coding + logistic regression (docs/theory.md A.7):
     ``logits = V vec(Gamma_L(x)) + c``, ``p(y | x) = softmax(logits)``.
 
     ``features`` is a :class:`HierarchicalSparseCoding` (or a sequence of its layers);

@@ -1,4 +1,4 @@
-// Stride-1 convolution kernels of the k-step layer (sparsecnn.nn.native, issue 4 section 7).
+// Stride-1 convolution kernels of the k-step layer (sparsecnn.nn.native, speed: benchmarks/README.md, "Layers").
 //
 // Plain C ABI, no Python or torch headers: compiled on first use with the machine's C++
 // compiler (-O3 -march=native -fopenmp) and loaded with ctypes.  OpenMP resolves to the

@@ -1,5 +1,5 @@
 """Sparse-coding layers: ``SparseConv2d`` and ``SparseLinear`` (Bowren 2021, arXiv 2108.06622;
-THEORY.md A.4-A.8, conventions 5-7).
+docs/theory.md A.4-A.8, conventions 5-7).
 
 A layer holds the parameters of ``nn.Conv2d`` / ``nn.Linear`` (``weight``, ``bias``; their state
 dicts load unchanged) and reads them as non-negative sparse coding with unit-norm atoms
@@ -71,7 +71,7 @@ class _SparseCodingLayer(nn.Module):
         if proper_prior:
             register_proper_prior(self)
 
-    # -- the sparse-coding reading (THEORY.md convention 5) ----------------------------------
+    # -- the sparse-coding reading (docs/theory.md convention 5) ----------------------------------
     def effective_weight(self) -> torch.Tensor:
         """The ``nn.Conv2d``/``nn.Linear`` weight ``W`` this layer applies: ``weight`` itself, or
         ``output_scale * weight/||weight||`` with ``unit_norm``."""
@@ -147,7 +147,7 @@ class _SparseCodingLayer(nn.Module):
                 self.bias.clamp_(max=0.0)
             warnings.warn(
                 f"{name} with proper_prior=True loaded {count} positive bias(es) (improper "
-                "priors, THEORY.md A.4); they were projected to 0 (flat prior)",
+                "priors, docs/theory.md A.4); they were projected to 0 (flat prior)",
                 UserWarning, stacklevel=3)
 
     _plain_name = ""
@@ -157,7 +157,7 @@ class _SparseCodingLayer(nn.Module):
 
 
 class SparseConv2d(_SparseCodingLayer):
-    """Convolutional sparse-coding layer (THEORY.md A.5, A.8).
+    """Convolutional sparse-coding layer (docs/theory.md A.5, A.8).
 
     ``out = ReLU(conv2d(x, W) + b)`` for ``n_iter = 0``; for ``n_iter = k``,
     ``out = ||w|| * a^k`` with ``a^k`` the k-th iterate from 0 of ``method`` on
@@ -250,7 +250,7 @@ class SparseConv2d(_SparseCodingLayer):
 
 
 class SparseLinear(_SparseCodingLayer):
-    """Dense sparse-coding layer (THEORY.md A.4, A.8): the rows of ``weight``
+    """Dense sparse-coding layer (docs/theory.md A.4, A.8): the rows of ``weight``
     ``(out_features, in_features)`` are the atoms.
 
     ``out = ReLU(x W^T + b)`` for ``n_iter = 0``; ``out = ||w|| * a^k`` for ``n_iter = k`` with

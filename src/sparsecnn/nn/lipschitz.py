@@ -1,6 +1,6 @@
 """The step size of a sparse-coding layer: ``L = ||D||_2^2`` of its unit-norm dictionary.
 
-``L`` is the Lipschitz constant of the data-term gradient ``D^T (D a - x)`` (THEORY.md A.8).  A
+``L`` is the Lipschitz constant of the data-term gradient ``D^T (D a - x)`` (docs/theory.md A.8).  A
 layer treats it as a constant: it is computed without gradient, in float64, and cached per
 weight version and input size, so it is recomputed only after the weights change (an optimizer
 step bumps the parameter's version counter) or a new input size arrives.

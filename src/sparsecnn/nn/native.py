@@ -1,4 +1,4 @@
-"""Native stride-1 convolution kernels for the k-step layer (issue 4, §7).
+"""Native stride-1 convolution kernels for the k-step layer (speed: benchmarks/README.md, "Layers").
 
 ``kernels.cpp`` (next to this file) holds two loops, for float32 and float64, contiguous
 NCHW tensors, stride 1, no dilation, one group:

@@ -1,4 +1,4 @@
-"""Constraints that keep a layer a sparse-coding model during training (THEORY.md A.8.1).
+"""Constraints that keep a layer a sparse-coding model during training (docs/theory.md A.8.1).
 
 **Proper priors** (``proper_prior=True``): every bias ``b <= 0``, i.e. every threshold
 ``lam = -b/||w|| >= 0`` and every prior ``lam exp(-lam a)`` proper (convention 6).  Implemented
@@ -10,7 +10,7 @@ parametrisation such as ``b = -softplus(beta)`` because
 * ``b = 0`` (the flat prior) stays representable, whereas ``-softplus(beta) < 0`` never reaches
   it, so a converted CNN with zero biases loads unchanged;
 * the parameter keeps the name and meaning of ``nn.Conv2d.bias``, so state dicts load both ways
-  without conversion, and THEORY.md check 10 ("projection after every step") is literal.
+  without conversion, and docs/theory.md check 10 ("projection after every step") is literal.
 
 The projection runs in a global ``torch.optim`` step post-hook: after ``optimizer.step()`` every
 bias of a ``proper_prior`` layer among that optimizer's parameters is clamped, whatever the

@@ -2,7 +2,7 @@
 
 The same iterates as the engine loops (:func:`~sparsecnn.inference.proximal_gradient.
 proximal_gradient` and :func:`~sparsecnn.inference.lca.lca` with ``tol=None``, step ``1/L``,
-from ``a^0 = 0``; THEORY.md A.8), written with fewer passes over the codes: the residual
+from ``a^0 = 0``; docs/theory.md A.8), written with fewer passes over the codes: the residual
 ``r = x - D v`` is formed in signal space (``C`` channels, not ``K``), so one analysis
 convolution gives ``D^T x - D^T D v`` and, through its ``bias`` argument, the threshold
 offset.  Non-negative ISTA/FISTA, with ``theta = lam/L``::

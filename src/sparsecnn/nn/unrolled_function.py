@@ -1,4 +1,4 @@
-"""``scales * a^k(x, W, lam)`` for :func:`sparsecnn.nn.sparse_conv2d` (issue 4, §7): the k-step
+"""``scales * a^k(x, W, lam)`` for :func:`sparsecnn.nn.sparse_conv2d` (docs/theory.md A.8): the k-step
 convolutional map as one :class:`torch.autograd.Function`.
 
 * The forward (:mod:`~sparsecnn.nn.unrolled_forward`) runs without autograd, and one

@@ -1,4 +1,4 @@
-"""The settings and the geometry of one k-step convolutional map (issue 4, §7).
+"""The settings and the geometry of one k-step convolutional map (docs/theory.md A.8).
 
 :class:`ConvUnrolling` holds what stays fixed over a call of
 :func:`sparsecnn.nn.unrolled_function.unrolled_conv_codes`; :func:`code_size` and

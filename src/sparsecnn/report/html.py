@@ -105,7 +105,7 @@ def render_report(meta: dict[str, Any], studies: list[Study],
         f"&middot; {_escape(meta.get('started'))} &middot; {meta.get('duration_s', 0):.1f} s "
         f"&middot; sparsecnn {_escape(meta.get('version'))}, torch "
         f"{_escape(meta.get('torch'))}</p>",
-        "<p>Each claim of the two papers (or of THEORY.md's reconstruction where the papers "
+        "<p>Each claim of the two papers (or of docs/theory.md's reconstruction where the papers "
         "are silent) beside what the library measured on embedded data. Verdicts are computed "
         "from the numbers by the stated rule.</p>",
         "<h2>Summary</h2><p class='counts'>"

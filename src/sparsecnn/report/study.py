@@ -1,7 +1,7 @@
 """What a study returns to the report: claims with verdicts computed from numbers, figures.
 
 A study is a function ``run(context) -> StudyOutput``.  Each claim carries the statement from
-the paper (or THEORY.md), the measured numbers, the rule that turns them into a verdict, and
+the paper (or docs/theory.md), the measured numbers, the rule that turns them into a verdict, and
 the verdict itself -- always computed by :func:`verdict`, never written by hand.
 """
 

@@ -1,7 +1,7 @@
-"""Robustness evaluation: common corruptions and adversarial attacks (THEORY.md A.8, C9, C10,
+"""Robustness evaluation: common corruptions and adversarial attacks (docs/theory.md A.8, C9, C10,
 check 27).
 
-Bowren (2021, arXiv 2108.06622) proposes two "more robust" forward transforms (THEORY.md A.8):
+Bowren (2021, arXiv 2108.06622) proposes two "more robust" forward transforms (docs/theory.md A.8):
 proper sparse priors and real sparse inference instead of the one-shot ReLU.  Paiton et al.
 (2020, J. Vision 20(12):10) and Teti et al. (2022, ICML) measured the robustness of LCA front
 ends (C9, C10).  This package gives the measurements, in pure batched PyTorch:

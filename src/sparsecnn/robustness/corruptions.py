@@ -3,7 +3,7 @@ from ``torch.Generator().manual_seed(seed)`` and shared across severities, so th
 ladder is nested:
 
 * ``gaussian_noise``: ``clip(x + sigma z)``, ``z ~ N(0, I)``, ``sigma`` in
-  :data:`SEVERITIES` (severity 4 is THEORY.md check 27's ``sigma = 0.3``);
+  :data:`SEVERITIES` (severity 4 is docs/theory.md check 27's ``sigma = 0.3``);
 * ``salt_and_pepper``: pixel ``i`` replaced by 0 or 1 (probability 1/2 each) iff ``u_i < p``,
   ``u ~ U[0, 1)``;
 * ``blur``: convolution with a normalised Gaussian kernel of width ``s`` pixels, radius

@@ -1,4 +1,4 @@
-"""Trained CNNs on a feature world for the robustness study (THEORY.md B.3 architecture, A.8).
+"""Trained CNNs on a feature world for the robustness study (docs/theory.md B.3 architecture, A.8).
 
 The architecture is the constructed network's (:func:`sparsecnn.features.construct`, the same
 layers, shapes and dilations that :func:`sparsecnn.features.compare` re-initializes and trains):

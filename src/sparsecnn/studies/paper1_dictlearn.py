@@ -1,5 +1,5 @@
 """Paper 1 background: sparse coding of natural images learns oriented, localised atoms with
-heavy-tailed codes (Olshausen & Field 1996; THEORY.md A.1, C7, check 25).
+heavy-tailed codes (Olshausen & Field 1996; docs/theory.md A.1, C7, check 25).
 
 For every seed ``s``: 8x8 patches of the bundled natural images, whitened with
 ``R(f) = f exp(-(f/f0)^4)``, ``f0 = 0.4`` Nyquist (:func:`sparsecnn.data.natural_image_patches`);
@@ -125,25 +125,25 @@ def run(context: StudyContext) -> StudyOutput:
             "P1-check25-kurtosis",
             "Sparse codes of whitened natural 8x8 patches (64 learned atoms) are far more "
             "heavy-tailed than PCA coefficients: median excess kurtosis >= 5x PCA's "
-            "(Olshausen & Field 1996, C7; THEORY.md check 25).",
+            "(Olshausen & Field 1996, C7; docs/theory.md check 25).",
             shifted(ratio, KURTOSIS_FACTOR),
             f"kurtosis ratio - {KURTOSIS_FACTOR:g}", measured),
         spread_claim(
             "P1-check25-zeros",
             f"At least {ZERO_TARGET:.0%} of the sparse coefficients are exactly zero "
-            "(THEORY.md check 25).",
+            "(docs/theory.md check 25).",
             shifted(zeros, ZERO_TARGET),
             f"zero fraction - {ZERO_TARGET}", measured),
         spread_claim(
             "P1-check25-oriented",
             "Learned atoms are oriented (edge/bar-like): their median structure-tensor "
-            "coherence exceeds that of random unit-norm atoms (C7; THEORY.md check 25).",
+            "coherence exceeds that of random unit-norm atoms (C7; docs/theory.md check 25).",
             _difference(results, "orientation_learned", "orientation_random"),
             "median coherence(learned) - median coherence(random atoms)", measured),
         spread_claim(
             "P1-check25-localised",
             "Learned atoms are localised: the median fraction of an atom's energy in its best "
-            "4x4 window exceeds that of random unit-norm atoms (C7; THEORY.md check 25).",
+            "4x4 window exceeds that of random unit-norm atoms (C7; docs/theory.md check 25).",
             _difference(results, "localization_learned", "localization_random"),
             "median localisation(learned) - median localisation(random atoms)", measured),
     ]

@@ -1,5 +1,5 @@
 """Paper 1, one-shot thresholding vs sparse inference as feature extractors on digits
-(THEORY.md A.8; checks 24 and 26).
+(docs/theory.md A.8; checks 24 and 26).
 
 For every seed ``s`` a dictionary ``D`` (``n_atoms`` unit-norm atoms, 4x overcomplete in full
 mode) is learned on the centred training half of digits split ``s``
@@ -140,7 +140,7 @@ def _within_claim(differences: dict[str, Any], measured: dict[str, Any]) -> Clai
         statement="One-shot split-ReLU features [ReLU(D^T x - lam), ReLU(-D^T x - lam)] are "
                   "competitive with (within 2 points of) the exact LASSO codes on the same "
                   "dictionary for logistic regression on digits (expectation (b), C11; "
-                  "THEORY.md check 24).",
+                  "docs/theory.md check 24).",
         measured={**measured, "difference": differences, "within": WITHIN_POINTS},
         rule=f"d = accuracy(split ReLU) - accuracy(LASSO) per seed; holds if |mean(d)| + sd(d) "
              f"<= {WITHIN_POINTS}, does not hold if |mean(d)| - sd(d) > {WITHIN_POINTS}, "
@@ -201,12 +201,12 @@ def run(context: StudyContext) -> StudyOutput:
         _within_claim(paired(relu, lasso), accuracies),
         spread_claim("P1-check24-split-relu-vs-raw",
                      "Split-ReLU features are at least as good as raw pixels, up to 1 point "
-                     "(THEORY.md check 24).", paired(relu, raw),
+                     "(docs/theory.md check 24).", paired(relu, raw),
                      "accuracy(split ReLU) - accuracy(raw pixels)", accuracies,
                      margin=RAW_MARGIN),
         spread_claim("P1-check24-lasso-vs-raw",
                      "LASSO-code features are at least as good as raw pixels, up to 1 point "
-                     "(THEORY.md check 24).", paired(lasso, raw),
+                     "(docs/theory.md check 24).", paired(lasso, raw),
                      "accuracy(LASSO) - accuracy(raw pixels)", accuracies, margin=RAW_MARGIN),
     ]
     ratios = mean_sd([r["mse_ratio"] for r in results])
@@ -214,7 +214,7 @@ def run(context: StudyContext) -> StudyOutput:
         id="P1-check26-lista", paper=1,
         statement=f"LISTA (Gregor & LeCun 2010) with T = {budget.lista_layers} trained layers "
                   "approximates the exact LASSO codes of digits with at most half the test MSE "
-                  f"of T = {budget.lista_layers} ISTA steps (C8; THEORY.md check 26).",
+                  f"of T = {budget.lista_layers} ISTA steps (C8; docs/theory.md check 26).",
         measured={"mse_ratio_lista_over_ista": ratios,
                   "lista_mse": mean_sd([r["lista_mse"] for r in results]),
                   "ista_mse": mean_sd([r["ista_mse"] for r in results]),

@@ -1,8 +1,8 @@
-"""Paper 1, the exact identities (THEORY.md A.2-A.8, checks 1-8, 11-14) on fresh random
+"""Paper 1, the exact identities (docs/theory.md A.2-A.8, checks 1-8, 11-14) on fresh random
 problems drawn from the run's seed.
 
 Each identity is measured as a worst-case error over the drawn problems and holds when the
-error is within THEORY.md Part D's tolerance.
+error is within docs/theory.md Part D's tolerance.
 """
 
 from __future__ import annotations

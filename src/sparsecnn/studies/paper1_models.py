@@ -1,4 +1,4 @@
-"""Paper 1, trained models on digits (THEORY.md A.7, A.8; checks 9, 10 and 23).
+"""Paper 1, trained models on digits (docs/theory.md A.7, A.8; checks 9, 10 and 23).
 
 * **Check 9** (claim 4 of the abstract): the complete model -- layered thresholding
   ``Gamma_l = ReLU(conv(Gamma_{l-1}, W_l) + b_l)`` plus logistic regression
@@ -178,7 +178,7 @@ def run(context: StudyContext) -> StudyOutput:
         statement="A CNN without normalisation and pooling is hierarchical sparse coding plus "
                   "logistic regression (claim 4): the complete model (layered thresholding + "
                   "softmax), trained by cross-entropy on digits, reaches mean test accuracy "
-                  f">= {ACCURACY_TARGET} (THEORY.md check 9).",
+                  f">= {ACCURACY_TARGET} (docs/theory.md check 9).",
         measured={"test_accuracy": accuracy, "target": ACCURACY_TARGET,
                   "channels": list(budget.complete_channels), "epochs": budget.complete_epochs},
         rule=f"holds if mean - {ACCURACY_TARGET} >= sd over seeds, does not hold if mean - "
@@ -187,7 +187,7 @@ def run(context: StudyContext) -> StudyOutput:
     claims.append(Claim(
         id="P1-check9-softmax", paper=1,
         statement="The complete model's class probabilities softmax(V Gamma_L + c) sum to 1 "
-                  "and it has no normalisation or pooling layer (THEORY.md check 9).",
+                  "and it has no normalisation or pooling layer (docs/theory.md check 9).",
         measured={"max_abs_softmax_sum_error_float64": softmax_error,
                   "no_normalisation_or_pooling": architecture_ok},
         rule="holds iff the largest |sum of softmax - 1| over the test sets is <= 1e-12 and "
@@ -199,7 +199,7 @@ def run(context: StudyContext) -> StudyOutput:
         id="P1-check10-proper-priors", paper=1,
         statement="Maintaining sparse priors (claim 5a): with the projection b <- min(b, 0) "
                   "after every optimizer step, every hidden bias is <= 0 at every step, i.e. "
-                  "every prior is a proper exponential prior (THEORY.md check 10).",
+                  "every prior is a proper exponential prior (docs/theory.md check 10).",
         measured={"max_hidden_bias_over_all_steps": max_bias,
                   "steps_checked": sum(p["proper_steps_checked"] for p in pairs),
                   "unconstrained_twin_max_bias_any_step":
@@ -212,7 +212,7 @@ def run(context: StudyContext) -> StudyOutput:
         "P1-check10-sparsity",
         "Expectation (not established in the literature): the proper-prior model is at least "
         "as sparse as its unconstrained twin (fraction of zero hidden activations on the test "
-        "set; THEORY.md check 10).",
+        "set; docs/theory.md check 10).",
         paired([p["proper_zero_fraction"] for p in pairs],
                [p["free_zero_fraction"] for p in pairs]),
         "zero fraction(b <= 0) - zero fraction(unconstrained)",
@@ -222,7 +222,7 @@ def run(context: StudyContext) -> StudyOutput:
     claims.append(spread_claim(
         "P1-check10-accuracy",
         "Expectation: keeping the priors proper costs at most 2 points of test accuracy "
-        "(THEORY.md check 10).",
+        "(docs/theory.md check 10).",
         paired([p["proper_accuracy"] for p in pairs], [p["free_accuracy"] for p in pairs]),
         "accuracy(b <= 0) - accuracy(unconstrained)",
         {"proper_accuracy": mean_sd([p["proper_accuracy"] for p in pairs]),
@@ -237,7 +237,7 @@ def run(context: StudyContext) -> StudyOutput:
         f"A stronger nonlinear transform (claim 5b; Sulam et al. C1/C2): {budget.n_unfold} "
         "unfoldings of joint multi-layer ISTA give mean test accuracy >= the feedforward "
         "(T = 0) network with identical parameters, both trained the same way on digits "
-        "(THEORY.md check 23; literature: +0.37 pts MNIST, +3.9 pts CIFAR-10).",
+        "(docs/theory.md check 23; literature: +0.37 pts MNIST, +3.9 pts CIFAR-10).",
         paired([u[t_key] for u in unfolded], [u["T0_accuracy"] for u in unfolded]),
         f"accuracy(T = {budget.n_unfold}) - accuracy(T = 0)",
         {"T0_accuracy": mean_sd([u["T0_accuracy"] for u in unfolded]),

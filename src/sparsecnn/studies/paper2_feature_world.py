@@ -1,5 +1,5 @@
 """Paper 2 (Nandakumar, Tagade, Liu): the feature world, the constructed network, its
-certificate and trained-versus-constructed networks (THEORY.md Part B, checks 15-22).
+certificate and trained-versus-constructed networks (docs/theory.md Part B, checks 15-22).
 
 Every claim's verdict is computed from the measured numbers by the rule stated beside it.
 """

@@ -23,7 +23,7 @@ class TrainingConfig:
     """Everything that determines a training run (and its hash).
 
     ``model`` names a builder in :data:`MODELS`: ``"cnn"`` (plain convolutions + ReLU + linear
-    head: layered thresholding + logistic regression, THEORY.md A.6-A.7) or ``"sparse"``
+    head: layered thresholding + logistic regression, docs/theory.md A.6-A.7) or ``"sparse"``
     (:class:`sparsecnn.nn.SparseCodingClassifier`, layered inference with ``n_iter`` steps of
     ``method`` per layer) or ``"ml_ista"`` (the same classifier with ``n_iter`` unfoldings of
     the joint multi-layer ISTA of Sulam et al. 2018, from layered thresholding).

@@ -1,8 +1,8 @@
 """The one seeded mini-batch loop that fits a classifier, and the recipes built on it.
 
 Every step minimises the cross-entropy ``-log p(y | Gamma_L(x))`` of the logistic-regression
-head over the dictionaries, biases (thresholds) and head (THEORY.md A.7); ``proper_prior``
-projects every hidden bias onto ``b <= 0`` after every step (THEORY.md A.8.1), so every
+head over the dictionaries, biases (thresholds) and head (docs/theory.md A.7); ``proper_prior``
+projects every hidden bias onto ``b <= 0`` after every step (docs/theory.md A.8.1), so every
 prior stays proper.  :func:`train_step` is one update, :func:`fit_epoch` one pass over a given
 data order (sharded across data-parallel ranks when asked), :func:`fit_classifier` the whole
 seeded loop in memory; :func:`sparsecnn.training.train` runs :func:`fit_epoch` between its
@@ -41,7 +41,7 @@ def make_optimizer(name: str, parameters: Iterable[torch.Tensor], *, learning_ra
 
 
 def project_biases(biases: Sequence[torch.Tensor]) -> None:
-    """``b <- min(b, 0)`` in place: the projection onto proper priors (THEORY.md A.8.1)."""
+    """``b <- min(b, 0)`` in place: the projection onto proper priors (docs/theory.md A.8.1)."""
     with torch.no_grad():
         for bias in biases:
             bias.clamp_(max=0.0)
@@ -96,7 +96,7 @@ def fit_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                    optimizer: str = "adam", weight_decay: float = 0.0,
                    proper_prior: bool = False, progress: bool = False,
                    description: str = "train") -> nn.Module:
-    """Minimise the mean cross-entropy (THEORY.md A.7) for ``epochs`` passes over
+    """Minimise the mean cross-entropy (docs/theory.md A.7) for ``epochs`` passes over
     ``(images, labels)`` in mini-batches of ``batch_size``, each pass in the order
     ``torch.randperm`` draws from one generator seeded with ``seed``; ``proper_prior``
     projects every hidden bias onto ``b <= 0`` after every step (A.8.1).  The same seed gives
@@ -121,7 +121,7 @@ def fit_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                      epochs: int, seed: int, proper_prior: bool = False,
                      learning_rate: float = 1e-2, batch_size: int = 128) -> nn.Module:
-    """Minimise the cross-entropy ``-log p(y | Gamma_L(x))`` (THEORY.md A.7) with Adam on
+    """Minimise the cross-entropy ``-log p(y | Gamma_L(x))`` (docs/theory.md A.7) with Adam on
     seeded minibatches; ``proper_prior`` projects every hidden bias onto ``b <= 0`` after every
     step (A.8.1).  Returns ``model`` in eval mode."""
     return fit_classifier(model, images, labels, epochs=epochs, batch_size=batch_size,

@@ -17,7 +17,7 @@ __all__ = ["activation_zero_fraction", "epoch_record", "evaluate", "max_bias", "
 
 def max_bias(biases: list[torch.Tensor]) -> float:
     """``max_l max(b_l)`` over the hidden biases (``-inf`` without any): ``<= 0`` means every
-    prior is proper (THEORY.md A.8.1)."""
+    prior is proper (docs/theory.md A.8.1)."""
     if not biases:
         return float("-inf")
     return max(float(b.detach().max()) for b in biases)

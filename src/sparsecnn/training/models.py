@@ -15,7 +15,7 @@ __all__ = ["MODELS", "ConvClassifier", "ModelBuilder", "build_model", "hidden_bi
 
 
 class ConvClassifier(nn.Module):
-    """Layered thresholding + logistic regression (THEORY.md A.6-A.7): hidden layers
+    """Layered thresholding + logistic regression (docs/theory.md A.6-A.7): hidden layers
     ``Gamma_l = ReLU(conv(Gamma_{l-1}, W_l) + b_l)`` (3x3, padding 1, no normalisation, no
     pooling), then ``softmax(W Gamma_L + c0)``; ``forward`` returns the logits."""
 

@@ -1,9 +1,9 @@
-"""Training runs with checkpoints, exact resume and data-parallel training (THEORY.md A.7, A.8).
+"""Training runs with checkpoints, exact resume and data-parallel training (docs/theory.md A.7, A.8).
 
 A classifier is trained by minimising the cross-entropy ``-log p(y | Gamma_L(x))`` of the
-logistic-regression head over the dictionaries, biases (thresholds) and head (THEORY.md A.7),
+logistic-regression head over the dictionaries, biases (thresholds) and head (docs/theory.md A.7),
 with AdamW or SGD.  With ``proper_prior=True`` every hidden bias is projected onto ``b <= 0``
-after every optimizer step (THEORY.md A.8.1, check 10), so every prior stays proper.
+after every optimizer step (docs/theory.md A.8.1, check 10), so every prior stays proper.
 
 Files in ``out_dir``::
 

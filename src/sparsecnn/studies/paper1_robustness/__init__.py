@@ -1,7 +1,7 @@
 """Robustness and anomaly identification (paper 1's "more robust" forward transforms, A.8;
-THEORY.md C9, C10, check 27; paper 2's constructed network, B.3).
+docs/theory.md C9, C10, check 27; paper 2's constructed network, B.3).
 
-On scikit-learn's digits, per seed (THEORY.md Part C protocol: 50/50 stratified split):
+On scikit-learn's digits, per seed (docs/theory.md Part C protocol: 50/50 stratified split):
 
 * a plain CNN (conv 3x3 + ReLU, two layers, linear head: layered thresholding + logistic
   regression, A.6-A.7);
@@ -13,14 +13,14 @@ On scikit-learn's digits, per seed (THEORY.md Part C protocol: 50/50 stratified 
   after every step, A.8.1);
 * a ReLU front end ``ReLU(D^T x - lam)`` and an LCA front end (``n_iter`` LCA steps, the same
   dictionary ``D`` and threshold ``lam``), each with its own logistic-regression head
-  (THEORY.md check 27).  ``D`` is learned by online sparse coding on the training digits of the
+  (docs/theory.md check 27).  ``D`` is learned by online sparse coding on the training digits of the
   in-distribution classes of the anomaly study (unsupervised);
 
 each evaluated under the five corruptions at severities 0..5, FGSM / PGD (L-inf, L2) and, for
 the two front ends, the median minimal *targeted* L2 perturbation (bisection over PGD-L2,
 seeded random targets, on test images both front ends classify correctly).
 
-On the ``"default"`` feature world (THEORY.md B.3's 28x28 example): the constructed network's
+On the ``"default"`` feature world (docs/theory.md B.3's 28x28 example): the constructed network's
 certified L-inf radius beside its accuracy under the structured worst-case perturbation, random
 sign noise and PGD, and the smallest structured perturbation that flips an image.
 Beside it, on the same world per seed, the B.3 architecture trained by Adam

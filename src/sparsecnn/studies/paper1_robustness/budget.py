@@ -11,7 +11,7 @@ __all__ = ["CLEAN_BUDGET", "EPSILONS_L2", "EPSILONS_LINF", "FRONT_END_ATOMS", "F
            "FULL", "NOISE_SEVERITY", "QUICK", "WORLD_BATCH_SIZE", "WORLD_LEARNING_RATE",
            "Budget"]
 
-NOISE_SEVERITY = 4  # gaussian_noise severity 4 is sigma = 0.3 (THEORY.md check 27)
+NOISE_SEVERITY = 4  # gaussian_noise severity 4 is sigma = 0.3 (docs/theory.md check 27)
 FRONT_END_ATOMS = 64
 FRONT_END_LAMBDA = 0.5
 WORLD_LEARNING_RATE = 1e-2  # Adam on the feature world (B.3 architecture)

@@ -99,7 +99,7 @@ def study_figures(seeds: list[dict[str, Any]], aggregate: dict[str, Any],
             f"({budget.pgd_steps} steps) vs epsilon (pixels in [0, 1]).",
             plot_attack_curves(aggregate["attack_curves"])),
         Figure.from_matplotlib(
-            "robustness_check27", "THEORY.md check 27: LCA vs ReLU front end with the same "
+            "robustness_check27", "docs/theory.md check 27: LCA vs ReLU front end with the same "
             f"{FRONT_END_ATOMS}-atom dictionary and lam = {FRONT_END_LAMBDA} (bars: mean +- sd, "
             "dots: seeds).", _check27_figure(seeds)),
         Figure.from_matplotlib(
