@@ -111,7 +111,8 @@ def _weight_norm(weight_norm: Any, like: torch.Tensor) -> torch.Tensor:
 
 
 def bias_to_lambda(b: Any, weight_norm: Any = 1.0) -> Any:
-    """Threshold of the unit-norm atom: ``lam = -b / ||w||`` (docs/theory.md convention 5, check 4)."""
+    """Threshold of the unit-norm atom: ``lam = -b / ||w||`` (docs/theory.md convention 5,
+    check 4)."""
     bt, kind = _to_tensor(b, "b")
     check_finite(bt, "b")
     return _back(-bt / _weight_norm(weight_norm, bt), kind)

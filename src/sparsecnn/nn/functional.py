@@ -1,4 +1,5 @@
-"""The forward pass of a sparse-coding layer as a function (docs/theory.md A.4, A.8, conventions 5-7).
+"""The forward pass of a sparse-coding layer as a function (docs/theory.md A.4, A.8,
+conventions 5-7).
 
 A layer ``ReLU(W x + b)`` with filters (rows) ``w_i`` is read as non-negative sparse coding with
 

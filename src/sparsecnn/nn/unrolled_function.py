@@ -1,5 +1,5 @@
-"""``scales * a^k(x, W, lam)`` for :func:`sparsecnn.nn.sparse_conv2d` (docs/theory.md A.8): the k-step
-convolutional map as one :class:`torch.autograd.Function`.
+"""``scales * a^k(x, W, lam)`` for :func:`sparsecnn.nn.sparse_conv2d` (docs/theory.md A.8):
+the k-step convolutional map as one :class:`torch.autograd.Function`.
 
 * The forward (:mod:`~sparsecnn.nn.unrolled_forward`) runs without autograd, and one
   :class:`UnrolledConvCoding` node holds the whole k-step map with the hand-written backward

@@ -1,4 +1,5 @@
-"""Training runs with checkpoints, exact resume and data-parallel training (docs/theory.md A.7, A.8).
+"""Training runs with checkpoints, exact resume and data-parallel training (docs/theory.md A.7,
+A.8).
 
 A classifier is trained by minimising the cross-entropy ``-log p(y | Gamma_L(x))`` of the
 logistic-regression head over the dictionaries, biases (thresholds) and head (docs/theory.md A.7),
