@@ -125,3 +125,18 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
     finally:
         PACKAGE_ROOT = saved
     assert imported == ["sparsecnn.studies", "sparsecnn.report.html", "sparsecnn.io"]
+
+
+def test_library_code_never_borrows_from_a_study_or_a_command() -> None:
+    """Only the reproduce command runs the studies, and only the CLI runs the commands: what a
+    command and a study both need lives in the library below them."""
+    allowed = {"studies": {"commands/reproduce.py"}, "commands": {"cli.py"}}
+    borrowed = []
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        relative = path.relative_to(PACKAGE_ROOT).as_posix()
+        source = relative.split("/")[0].removesuffix(".py")
+        for module, line in _imported_modules(path):
+            target = _unit(module)
+            if target in allowed and source != target and relative not in allowed[target]:
+                borrowed.append(f"{relative}:{line} imports {module}")
+    assert not borrowed, "library code borrowed from a study or a command:\n" + "\n".join(borrowed)
