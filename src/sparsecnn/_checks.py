@@ -128,6 +128,17 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def as_matrix(value: Any, name: str, *, axes: str, dtype: torch.dtype | None = None
+              ) -> torch.Tensor:
+    """``value`` as a finite 2-D floating tensor; ``axes`` names its dimensions in the error
+    (e.g. ``"(n_signals, n_features)"``)."""
+    tensor, _ = as_tensor(value, name, dtype=dtype)
+    if tensor.ndim != 2:
+        raise ValueError(f"{name} must be 2-D {axes}; got shape {tuple(tensor.shape)}")
+    check_finite(tensor, name)
+    return tensor
+
+
 def check_batch(images: Any, name: str = "images") -> torch.Tensor:
     """A batch-first floating tensor ``(n, ...)`` with finite entries (images or features)."""
     if not isinstance(images, torch.Tensor):

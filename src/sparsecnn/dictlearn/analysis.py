@@ -21,17 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import as_tensor
+from .._checks import as_matrix, as_tensor
 
 __all__ = ["atom_localization", "atom_orientation_coherence", "excess_kurtosis", "pca_basis",
            "zero_fraction"]
 
 
-def _matrix(value: Any, name: str) -> torch.Tensor:
-    tensor, _ = as_tensor(value, name, dtype=torch.float64)
-    if tensor.ndim != 2:
-        raise ValueError(f"{name} must be 2-D; got shape {tuple(tensor.shape)}")
-    return tensor.detach()
+def _matrix(value: Any, name: str, axes: str) -> torch.Tensor:
+    return as_matrix(value, name, axes=axes, dtype=torch.float64).detach()
 
 
 def excess_kurtosis(codes: Any) -> torch.Tensor:
@@ -40,7 +37,7 @@ def excess_kurtosis(codes: Any) -> torch.Tensor:
     A constant column (an atom no signal uses) has no kurtosis: it raises ``ValueError``
     naming it rather than returning NaN.
     """
-    values = _matrix(codes, "codes")
+    values = _matrix(codes, "codes", "(n_signals, n_coefficients)")
     centred = values - values.mean(0)
     variance = (centred ** 2).mean(0)
     dead = torch.nonzero(variance == 0).flatten()
@@ -59,14 +56,14 @@ def zero_fraction(codes: Any) -> float:
 def pca_basis(signals: Any) -> torch.Tensor:
     """Principal directions ``(n_features, n_features)`` (columns, decreasing variance) of the
     centred signals ``(n_signals, n_features)``, from the SVD of the data matrix."""
-    data = _matrix(signals, "signals")
+    data = _matrix(signals, "signals", "(n_signals, n_features)")
     centred = data - data.mean(0)
     _, _, vh = torch.linalg.svd(centred, full_matrices=False)
     return vh.T
 
 
 def _atoms_as_images(dictionary: Any, patch_shape: tuple[int, int]) -> np.ndarray:
-    matrix = _matrix(dictionary, "dictionary").numpy()
+    matrix = _matrix(dictionary, "dictionary", "(n_features, n_atoms)").numpy()
     if matrix.shape[0] != patch_shape[0] * patch_shape[1]:
         raise ValueError(f"dictionary has {matrix.shape[0]} rows; expected patch_shape "
                          f"{patch_shape} to have that many pixels")

@@ -17,7 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import as_tensor, check_finite, check_positive_float, check_positive_int
+from .._checks import (
+    as_matrix,
+    as_tensor,
+    check_positive_float,
+    check_positive_int,
+)
 from ..dictionary import DenseDictionary
 
 __all__ = ["LearnedISTA", "ista_encoder"]
@@ -31,11 +36,7 @@ class LearnedISTA(nn.Module):
     def __init__(self, dictionary: Any, lam: float, n_layers: int = 3, *,
                  nonneg: bool = False) -> None:
         super().__init__()
-        matrix, _ = as_tensor(dictionary, "dictionary")
-        if matrix.ndim != 2:
-            raise ValueError(f"dictionary must be 2-D (n_features, n_atoms); got shape "
-                             f"{tuple(matrix.shape)}")
-        check_finite(matrix, "dictionary")
+        matrix = as_matrix(dictionary, "dictionary", axes="(n_features, n_atoms)")
         lam = check_positive_float(lam, "lam", allow_zero=True)
         self.n_layers = check_positive_int(n_layers, "n_layers")
         self.nonneg = bool(nonneg)

@@ -20,7 +20,13 @@ from typing import Any
 
 import torch
 
-from .._checks import as_tensor, check_finite, check_positive_float, check_positive_int
+from .._checks import (
+    as_matrix,
+    as_tensor,
+    check_finite,
+    check_positive_float,
+    check_positive_int,
+)
 
 __all__ = ["OrthogonalDictionaryResult", "learn_orthogonal_dictionary", "procrustes"]
 
@@ -67,11 +73,7 @@ def learn_orthogonal_dictionary(signals: Any, lam: float, *, nonneg: bool = Fals
     """Alternate exact codes ``A = T_lam(X D)`` and the Procrustes step ``D = procrustes(X, A)``
     for ``n_iter`` rounds; ``D`` starts from ``init`` (orthogonalised by QR) or from the QR
     factor of a seeded Gaussian matrix."""
-    x, _ = as_tensor(signals, "signals")
-    if x.ndim != 2:
-        raise ValueError(f"signals must be 2-D (n_signals, n_features); got shape "
-                         f"{tuple(x.shape)}")
-    check_finite(x, "signals")
+    x = as_matrix(signals, "signals", axes="(n_signals, n_features)")
     lam = check_positive_float(lam, "lam", allow_zero=True)
     n_iter = check_positive_int(n_iter, "n_iter")
     n = x.shape[1]
