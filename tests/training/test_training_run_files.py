@@ -10,11 +10,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from sparsecnn.cli import cli
@@ -265,3 +268,52 @@ def test_resume_with_fewer_epochs_than_trained_is_refused(run_copy: Path) -> Non
     assert "has already trained 2 epochs and epochs=1 is fewer; pass --epochs >= 2" in \
         result.output
     assert snapshot(run_copy) == before
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                max_size=3),
+    max_leaves=5)
+_FIELDS = [("epoch",), ("global_step",), ("config",), ("config", "learning_rate"),
+           ("config", "channels"), ("config", "epochs"), ("config", "dtype"), ("config_hash",),
+           ("optimizer",), ("optimizer", "param_groups"), ("optimizer", "param_groups", 0),
+           ("optimizer", "param_groups", 0, "lr"), ("optimizer", "param_groups", 0, "params"),
+           ("optimizer", "scalars"), ("sha256",), ("sha256", "model.safetensors")]
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(_FIELDS), value=_JSON)
+def test_any_edit_of_state_json_is_refused_or_harmless(finished_run: Path, field: tuple,
+                                                       value) -> None:
+    """For every field of state.json and every JSON value put there, resuming either refuses
+    with CheckpointError or the value equals the original: never another exception."""
+    with tempfile.TemporaryDirectory() as scratch:
+        run = Path(scratch) / "run"
+        shutil.copytree(finished_run, run)
+        state_file = run / "checkpoints" / "epoch-0002" / "state.json"
+        state = json.loads(state_file.read_text())
+        parent = state
+        for key in field[:-1]:
+            parent = parent[key]
+        original = parent[field[-1]]
+        parent[field[-1]] = value
+        state_file.write_text(json.dumps(state))
+        try:
+            train(CONFIG, run, resume=True, progress=False)
+        except CheckpointError:
+            return
+        assert value == original, f"{field} = {value!r} was accepted"
+
+
+@pytest.mark.parametrize(("key", "value"), [("params", "0000"), ("betas", [0.5, 0.5]),
+                                            ("eps", "tiny")])
+def test_optimizer_settings_the_configuration_does_not_produce_are_refused(
+        run_copy: Path, key: str, value) -> None:
+    """Found by the property above: torch's load_state_dict accepts these (params '0000' has
+    the right length) and would train with them, or fail only in the next step."""
+    _edit_state(run_copy, lambda state: state["optimizer"]["param_groups"][0].__setitem__(
+        key, value))
+    with pytest.raises(CheckpointError, match=rf"optimizer settings that this configuration "
+                                              rf"does not produce \({key}\)"):
+        train(CONFIG, run_copy, resume=True, progress=False)

@@ -371,11 +371,29 @@ def _restore(checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Op
             f"checkpoint {checkpoint.path} records global_step {step} after {epoch} epochs, "
             f"but an epoch of this run takes {steps_per_epoch} steps (expected "
             f"{epoch * steps_per_epoch}); delete it to resume from the previous epoch")
+    # every hyper-parameter of the saved group must be the one this configuration builds;
+    # torch would accept and use any of them (or fail only later, in a step)
+    fresh = json.loads(json.dumps(optimizer.state_dict()["param_groups"]))
+    saved = checkpoint.state["optimizer"]["param_groups"]
+    if saved != fresh:
+        keys = sorted({k for g in (*saved, *fresh) for k in g}, key=str)
+        different = [k for k in keys if saved[0].get(k) != fresh[0].get(k)]
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path} has optimizer settings that this configuration "
+            f"does not produce ({', '.join(map(str, different))}); delete it to resume from "
+            "the previous epoch's checkpoint, or start again with --overwrite")
     try:
         model.load_state_dict(checkpoint.model)
         optimizer.load_state_dict(optimizer_state(checkpoint))
         torch.set_rng_state(checkpoint.training_state["rng.torch"])
-    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        for parameter in model.parameters():
+            for key, value in optimizer.state.get(parameter, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() and \
+                        value.shape != parameter.shape:
+                    raise ValueError(f"optimizer state {key!r} has shape "
+                                     f"{tuple(value.shape)}, its parameter "
+                                     f"{tuple(parameter.shape)}")
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
         raise CheckpointError(f"checkpoint {checkpoint.path} does not fit the model of "
                               f"this configuration: {error}") from None
     return epoch + 1, step
