@@ -27,7 +27,7 @@ from types import TracebackType
 from .. import io
 
 __all__ = ["LOCK_NAME", "RUN_FILES", "RunLock", "RunLockedError", "clear_run",
-           "has_run_files", "remove_leftovers"]
+           "remove_leftovers"]
 
 LOCK_NAME = ".sparsecnn-train.lock"
 RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "summary.json")
@@ -102,12 +102,6 @@ def _checkpoint_dirs(out_dir: Path) -> list[Path]:
         return []
     return [p for p in sorted(root.iterdir())
             if _CHECKPOINT.match(p.name) and p.is_dir() and not p.is_symlink()]
-
-
-def has_run_files(out_dir: Path) -> bool:
-    """Whether ``out_dir`` holds anything of an earlier run (files or checkpoints)."""
-    return any((out_dir / name).exists() for name in RUN_FILES) or bool(
-        _checkpoint_dirs(out_dir))
 
 
 def clear_run(out_dir: Path) -> None:
