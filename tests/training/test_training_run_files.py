@@ -169,6 +169,7 @@ def test_a_second_run_into_a_locked_directory_fails_at_once(tmp_path: Path) -> N
     assert os.listdir(out) == [".sparsecnn-train.lock"]
 
 
+@pytest.mark.slow  # a second Python process: ~3 s of imports on a busy machine
 def test_lock_held_by_another_process_names_it_and_dies_with_it(tmp_path: Path) -> None:
     out = tmp_path / "run"
     holder = subprocess.Popen(
