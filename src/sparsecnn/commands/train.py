@@ -43,7 +43,8 @@ __all__ = ["command"]
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True)
 @click.option("--resume", is_flag=True,
-              help="Continue the interrupted run in --out (the configuration must match).")
+              help="Continue the interrupted run in --out (the configuration must match; a "
+              "larger --epochs extends a finished run).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs/train"),
               show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -73,6 +74,9 @@ def command(dataset: str, model_name: str, epochs: int, batch_size: int, optimiz
         raise click.ClickException(str(error)) from None
     except ValueError as error:
         raise click.ClickException(str(error)) from None
+    except OSError as error:  # e.g. a read-only --out: one line, not a traceback
+        raise click.ClickException(f"cannot write the run to --out {out_dir}: {error}") \
+            from None
     final = result.final
     if int(os.environ.get("RANK", "0")) != 0:
         return

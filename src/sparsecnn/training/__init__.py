@@ -7,7 +7,8 @@
 - ``checkpoint``: checkpoint files, :func:`latest_checkpoint`, :func:`load_run`;
 - ``metrics``: what a run records per epoch;
 - ``distributed``: the data-parallel process group of a run;
-- ``run``: :func:`train`, a run with checkpoints, exact resume and data parallelism.
+- ``run``: :func:`train`, a run with checkpoints, exact resume and data parallelism;
+- ``rundir``: the run directory's lock, leftovers and ``--overwrite``.
 """
 
 from .architecture import (
@@ -37,7 +38,7 @@ from .models import (
     register_model,
     small_cnn,
 )
-from .run import TrainingResult, train
+from .run import TrainingDivergedError, TrainingResult, train
 
 __all__ = [
     "ARCHITECTURE_FORMAT",
@@ -50,6 +51,7 @@ __all__ = [
     "ConvClassifier",
     "ModelBuilder",
     "TrainingConfig",
+    "TrainingDivergedError",
     "TrainingResult",
     "TrainingRun",
     "build_from_architecture",

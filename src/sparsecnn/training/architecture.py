@@ -15,6 +15,15 @@ Layer types: ``conv2d`` (in_channels, out_channels, kernel_size, stride, padding
 ``avgpool2d`` (kernel_size, stride), ``batchnorm2d`` (num_features), ``tanh``, ``sigmoid``.
 The model is an ``nn.Sequential`` of these, so the weights are named ``"<index>.weight"`` and
 ``"<index>.bias"``.
+
+A model written by ``sparsecnn train`` (any registered model, not only ``nn.Sequential``)
+carries instead the metadata key ``sparsecnn_training_model``::
+
+    {"format": "sparsecnn-training-model/1", "config": {...TrainingConfig...},
+     "input_shape": [1, 8, 8], "n_classes": 10}
+
+from which :func:`load_model` rebuilds it with :func:`~sparsecnn.training.build_model`, so the
+file is readable on its own, without its run directory.
 """
 
 from __future__ import annotations
@@ -28,10 +37,13 @@ from torch import nn
 from ..io import write_bytes
 
 __all__ = ["ARCHITECTURE_FORMAT", "DEFAULT_ARCHITECTURE", "METADATA_KEY",
-           "build_from_architecture", "load_model", "save_model"]
+           "TRAINING_METADATA_KEY", "build_from_architecture", "load_model", "save_model",
+           "training_metadata"]
 
 ARCHITECTURE_FORMAT = "sparsecnn-architecture/1"
 METADATA_KEY = "sparsecnn_architecture"
+TRAINING_FORMAT = "sparsecnn-training-model/1"
+TRAINING_METADATA_KEY = "sparsecnn_training_model"
 
 DEFAULT_ARCHITECTURE: dict[str, Any] = {
     "format": ARCHITECTURE_FORMAT,
@@ -115,10 +127,40 @@ def save_model(path: Path, model: nn.Sequential, architecture: dict[str, Any], *
     write_bytes(path, data, overwrite=overwrite)
 
 
+def training_metadata(config: Any, input_shape: tuple[int, ...], n_classes: int
+                      ) -> dict[str, str]:
+    """The safetensors metadata that makes a ``train`` model file readable on its own."""
+    return {TRAINING_METADATA_KEY: json.dumps({
+        "format": TRAINING_FORMAT, "config": config.to_dict(),
+        "input_shape": [int(s) for s in input_shape], "n_classes": int(n_classes)})}
+
+
+def _build_from_training(text: str, source: str) -> tuple[nn.Module, dict[str, Any]]:
+    from .config import TrainingConfig
+    from .models import build_model
+
+    try:
+        description = json.loads(text)
+        if not isinstance(description, dict) or description.get("format") != TRAINING_FORMAT:
+            raise ValueError(f"expected an object with format {TRAINING_FORMAT!r}")
+        shape, n_classes = description["input_shape"], description["n_classes"]
+        if not (isinstance(shape, list) and len(shape) == 3 and all(
+                isinstance(v, int) and v > 0 for v in shape)):
+            raise ValueError(f"'input_shape' must be [channels, height, width]; got {shape!r}")
+        if not (isinstance(n_classes, int) and n_classes >= 2):
+            raise ValueError(f"'n_classes' must be an integer >= 2; got {n_classes!r}")
+        config = TrainingConfig.from_dict(description["config"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"the training description in {source} is invalid: {error}") from None
+    return build_model(config, tuple(shape), n_classes), description
+
+
 def load_model(path: Path, architecture_path: Path | None = None
-               ) -> tuple[nn.Sequential, dict[str, Any]]:
+               ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a safetensors model; the architecture comes from ``architecture_path``, the file's
-    metadata or ``path`` with suffix ``.json`` (in that order)."""
+    metadata (a ``train`` model's description, else an architecture) or ``path`` with suffix
+    ``.json`` (in that order).  The returned description always has ``input_shape``."""
+    path = Path(path)
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
@@ -131,6 +173,8 @@ def load_model(path: Path, architecture_path: Path | None = None
                          f"truncated?): {error}") from None
     if architecture_path is not None:
         source, text = str(architecture_path), architecture_path.read_text()
+    elif TRAINING_METADATA_KEY in metadata:
+        source, text = f"{path} metadata", metadata[TRAINING_METADATA_KEY]
     elif METADATA_KEY in metadata:
         source, text = f"{path} metadata", metadata[METADATA_KEY]
     elif path.with_suffix(".json").exists():
@@ -140,11 +184,14 @@ def load_model(path: Path, architecture_path: Path | None = None
             f"no architecture for {path}: pass --architecture FILE.json, or store it in the "
             f"safetensors metadata key {METADATA_KEY!r}, or put it in "
             f"{path.with_suffix('.json')}")
-    try:
-        architecture = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"architecture from {source} is not valid JSON: {error}") from None
-    model = build_from_architecture(architecture)
+    if architecture_path is None and TRAINING_METADATA_KEY in metadata:
+        model, architecture = _build_from_training(text, source)
+    else:
+        try:
+            architecture = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"architecture from {source} is not valid JSON: {error}") from None
+        model = build_from_architecture(architecture)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -155,5 +202,8 @@ def load_model(path: Path, architecture_path: Path | None = None
         raise ValueError(
             f"weights in {path} do not match the architecture from {source}: missing "
             f"{missing}, unexpected {unexpected}, shape mismatches {wrong}")
-    model.load_state_dict(tensors)
-    return model, architecture
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as error:  # e.g. a sparse layer's constraint on its weights
+        raise ValueError(f"weights in {path} cannot be loaded: {error}") from None
+    return model.eval(), architecture

@@ -4,10 +4,17 @@ and load the model of a finished ``sparsecnn train`` run (:func:`load_run`).
 Files of a checkpoint::
 
     checkpoints/epoch-0003/          one directory per epoch, renamed into place complete:
-        model.safetensors            model weights
+        model.safetensors            model weights (the run's description in the metadata)
         training_state.safetensors   optimizer tensors and the torch RNG state
+        metrics.jsonl                the metrics records of epochs 1..3
         state.json                   epoch, step, config, config hash, optimizer
-                                     hyper-parameters and the SHA-256 of both files
+                                     hyper-parameters and the SHA-256 of the three files above
+
+The metrics travel inside the checkpoint directory, so the weights of an epoch and its metrics
+appear together in one rename or not at all: a kill at any instant loses neither.  A
+checkpoint is read back only after :func:`validate_state` has checked ``state.json`` (types,
+ranges, and consistency with the directory name, the configuration and its hash) and every
+file's SHA-256.
 """
 
 from __future__ import annotations
@@ -31,7 +38,10 @@ from .config import TrainingConfig, config_hash
 from .models import build_model
 
 __all__ = ["Checkpoint", "CheckpointError", "TrainingRun", "latest_checkpoint",
-           "load_checkpoint", "load_run", "optimizer_state", "write_checkpoint"]
+           "load_checkpoint", "load_run", "optimizer_state", "validate_state",
+           "write_checkpoint"]
+
+_FILES = ("model.safetensors", "training_state.safetensors", "metrics.jsonl")
 
 
 class CheckpointError(ValueError):
@@ -75,23 +85,29 @@ def _checkpoint_name(epoch: int) -> str:
 
 
 def write_checkpoint(out_dir: Path, epoch: int, step: int, config: TrainingConfig,
-                     model: nn.Module, optimizer: torch.optim.Optimizer) -> Path:
+                     model: nn.Module, optimizer: torch.optim.Optimizer,
+                     metrics: list[dict[str, Any]], *,
+                     model_metadata: dict[str, str] | None = None) -> Path:
     """Write ``checkpoints/epoch-NNNN/`` of ``out_dir`` (renamed into place complete): the
-    model and optimizer tensors bit for bit, the torch RNG state, and ``state.json`` with the
-    epoch, step, configuration, its hash and the SHA-256 of both tensor files."""
+    model and optimizer tensors bit for bit, the torch RNG state, the metrics records of
+    epochs ``1..epoch`` and ``state.json`` with the epoch, step, configuration, its hash and
+    the SHA-256 of the three files."""
     model_bytes = save_safetensors({k: v.detach().cpu().contiguous().clone()
-                                    for k, v in model.state_dict().items()})
+                                    for k, v in model.state_dict().items()},
+                                   metadata=model_metadata)
     optimizer_tensors, optimizer_meta = _optimizer_to_files(optimizer)
     optimizer_tensors["rng.torch"] = torch.get_rng_state()
     state_bytes = save_safetensors(optimizer_tensors)
+    metrics_bytes = "".join(json.dumps(m, allow_nan=False) + "\n" for m in metrics
+                            ).encode("utf-8")
+    contents = dict(zip(_FILES, (model_bytes, state_bytes, metrics_bytes), strict=True))
     state = {"epoch": epoch, "global_step": step, "config": config.to_dict(),
              "config_hash": config_hash(config), "optimizer": optimizer_meta,
-             "sha256": {"model.safetensors": _sha256(model_bytes),
-                        "training_state.safetensors": _sha256(state_bytes)}}
+             "sha256": {name: _sha256(data) for name, data in contents.items()}}
     target = out_dir / "checkpoints" / _checkpoint_name(epoch)
     with io.atomic_directory(target, overwrite=True) as staging:
-        io.write_bytes(staging / "model.safetensors", model_bytes)
-        io.write_bytes(staging / "training_state.safetensors", state_bytes)
+        for name, data in contents.items():
+            io.write_bytes(staging / name, data)
         io.write_json(staging / "state.json", state)
     return target
 
@@ -101,24 +117,102 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     root = Path(out_dir) / "checkpoints"
     if not root.is_dir():
         return None
-    names = sorted(p.name for p in root.iterdir()
-                   if p.is_dir() and p.name.startswith("epoch-") and p.name[6:].isdigit())
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and _epoch_of(p.name))
     return root / names[-1] if names else None
+
+
+def _epoch_of(name: str) -> int | None:
+    """The epoch of a checkpoint directory name ``epoch-NNNN`` (``None`` for other names)."""
+    digits = name[6:]
+    if name.startswith("epoch-") and len(digits) >= 4 and digits.isascii() and digits.isdigit():
+        return int(digits)
+    return None
 
 
 @dataclass
 class Checkpoint:
-    """A verified checkpoint: its state (JSON), model tensors and training-state tensors."""
+    """A verified checkpoint: its state (JSON), model tensors, training-state tensors and the
+    metrics records of the epochs up to its own."""
 
     path: Path
     state: dict[str, Any]
     model: dict[str, torch.Tensor]
     training_state: dict[str, torch.Tensor]
+    metrics: list[dict[str, Any]]
+
+    @property
+    def config(self) -> TrainingConfig:
+        return TrainingConfig.from_dict(self.state["config"])
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(
+        c in "0123456789abcdef" for c in value)
+
+
+def validate_state(state: Any, directory: Path) -> list[str]:
+    """The problems of a checkpoint's ``state.json`` (empty when it is sound).
+
+    Schema: ``epoch`` an integer >= 1 equal to the directory's ``epoch-NNNN`` and at most the
+    configured ``epochs``; ``global_step`` an integer >= ``epoch`` (an epoch takes at least one
+    step); ``config`` a valid :class:`TrainingConfig` whose :func:`config_hash` is
+    ``config_hash``; ``optimizer`` one parameter group whose ``lr``, ``weight_decay`` (and
+    ``momentum`` for SGD) are the configuration's, and a SHA-256 for each checkpoint file.
+    """
+    if not isinstance(state, dict):
+        return [f"expected a JSON object; got {type(state).__name__}"]
+    required = {"epoch", "global_step", "config", "config_hash", "optimizer", "sha256"}
+    missing = sorted(required - set(state))
+    if missing:
+        return [f"expected the keys {sorted(required)}; missing {missing}"]
+    problems = []
+    epoch, step = state["epoch"], state["global_step"]
+    if not _is_int(epoch) or epoch < 1:
+        problems.append(f"'epoch' must be an integer >= 1; got {epoch!r}")
+    elif _epoch_of(directory.name) is not None and _epoch_of(directory.name) != epoch:
+        problems.append(f"'epoch' is {epoch} but the directory is {directory.name}")
+    if not _is_int(step) or (_is_int(epoch) and step < max(epoch, 1)) or step < 0:
+        problems.append(f"'global_step' must be an integer >= epoch; got {step!r}")
+    config = None
+    try:
+        config = TrainingConfig.from_dict(state["config"])
+    except (TypeError, ValueError, AttributeError) as error:
+        problems.append(f"'config' is not a training configuration ({error})")
+    if config is not None:
+        if state["config_hash"] != config_hash(config):
+            problems.append("'config_hash' is not the hash of 'config'")
+        if _is_int(epoch) and epoch > config.epochs:
+            problems.append(f"'epoch' {epoch} is beyond the configured {config.epochs} epochs")
+    problems += _optimizer_problems(state["optimizer"], config)
+    hashes = state["sha256"]
+    if not isinstance(hashes, dict) or not all(_is_sha256(hashes.get(n)) for n in _FILES):
+        problems.append(f"'sha256' must map each of {list(_FILES)} to a SHA-256 hex digest")
+    return problems
+
+
+def _optimizer_problems(meta: Any, config: TrainingConfig | None) -> list[str]:
+    groups = meta.get("param_groups") if isinstance(meta, dict) else None
+    if not (isinstance(groups, list) and len(groups) == 1 and isinstance(groups[0], dict)
+            and isinstance(meta.get("scalars", {}), dict)):
+        return ["'optimizer' must hold one parameter group ('param_groups') and 'scalars'"]
+    if config is None:
+        return []
+    expected = {"lr": config.learning_rate, "weight_decay": config.weight_decay}
+    if config.optimizer == "sgd":
+        expected["momentum"] = config.momentum
+    # the optimizer's own copy would silently override the configuration on resume
+    return [f"optimizer '{key}' is {groups[0].get(key)!r} but the configuration says {value!r}"
+            for key, value in expected.items() if groups[0].get(key) != value]
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and verify a checkpoint directory; raise :class:`CheckpointError` (a
-    ``ValueError``) naming the file if anything is missing, truncated or corrupted."""
+    ``ValueError``) naming the file if anything is missing, truncated, corrupted or
+    inconsistent (:func:`validate_state`)."""
     directory = Path(path)
     hint = (f"; delete {directory} to resume from the previous epoch's checkpoint, or start "
             "again with --overwrite")
@@ -130,29 +224,40 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"checkpoint file {state_file} is corrupted or truncated "
                               f"(invalid JSON: {error}){hint}") from None
-    required = {"epoch", "global_step", "config", "config_hash", "optimizer", "sha256"}
-    if not isinstance(state, dict) or not required <= set(state):
-        raise CheckpointError(f"checkpoint file {state_file} is corrupted: expected the keys "
-                              f"{sorted(required)}{hint}")
-    loaded: dict[str, dict[str, torch.Tensor]] = {}
-    for name in ("model.safetensors", "training_state.safetensors"):
+    problems = validate_state(state, directory)
+    if problems:
+        raise CheckpointError(f"checkpoint file {state_file} is corrupted: "
+                              + "; ".join(problems) + hint)
+    contents: dict[str, bytes] = {}
+    for name in _FILES:
         file = directory / name
         try:
-            data = file.read_bytes()
+            contents[name] = file.read_bytes()
         except FileNotFoundError:
             raise CheckpointError(f"checkpoint {directory} has no {name}{hint}") from None
-        expected = state["sha256"].get(name)
-        if _sha256(data) != expected:
+        if _sha256(contents[name]) != state["sha256"][name]:
             raise CheckpointError(
                 f"checkpoint file {file} is corrupted or truncated: its SHA-256 does not match "
-                f"the one recorded in state.json ({len(data)} bytes on disk){hint}")
+                f"the one recorded in state.json ({len(contents[name])} bytes on disk){hint}")
+    loaded: dict[str, dict[str, torch.Tensor]] = {}
+    for name in _FILES[:2]:
         try:
-            loaded[name] = load_safetensors(data)
+            loaded[name] = load_safetensors(contents[name])
         except (SafetensorError, ValueError, RuntimeError) as error:
-            raise CheckpointError(f"checkpoint file {file} cannot be read as safetensors: "
-                                  f"{error}{hint}") from None
+            raise CheckpointError(f"checkpoint file {directory / name} cannot be read as "
+                                  f"safetensors: {error}{hint}") from None
+    try:
+        metrics = [json.loads(line) for line in
+                   contents["metrics.jsonl"].decode("utf-8").splitlines()]
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"checkpoint file {directory / 'metrics.jsonl'} is not JSON "
+                              f"lines: {error}{hint}") from None
+    if [m.get("epoch") if isinstance(m, dict) else None for m in metrics] != \
+            list(range(1, state["epoch"] + 1)):
+        raise CheckpointError(f"checkpoint file {directory / 'metrics.jsonl'} must hold one "
+                              f"record per epoch 1..{state['epoch']}{hint}")
     return Checkpoint(directory, state, loaded["model.safetensors"],
-                      loaded["training_state.safetensors"])
+                      loaded["training_state.safetensors"], metrics)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,7 +10,7 @@ from torch import nn
 
 from ..data import DatasetSplit
 
-__all__ = ["activation_zero_fraction", "epoch_record", "evaluate", "max_bias", "read_metrics"]
+__all__ = ["activation_zero_fraction", "epoch_record", "evaluate", "max_bias"]
 
 
 def max_bias(biases: list[torch.Tensor]) -> float:
@@ -82,19 +80,3 @@ def epoch_record(model: nn.Module, data: DatasetSplit, *, epoch: int, step: int,
         record["max_hidden_bias"] = max_bias(biases)
         record["max_hidden_bias_any_step"] = max_bias_seen
     return record
-
-
-def read_metrics(out_dir: Path, upto: int) -> list[dict[str, Any]]:
-    """The records of epochs ``<= upto`` in ``out_dir/metrics.jsonl`` (a resumed run's past)."""
-    file = out_dir / "metrics.jsonl"
-    if not file.exists():
-        return []
-    records = []
-    for line in file.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a torn last line: the checkpoint, not the log, is authoritative
-        if record.get("epoch", upto + 1) <= upto:
-            records.append(record)
-    return records
