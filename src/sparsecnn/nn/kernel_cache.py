@@ -15,9 +15,10 @@ process, so a cached library is loaded only when it is known to be the one this 
   of the library, written atomically after a successful build.  A library is loaded only
   if it is a regular file owned by the current user, not writable by group or others,
   non-empty, and its bytes hash to the recorded value (checked under the build lock, in a
-  directory only this user can write).  Anything else -- a missing,
-  empty, truncated or modified library, a missing or wrong hash file, a file of another
-  owner -- is reported by a :class:`RuntimeWarning` and rebuilt.
+  directory only this user can write).  Anything else is rebuilt: an empty, truncated or
+  modified library, a wrong or malformed hash file, a file of another owner or mode, with a
+  :class:`RuntimeWarning` naming the problem; a missing library or hash file (a first use,
+  a cache of an earlier version, a build killed before its hash was written) silently.
 * **how** -- builds run under an exclusive lock (``kernels-<key>.lock``), into a private
   temporary ``.kernels-<key>-*.so`` renamed into place; temporaries left by a killed build
   are removed by the next build.  The compiler is ``$CXX`` (a command, possibly with
@@ -198,8 +199,8 @@ def _recorded_hash(library: Path) -> tuple[str | None, str | None]:
     """The SHA-256 recorded beside ``library``, or ``(None, problem)``."""
     path = _hash_path(library)
     handle, problem = _open_checked(path, "kernel hash file")
-    if handle is None:
-        return None, problem or f"{library} has no hash file {path.name}"
+    if handle is None:  # absent: built by a sparsecnn before hashes, or killed before it
+        return None, problem or ""
     with os.fdopen(handle, "rb") as stream:
         text = stream.read(256).decode("ascii", "replace").strip()
     if len(text) != 64 or not set(text) <= _HEX:
