@@ -288,3 +288,70 @@ def test_disabled_by_environment_is_silent(fresh_native, monkeypatch, recwarn):
     assert not native.available()
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
     assert not fresh_native.exists()
+
+
+@pytest.fixture(params=["native", "torch"])
+def backend(request, monkeypatch):
+    """The layer on the native kernels, or on PyTorch's operations (``SPARSECNN_NATIVE=0``)."""
+    saved = dict(native._STATE)
+    if request.param == "torch":
+        monkeypatch.setenv("SPARSECNN_NATIVE", "0")
+        native.reset()
+    yield request.param
+    native.reset()
+    native._STATE.update(saved)
+
+
+def _bad_pixel_layer(method, n_iter, value):
+    layer = SparseConv2d(1, 4, 3, padding=1, n_iter=n_iter, method=method,
+                         generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    x[0, 0, 5, 9] = value
+    return layer, x
+
+
+@pytest.mark.parametrize("method", ["ista", "fista", "lca"])
+@pytest.mark.parametrize("n_iter", [0, 1, 3])
+def test_nan_pixel_spreads_exactly_over_its_receptive_field(backend, method, n_iter):
+    """A NaN pixel makes NaN every code it reaches, as ``torch.relu(nan) = nan``: with 3x3
+    kernels, padding 1, ``a^1`` reads a 3x3 window and each step (``D`` then ``D^T``) widens
+    it by 2, so ``a^k`` is NaN exactly in the square of radius ``max(2k - 1, 1)`` around the
+    pixel, in every channel of that signal, and nowhere else."""
+    layer, x = _bad_pixel_layer(method, n_iter, float("nan"))
+    with torch.no_grad():
+        codes = layer(x)
+    radius = max(2 * n_iter - 1, 1)
+    expected = torch.zeros(codes.shape, dtype=torch.bool)
+    expected[0, :, max(0, 5 - radius):5 + radius + 1, max(0, 9 - radius):9 + radius + 1] = True
+    assert native.available() == (backend == "native")
+    assert torch.equal(torch.isnan(codes), expected)
+    assert torch.isfinite(codes[~expected]).all()
+
+
+@pytest.mark.parametrize("method", ["ista", "fista", "lca"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_native_and_pytorch_paths_agree_where_the_output_is_not_finite(monkeypatch, method,
+                                                                       value):
+    """The issue's case (``n_iter=3``) and one more step: NaN, +inf and -inf at the same
+    positions on both paths (+inf survives the rectifier, -inf becomes 0, inf - inf NaN)."""
+    saved = dict(native._STATE)
+    try:
+        for n_iter in (3, 4):
+            layer, x = _bad_pixel_layer(method, n_iter, value)
+            native.reset()
+            assert native.available()
+            with torch.no_grad():
+                fast = layer(x)
+            monkeypatch.setenv("SPARSECNN_NATIVE", "0")
+            native.reset()
+            with torch.no_grad():
+                reference = layer(x)
+            monkeypatch.delenv("SPARSECNN_NATIVE")
+            assert not torch.isfinite(reference).all()
+            for test in (torch.isnan, torch.isposinf, torch.isneginf):
+                assert torch.equal(test(fast), test(reference)), (n_iter, test.__name__)
+            finite = torch.isfinite(reference)
+            torch.testing.assert_close(fast[finite], reference[finite], rtol=1e-4, atol=1e-5)
+    finally:
+        native.reset()
+        native._STATE.update(saved)

@@ -84,7 +84,23 @@ _CHUNK_ROWS = 256
 _FAST_FINITE_MATH = {"nsz", "arcp", "contract", "reassoc", "afn"}
 
 
-@numba.njit(cache=True, nogil=True)
+def _njit(**options):
+    """``numba.njit(cache=True, nogil=True, **options)``, or without the on-disk cache when
+    numba finds no writable place for it (its search: ``$NUMBA_CACHE_DIR``, the package's
+    ``__pycache__``, ``$XDG_CACHE_HOME/numba`` or ``~/.cache/numba``).  A read-only install
+    with an unwritable ``$HOME`` then compiles on first use in every process instead of
+    failing at import with "cannot cache function" (docs/reliability.md, "Compiled kernels")."""
+    def decorate(function):
+        try:
+            return numba.njit(cache=True, nogil=True, **options)(function)
+        except RuntimeError as error:
+            if "cannot cache function" not in str(error):
+                raise
+            return numba.njit(cache=False, nogil=True, **options)(function)
+    return decorate
+
+
+@_njit()
 def _cholesky_append(factor: np.ndarray, gram: np.ndarray, active: np.ndarray, size: int,
                      atom: int, column: np.ndarray) -> bool:
     """Extend the lower Cholesky factor of ``G_AA`` (``size`` atoms) by ``atom``; return
@@ -105,7 +121,7 @@ def _cholesky_append(factor: np.ndarray, gram: np.ndarray, active: np.ndarray, s
     return True
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FAST_FINITE_MATH)
+@_njit(fastmath=_FAST_FINITE_MATH)
 def _forward_rows(factor: np.ndarray, begin: int, end: int, rhs: np.ndarray,
                   out: np.ndarray) -> None:
     """Rows ``begin..end-1`` of the forward solve ``L out = rhs`` (the earlier rows of ``out``
@@ -118,7 +134,7 @@ def _forward_rows(factor: np.ndarray, begin: int, end: int, rhs: np.ndarray,
         out[k] = value / row[k]
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FAST_FINITE_MATH)
+@_njit(fastmath=_FAST_FINITE_MATH)
 def _back_substitute(factor: np.ndarray, size: int, out: np.ndarray) -> None:
     """``out <- L^{-T} out`` in place, in column (axpy) form so that it reads rows of ``L``."""
     for k in range(size - 1, -1, -1):
@@ -129,14 +145,14 @@ def _back_substitute(factor: np.ndarray, size: int, out: np.ndarray) -> None:
             out[m] -= value * row[m]
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FAST_FINITE_MATH)
+@_njit(fastmath=_FAST_FINITE_MATH)
 def _cholesky_solve(factor: np.ndarray, size: int, rhs: np.ndarray, out: np.ndarray) -> None:
     """``out = (L L^T)^{-1} rhs`` for the leading ``size`` block of the factor ``L``."""
     _forward_rows(factor, 0, size, rhs, out)
     _back_substitute(factor, size, out)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FAST_FINITE_MATH)
+@_njit(fastmath=_FAST_FINITE_MATH)
 def _combine_rows(gram: np.ndarray, active: np.ndarray, weights: np.ndarray, size: int,
                   out: np.ndarray) -> None:
     """``out = G[:, A] weights`` (``G`` symmetric: rows of ``G`` are read, four at a time)."""
@@ -158,7 +174,7 @@ def _combine_rows(gram: np.ndarray, active: np.ndarray, weights: np.ndarray, siz
         k += 1
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FAST_FINITE_MATH)
+@_njit(fastmath=_FAST_FINITE_MATH)
 def _first_minimum(values: np.ndarray) -> int:
     """Index of the first smallest entry (a vectorised minimum, then one scan for it)."""
     smallest = np.inf
@@ -170,7 +186,7 @@ def _first_minimum(values: np.ndarray) -> int:
     return 0
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FAST_FINITE_MATH)
+@_njit(fastmath=_FAST_FINITE_MATH)
 def _homotopy_rows(gram: np.ndarray, working_gram: np.ndarray, correlation: np.ndarray,
                    lam: np.ndarray, nonneg: bool, max_steps: int, codes: np.ndarray,
                    steps: np.ndarray, status: np.ndarray) -> None:

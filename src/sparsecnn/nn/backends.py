@@ -178,10 +178,11 @@ class TorchBackend(ConvBackend):
         if term is None:
             output = output.relu_() if relu_now else output
         elif direct:
-            output = (torch.ops.aten._add_relu.out(output, term, out=e.out) if relu_now else
-                      torch.add(output, term, out=e.out))
+            # not aten._add_relu: it maps NaN to 0 and inf to the largest float
+            output = torch.add(output, term, out=e.out)
+            output = output.relu_() if relu_now else output
         else:
-            output = torch.ops.aten._add_relu_(output, term) if relu_now else output.add_(term)
+            output = output.add_(term).relu_() if relu_now else output.add_(term)
         if e.side is not None:
             torch.mul(output, e.side_scale.view(-1, 1, 1, 1), out=e.side)
             if e.relu:

@@ -126,6 +126,12 @@ template <typename T> struct Streams {
     T *out, *rectified, *side;
 };
 
+// torch.relu: max(v, 0) with NaN kept (NaN < 0 is false).  `v > 0 ? v : 0` would map NaN to
+// 0 and hide a bad input that the PyTorch path reports; both forms are one max instruction.
+template <typename T> inline typename Vec<T>::type relu(typename Vec<T>::type v) {
+    return v < T(0) ? typename Vec<T>::type{} : v;
+}
+
 template <typename T>
 inline void finish(typename Vec<T>::type v, const Epilogue<T> &e, int o, int n,
                    const Streams<T> &m) {
@@ -135,11 +141,11 @@ inline void finish(typename Vec<T>::type v, const Epilogue<T> &e, int o, int n,
     if (m.addend) {
         a = load<T>(m.addend);
         if (e.inside != T(0)) v += e.inside * a;
-        if (e.inside_relu != T(0)) v += e.inside_relu * (a > T(0) ? a : V{});
+        if (e.inside_relu != T(0)) v += e.inside_relu * relu<T>(a);
     }
-    if (m.rectified) store<T>(m.rectified, v > T(0) ? v : V{});
+    if (m.rectified) store<T>(m.rectified, relu<T>(v));
     if (m.side) store<T>(m.side, e.side_scale[n] * v);
-    if (e.relu) v = v > T(0) ? v : V{};
+    if (e.relu) v = relu<T>(v);
     if (e.scale) v *= e.scale[o];
     if (e.signal_scale) v *= e.signal_scale[n];
     if (m.extra) v += load<T>(m.extra);

@@ -19,30 +19,30 @@ one row segment in registers over all taps and write each output once (measured 
 benchmarks/README.md, "Layers").
 
 The library is compiled on first use with the machine's C++ compiler (``$CXX``, else
-``c++``/``g++``; ``-O3 -march=native -fopenmp``) into ``$SPARSECNN_CACHE`` (default
-``$XDG_CACHE_HOME/sparsecnn`` or ``~/.cache/sparsecnn``), under a name that hashes the
-source, the compiler, the flags and the CPU, and it is written atomically (concurrent first
-uses each build a private file and rename it).  OpenMP resolves to the ``libgomp.so.1`` that
+``c++``/``g++``; ``-O3 -march=native -fopenmp``) into a private cache directory
+(``$SPARSECNN_CACHE``, default ``$XDG_CACHE_HOME/sparsecnn`` or ``~/.cache/sparsecnn``) and
+loaded only after its ownership and SHA-256 are checked: :mod:`sparsecnn.nn.kernel_cache`
+(docs/reliability.md, "Compiled kernels").  OpenMP resolves to the ``libgomp.so.1`` that
 torch has loaded, so the loops run on torch's thread pool (``torch.set_num_threads``).
-``SPARSECNN_NATIVE=0`` turns the kernels off (silently); without a working compiler they are
-off with one :class:`RuntimeWarning` naming the reason.  Either way the layer then uses
-PyTorch's operations, with the same results to rounding.
+``SPARSECNN_NATIVE=0`` turns the kernels off (silently); when they cannot be built or loaded
+safely (no or an unusable compiler, a compile timeout, a cache directory others can write)
+they are off with one :class:`RuntimeWarning` naming the reason.  Either way the layer then
+uses PyTorch's operations, with the same results to rounding, non-finite values included
+(the fused rectifier maps NaN to NaN, as ``torch.relu`` does).
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from . import kernel_cache
+from .kernel_cache import cache_directory
 
 __all__ = ["add_weight_gradient", "add_weight_gradient_then_correlate", "available",
            "cache_directory", "correlate", "reset", "residual", "supports", "transposed_weight"]
@@ -67,56 +67,6 @@ def _epilogue_type(scalar: type) -> type:
 _EPILOGUES = {"f32": _epilogue_type(ctypes.c_float), "f64": _epilogue_type(ctypes.c_double)}
 
 
-def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "c++", "g++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-def _cpu_signature() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            lines = [line for line in info if line.startswith(("model name", "flags"))]
-        return "".join(sorted(set(lines)))
-    except OSError:
-        return platform.processor()
-
-
-def cache_directory() -> Path:
-    """Where compiled kernels are kept (module docstring)."""
-    if os.environ.get("SPARSECNN_CACHE"):
-        return Path(os.environ["SPARSECNN_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "sparsecnn"
-
-
-def _build(compiler: str) -> Path:
-    source = SOURCE.read_bytes()
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
-                             check=False).stdout
-    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(FLAGS).encode(),
-                                     _cpu_signature().encode(),
-                                     platform.machine().encode()])).hexdigest()[:16]
-    directory = cache_directory()
-    target = directory / f"kernels-{key}.so"
-    if target.exists():
-        return target
-    directory.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".kernels-", suffix=".so", dir=directory)
-    os.close(handle)
-    try:
-        result = subprocess.run([compiler, *FLAGS, "-o", temporary, str(SOURCE)],
-                                capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[-2000:]}")
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return target
-
-
 def _load() -> ctypes.CDLL | None:
     if "library" in _STATE:
         return _STATE["library"]  # type: ignore[return-value]
@@ -125,14 +75,10 @@ def _load() -> ctypes.CDLL | None:
     if os.environ.get("SPARSECNN_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         reason = "disabled by SPARSECNN_NATIVE"
     else:
-        compiler = _compiler()
-        if compiler is None:
-            reason = "no C++ compiler found ($CXX, c++, g++)"
-        else:
-            try:
-                library = ctypes.CDLL(str(_build(compiler)))
-            except (OSError, RuntimeError, subprocess.SubprocessError) as error:
-                reason = str(error)
+        try:
+            library = kernel_cache.load(SOURCE, FLAGS)
+        except (OSError, kernel_cache.KernelCacheError) as error:
+            reason = str(error)
         if library is None:  # asked for and failed: say why, once
             warnings.warn(f"sparsecnn native kernels unavailable ({reason}); the k-step "
                           "layer uses PyTorch operations (set SPARSECNN_NATIVE=0 to silence)",
@@ -166,7 +112,8 @@ def available() -> bool:
 
 def reset() -> None:
     """Forget the loaded library, so that the next call builds or loads it again with the
-    current environment (``SPARSECNN_NATIVE``, ``CXX``, ``SPARSECNN_CACHE``)."""
+    current environment (``SPARSECNN_NATIVE``, ``CXX``, ``SPARSECNN_CACHE``,
+    ``SPARSECNN_COMPILE_TIMEOUT``)."""
     _STATE.clear()
 
 
