@@ -43,6 +43,22 @@ def test_results_json_has_claims_with_computed_verdicts(identities_run: Path) ->
     assert all(c["verdict"] == "holds" for c in claims)
 
 
+def test_results_json_groups_claims_and_records_the_run(identities_run: Path) -> None:
+    results = json.loads((identities_run / "results.json").read_text())
+    claims = results["claims"]
+    assert all({"kind", "reason", "measurements", "smoke_test"} <= set(c) for c in claims)
+    # the identities study checks exact statements only: all in the identity group
+    assert results["claim_groups"] == {"identity": [c["id"] for c in claims], "empirical": []}
+    meta = results["meta"]
+    assert meta["verdict_scope"].startswith("smoke test only") and meta["data"] == "digits"
+    assert all(c["smoke_test"] is True for c in claims)
+    assert set(meta["packages"]) == {"sparsecnn", "torch", "numpy", "scipy", "scikit-learn"}
+    assert meta["machine"]["cpu_count"] >= 1 and meta["git_commit"]
+    assert meta["claims_without_reason"] == []
+    page = (identities_run / "report.html").read_text()
+    assert "Smoke test only" in page and "Verified identities" in page
+
+
 def test_report_page_is_self_contained(identities_run: Path) -> None:
     page = (identities_run / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>")
