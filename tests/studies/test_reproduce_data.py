@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from sparsecnn.cli import cli
 from sparsecnn.data import load_digits_split
 from sparsecnn.report.study import StudyContext
-from sparsecnn.studies import paper1_models
+from sparsecnn.studies import paper1_features, paper1_models
 
 
 def _idx(array: np.ndarray) -> bytes:
@@ -46,20 +46,27 @@ def test_context_default_is_the_embedded_digits_split(tmp_path: Path) -> None:
     assert bool((split.test_labels == digits.test_labels).all())
 
 
-def test_models_study_trains_on_the_given_dataset(tmp_path: Path, monkeypatch) -> None:
+def test_training_studies_use_the_given_dataset(tmp_path: Path, monkeypatch) -> None:
     # the wiring is under test, not the models: a budget of a few epochs keeps it fast
     monkeypatch.setattr(paper1_models, "QUICK", paper1_models.Budget(
         seeds=2, complete_channels=(4, 8), complete_epochs=3, unfold_channels=(4, 8),
         unfold_epochs=2, unfold_batch=16))
+    monkeypatch.setattr(paper1_features, "QUICK", paper1_features.Budget(
+        seeds=1, n_atoms=16, dictionary_steps=3, lista_steps=5))
     data = _write_idx_dataset(tmp_path / "idx", n_train=32, n_test=16, size=10)
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["reproduce", "--quick", "--only", "paper1_models",
-                                      "--data", str(data), "--out", str(out)])
+                                      "--only", "paper1_features", "--data", str(data),
+                                      "--out", str(out)])
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     assert results["meta"]["data"] == str(data)
-    (check9,) = [c for c in results["claims"] if c["id"] == "P1-check9-complete-model"]
-    assert check9["measured"]["dataset"] == str(data)
+    for claim_id in ("P1-check9-complete-model", "P1-check24-split-relu-vs-raw"):
+        (claim,) = [c for c in results["claims"] if c["id"] == claim_id]
+        assert claim["measured"]["dataset"] == str(data)
+    # the features study's dictionary has atoms of the dataset's 10x10 images
+    assert results["studies"]["paper1_features"]["results"]["seeds"][0]["image_shape"] == \
+        [10, 10]
     # one loss per epoch: the models were trained on this dataset
     pairs = results["studies"]["paper1_models"]["results"]["complete_and_proper"]
     assert all(len(p["free_loss_curve"]) == 3 for p in pairs)

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import load_digits_split
 from ..dictlearn import LearnedISTA, ista_encoder, learn_dictionary, plot_atoms
 from ..inference import ConvergenceWarning, sparse_code
 from ..priors import polarity_split
@@ -76,8 +75,8 @@ def _lasso_codes(signals: torch.Tensor, dictionary: torch.Tensor, lam: float, *,
                            tol=tol).codes
 
 
-def _one_seed(budget: Budget, seed: int) -> dict[str, Any]:
-    data = load_digits_split(seed, dtype=torch.float64)
+def _one_seed(budget: Budget, seed: int, context: StudyContext) -> dict[str, Any]:
+    data = context.classification_split(seed, dtype=torch.float64)
     train_x = data.train_images.flatten(1)
     test_x = data.test_images.flatten(1)
     mean = train_x.mean(0)
@@ -124,6 +123,7 @@ def _one_seed(budget: Budget, seed: int) -> dict[str, Any]:
                    "mse_ratio": lista_mse / ista_mse,
                    "code_energy": float((test_codes ** 2).sum(1).mean())})
     result["dictionary"] = dictionary
+    result["image_shape"] = list(data.image_shape[-2:])
     return result
 
 
@@ -190,8 +190,9 @@ def _figure(results: list[dict[str, Any]]) -> Figure:
 def run(context: StudyContext) -> StudyOutput:
     budget = QUICK if context.quick else FULL
     seeds = study_seeds(context.seed, budget.seeds)
-    results = [_one_seed(budget, seed)
-               for seed in context.progress(seeds, desc="checks 24/26: digits dictionary")]
+    results = [_one_seed(budget, seed, context)
+               for seed in context.progress(seeds, desc=f"checks 24/26: {context.data} "
+                                                        "dictionary")]
     dictionary = results[0].pop("dictionary")
     for result in results[1:]:
         result.pop("dictionary")
@@ -200,7 +201,7 @@ def run(context: StudyContext) -> StudyOutput:
     raw = [r["raw_pixel_accuracy"] for r in results]
     accuracies = {"split_relu_accuracy": mean_sd(relu), "lasso_accuracy": mean_sd(lasso),
                   "raw_pixel_accuracy": mean_sd(raw), "n_atoms": budget.n_atoms,
-                  "lam": budget.lam,
+                  "lam": budget.lam, "dataset": context.data,
                   "lasso_zero_fraction": mean_sd([r["lasso_zero_fraction"] for r in results])}
     claims = [
         _within_claim(paired(relu, lasso), accuracies),
@@ -235,7 +236,8 @@ def run(context: StudyContext) -> StudyOutput:
     atoms = Figure.from_matplotlib(
         "paper1_digit_dictionary", f"The {budget.n_atoms} atoms learned on digits (seed "
         f"{seeds[0]}), used for checks 24 and 26.",
-        plot_atoms(dictionary, (8, 8), title=f"digits dictionary, lam = {budget.lam}"))
+        plot_atoms(dictionary, tuple(results[0]["image_shape"]),
+                   title=f"{context.data} dictionary, lam = {budget.lam}"))
     summary = (f"Digits, {budget.n_atoms}-atom dictionary: split ReLU "
                f"{np.mean(relu):.3f}, LASSO {np.mean(lasso):.3f}, raw pixels {np.mean(raw):.3f}; "
                f"LISTA/ISTA test MSE ratio {ratios['mean']:.2f} +- {ratios['sd']:.2f}.")
