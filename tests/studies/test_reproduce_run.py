@@ -132,3 +132,15 @@ def test_study_threads_are_applied_and_restored(tmp_path: Path, monkeypatch) -> 
     before = torch.get_num_threads()
     reproduce_run.run_reproduce(tmp_path / "run", quick=True)
     assert seen == [1] and torch.get_num_threads() == before
+
+
+@pytest.mark.slow
+def test_every_unestablished_finding_of_a_quick_run_says_why(tmp_path: Path) -> None:
+    reproduce_run.run_reproduce(tmp_path / "run", quick=True)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    unexplained = [c["id"] for c in results["claims"]
+                   if c["kind"] == "empirical" and c["verdict"] != "holds" and not c["reason"]]
+    assert unexplained == [] and results["meta"]["claims_without_reason"] == []
+    # both groups are populated: the identities are not mixed into the findings
+    assert results["claim_groups"]["identity"] and results["claim_groups"]["empirical"]
+    assert "no reason given" not in (tmp_path / "run" / "report.html").read_text()
