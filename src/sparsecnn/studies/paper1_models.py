@@ -135,8 +135,8 @@ def _train_unfolded(budget: Budget, seed: int, context: StudyContext) -> dict[st
     return results
 
 
-def _figure(pairs: list[dict[str, Any]], unfolded: list[dict[str, Any]], n_unfold: int
-            ) -> Figure:
+def _figure(pairs: list[dict[str, Any]], unfolded: list[dict[str, Any]], n_unfold: int,
+            data_name: str = "digits") -> Figure:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,7 +155,7 @@ def _figure(pairs: list[dict[str, Any]], unfolded: list[dict[str, Any]], n_unfol
     left.set_xticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
     low = min(min(v) for _, v in groups)
     left.set_ylim(max(0.0, low - 0.05), 1.0)
-    left.set_ylabel("test accuracy (digits)")
+    left.set_ylabel(f"test accuracy ({data_name})")
     sparsity = [("unconstrained", [p["free_zero_fraction"] for p in pairs]),
                 ("b <= 0", [p["proper_zero_fraction"] for p in pairs])]
     for index, (_, values) in enumerate(sparsity):
@@ -167,8 +167,8 @@ def _figure(pairs: list[dict[str, Any]], unfolded: list[dict[str, Any]], n_unfol
     figure.tight_layout()
     return Figure.from_matplotlib(
         "paper1_models_accuracy",
-        "Digits test accuracy (mean +- sd, dots = seeds) of the complete model, its proper-prior "
-        "twin and the ML-ISTA pair; right: sparsity of the hidden codes.", figure)
+        f"Test accuracy on {data_name} (mean +- sd, dots = seeds) of the complete model, its "
+        "proper-prior twin and the ML-ISTA pair; right: sparsity of the hidden codes.", figure)
 
 
 def _training_curves(pairs: list[dict[str, Any]], unfolded: list[dict[str, Any]],
@@ -224,7 +224,7 @@ def run(context: StudyContext) -> StudyOutput:
         id="P1-check9-complete-model", paper=1,
         statement="A CNN without normalisation and pooling is hierarchical sparse coding plus "
                   "logistic regression (claim 4): the complete model (layered thresholding + "
-                  "softmax), trained by cross-entropy on digits, reaches mean test accuracy "
+                  f"softmax), trained by cross-entropy on {data_name}, reaches mean test accuracy "
                   f">= {ACCURACY_TARGET} (docs/theory.md check 9).",
         **tabulate({"test_accuracy": accuracy, "target": ACCURACY_TARGET,
                     "channels": list(budget.complete_channels),
@@ -312,7 +312,7 @@ def run(context: StudyContext) -> StudyOutput:
             "measures the training budget, not the claim")
     claims.append(unfold_claim)
 
-    summary = (f"Complete model on digits: test accuracy {accuracy['mean']:.3f} +- "
+    summary = (f"Complete model on {data_name}: test accuracy {accuracy['mean']:.3f} +- "
                f"{accuracy['sd']:.3f} over {len(seeds)} seeds; with b <= 0: "
                f"{mean_sd([p['proper_accuracy'] for p in pairs])['mean']:.3f}; ML-ISTA "
                f"T={budget.n_unfold}: {mean_sd([u[t_key] for u in unfolded])['mean']:.3f} vs "
@@ -330,7 +330,7 @@ def run(context: StudyContext) -> StudyOutput:
         f"T = {budget.n_unfold}: {tn_mean:.4f}, T = 0: {t0_mean:.4f} (mean of {len(seeds)} "
         f"seeds); verdict: {unfold_claim.verdict}")]
     return StudyOutput(claims=claims, literature=literature,
-                       figures=[_figure(pairs, unfolded, budget.n_unfold),
+                       figures=[_figure(pairs, unfolded, budget.n_unfold, data_name),
                                 _training_curves(pairs, unfolded, budget.n_unfold)],
                        results={"budget": budget.__dict__, "seeds": seeds,
                                 "complete_and_proper": pairs, "ml_ista": unfolded},
