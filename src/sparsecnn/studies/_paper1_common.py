@@ -89,8 +89,11 @@ def spread_reason(differences: dict[str, Any], what: str, margin: float = 0.0) -
     interval = Measurement.from_values("d", differences["values"])
     ci = ("" if interval.low is None else
           f"; its 95 % interval [{interval.low:+.3g}, {interval.high:+.3g}]")
+    if n == 1:
+        return (f"d = {what} is {mean:+.3g} on the one seed, below the threshold {threshold}; "
+                "with one seed the sign decides (no spread is measured).")
     if verdict == "does not hold":
-        return (f"d = {what} has mean {mean:+.3g} and sd {sd:.3g} over {n} seed(s): the mean is "
+        return (f"d = {what} has mean {mean:+.3g} and sd {sd:.3g} over {n} seeds: the mean is "
                 f"{-shifted:.3g} below the threshold {threshold}, at least one sd{ci}.")
     return (f"d = {what} has mean {mean:+.3g} and sd {sd:.3g} over {n} seeds: the band "
             f"[{mean - sd:+.3g}, {mean + sd:+.3g}] straddles the threshold {threshold}{ci}; "

@@ -23,7 +23,8 @@ ATTACK_TITLES = {"fgsm": "FGSM (L-inf)", "pgd_linf": "PGD L-inf", "pgd_l2": "PGD
 
 
 def _against_baseline(curves: dict[str, dict[str, dict[str, list[float]]]],
-                      columns: dict[str, tuple[str, Sequence[float]]], xlabel: str) -> Any:
+                      columns: dict[str, tuple[str, Sequence[float]]], xlabel: str,
+                      legend_at: str) -> Any:
     """Small multiples: one row per model, one column per corruption or attack; each panel
     shows that model (colour) against the one-shot CNN (grey, dashed), mean +- sd band, so no
     panel holds more than two curves."""
@@ -53,7 +54,7 @@ def _against_baseline(curves: dict[str, dict[str, dict[str, list[float]]]],
             if column == 0:
                 axis.set_ylabel(f"{MODEL_LABELS.get(model, model)}\naccuracy", fontsize=8)
             if column == len(columns) - 1:
-                axis.legend(fontsize=7, loc="lower left", frameon=False)
+                axis.legend(fontsize=7, loc=legend_at, frameon=False)
             axis.tick_params(labelsize=7)
     figure.tight_layout()
     return figure
@@ -61,13 +62,15 @@ def _against_baseline(curves: dict[str, dict[str, dict[str, list[float]]]],
 
 def _corruption_panels(curves: dict[str, Any]) -> Any:
     columns = {c: (c.replace("_", " "), list(range(6))) for c in CORRUPTIONS}
-    return _against_baseline(curves, columns, "severity (0 = clean)")
+    # accuracy falls with severity: the lower left corner is empty
+    return _against_baseline(curves, columns, "severity (0 = clean)", "lower left")
 
 
 def _attack_panels(curves: dict[str, Any]) -> Any:
     columns = {a: (t, EPSILONS_L2 if a == "pgd_l2" else EPSILONS_LINF)
                for a, t in ATTACK_TITLES.items()}
-    return _against_baseline(curves, columns, "epsilon (pixels in [0, 1])")
+    # accuracy falls towards 0 at the largest epsilon: the upper right corner is empty
+    return _against_baseline(curves, columns, "epsilon (pixels in [0, 1])", "upper right")
 
 
 def _histograms(in_scores: dict[str, Sequence[float]],
