@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import sparsecnn.report
-from sparsecnn.report.study import Claim, Measurement, verdict, verdict_with_spread
+from sparsecnn.report.study import Claim, Figure, Measurement, verdict, verdict_with_spread
 
 
 def test_verdict_maps_pass_fail_unknown() -> None:
@@ -94,6 +94,11 @@ def test_which_claims_need_a_reason(kind: str, verdict_text: str, needs: bool) -
     claim = Claim("id", 1, "statement", {}, "rule", verdict_text, kind=kind)
     assert claim.needs_reason is needs
     assert claim.to_dict()["kind"] == kind and claim.to_dict()["reason"] == ""
+
+
+def test_figure_refuses_an_unknown_paper() -> None:
+    with pytest.raises(ValueError, match="paper must be None"):
+        Figure("name", "caption", b"", paper=3)
 
 
 def test_claim_refuses_an_unknown_kind() -> None:

@@ -137,6 +137,11 @@ class Figure:
     png: bytes
     paper: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.paper not in (None, 1, 2):
+            raise ValueError(f"paper must be None (the study's paper), 1 or 2; got "
+                             f"{self.paper!r}")
+
     @classmethod
     def from_matplotlib(cls, name: str, caption: str, figure: Any, *,
                         paper: int | None = None) -> Figure:
