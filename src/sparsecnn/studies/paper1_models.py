@@ -179,6 +179,7 @@ def _training_curves(pairs: list[dict[str, Any]], unfolded: list[dict[str, Any]]
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     panels = [("complete model vs b <= 0 (checks 9, 10)",
                [("unconstrained", "tab:blue", [p["free_loss_curve"] for p in pairs]),
@@ -197,6 +198,7 @@ def _training_curves(pairs: list[dict[str, Any]], unfolded: list[dict[str, Any]]
                       label=f"{label} (mean of {len(curves)})")
         axis.set_title(title, fontsize=9)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel("training loss (running mean)")
         axis.set_yscale("log")
         axis.legend(fontsize=8, frameon=False)
