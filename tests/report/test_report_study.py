@@ -6,10 +6,14 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy import stats
 
 import sparsecnn.report
-from sparsecnn.report.study import Claim, verdict, verdict_with_spread
+from sparsecnn.report.study import Claim, Figure, Measurement, verdict, verdict_with_spread
 
 
 def test_verdict_maps_pass_fail_unknown() -> None:
@@ -48,3 +52,55 @@ def test_report_imports_no_study_and_no_command() -> None:
             for name in names:
                 assert not any(part in ("studies", "commands", "cli")
                                for part in name.split(".")), (path.name, name)
+
+
+@pytest.mark.parametrize("values", [[0.91, 0.93, 0.9, 0.95, 0.92], [1.0, 3.0], [-2.5, 0.0, 7.0]])
+def test_measurement_interval_is_scipys_student_t_interval(values: list[float]) -> None:
+    row = Measurement.from_values("x", values, "fraction")
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values),
+                                 scale=stats.sem(values))
+    assert (row.low, row.high) == (pytest.approx(low), pytest.approx(high))
+    assert row.sd == pytest.approx(np.std(values, ddof=1)) and row.n == len(values)
+    assert row.to_dict()["ci95"] == [row.low, row.high]
+
+
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=2, max_size=12),
+       st.floats(-1e3, 1e3, allow_nan=False))
+def test_measurement_interval_contains_the_mean_and_moves_with_a_shift(values: list[float],
+                                                                       shift: float) -> None:
+    row = Measurement.from_values("x", values)
+    moved = Measurement.from_values("x", [v + shift for v in values])
+    assert row.low <= row.mean <= row.high
+    tolerance = 1e-9 * (1 + max(abs(v) for v in values) + abs(shift))
+    assert moved.low - row.low == pytest.approx(shift, abs=tolerance)
+    assert moved.high - moved.low == pytest.approx(row.high - row.low, abs=tolerance)
+
+
+def test_one_value_has_no_interval_and_bad_values_are_refused() -> None:
+    row = Measurement.from_values("accuracy", [0.7])
+    assert (row.mean, row.n, row.low, row.high) == (0.7, 1, None, None)
+    assert row.to_dict()["ci95"] is None
+    with pytest.raises(ValueError, match="'accuracy' must be a non-empty sequence of finite"):
+        Measurement.from_values("accuracy", [0.5, float("inf")])
+    with pytest.raises(ValueError, match="non-empty"):
+        Measurement.from_values("accuracy", [])
+
+
+@pytest.mark.parametrize(("kind", "verdict_text", "needs"), [
+    ("empirical", "holds", False), ("empirical", "does not hold", True),
+    ("empirical", "inconclusive", True), ("identity", "does not hold", False),
+])
+def test_which_claims_need_a_reason(kind: str, verdict_text: str, needs: bool) -> None:
+    claim = Claim("id", 1, "statement", {}, "rule", verdict_text, kind=kind)
+    assert claim.needs_reason is needs
+    assert claim.to_dict()["kind"] == kind and claim.to_dict()["reason"] == ""
+
+
+def test_figure_refuses_an_unknown_paper() -> None:
+    with pytest.raises(ValueError, match="paper must be None"):
+        Figure("name", "caption", b"", paper=3)
+
+
+def test_claim_refuses_an_unknown_kind() -> None:
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Claim("id", 1, "statement", {}, "rule", "holds", kind="theorem")

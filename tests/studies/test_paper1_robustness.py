@@ -32,6 +32,11 @@ def _claims(run: Path) -> dict[str, dict]:
     return {claim["id"]: claim for claim in results["claims"]}
 
 
+def _numbers(claim: dict) -> dict:
+    """A claim's settings and its measurement rows (mean, sd, n, ci95) by name."""
+    return {**claim["measured"], **{row["name"]: row for row in claim["measurements"]}}
+
+
 def test_spread_verdicts_follow_from_the_measured_differences(study_run: Path) -> None:
     claims = _claims(study_run)
     assert {"P1-C9-lca-targeted-l2", "P1-C10-lca-noise-drop", "P1-A8-proper-prior-corruptions",
@@ -40,20 +45,24 @@ def test_spread_verdicts_follow_from_the_measured_differences(study_run: Path) -
     checked = 0
     for claim in claims.values():
         assert claim["verdict"] in VERDICTS
-        difference = claim["measured"].get("difference")
+        difference = _numbers(claim).get("difference")
         if difference is None:
             continue
         mean, sd = difference["mean"], difference["sd"]
         expected = "holds" if mean >= sd else "does not hold" if mean <= -sd else "inconclusive"
-        if not claim["measured"].get("same_clean_accuracy_budget", True):
+        if not _numbers(claim).get("same_clean_accuracy_budget", True):
             expected = "inconclusive"
         assert claim["verdict"] == expected, claim["id"]
+        # a finding that is not established says why; the clean-accuracy guard names itself
+        assert bool(claim["reason"]) == (claim["verdict"] != "holds"), claim["id"]
+        if not _numbers(claim).get("same_clean_accuracy_budget", True):
+            assert "clean accuracies differ by" in claim["reason"]
         checked += 1
     assert checked >= 5
 
 
 def test_check27_difference_is_the_difference_of_the_medians(study_run: Path) -> None:
-    measured = _claims(study_run)["P1-C9-lca-targeted-l2"]["measured"]
+    measured = _numbers(_claims(study_run)["P1-C9-lca-targeted-l2"])
     assert measured["difference"]["mean"] == pytest.approx(
         measured["lca_median_l2"]["mean"] - measured["relu_median_l2"]["mean"], abs=1e-12)
     assert measured["lca_median_l2"]["mean"] > 0 and measured["relu_median_l2"]["mean"] > 0
@@ -63,8 +72,8 @@ def test_certified_radius_is_never_violated(study_run: Path) -> None:
     # docs/theory.md B.3 certificate: no perturbation of L-inf size <= radius changes a prediction
     claim = _claims(study_run)["P2-B3-certified-radius"]
     assert claim["verdict"] == "holds"
-    assert claim["measured"]["min_accuracy_at_radius"] == 1.0
-    assert claim["measured"]["flip_over_certified"]["mean"] >= 1.0
+    assert _numbers(claim)["min_accuracy_at_radius"] == 1.0
+    assert _numbers(claim)["flip_over_certified"]["mean"] >= 1.0
 
 
 def test_report_has_the_figures_and_the_anomaly_table(study_run: Path) -> None:
@@ -92,18 +101,18 @@ def test_feature_world_claims_are_reported_with_their_differences(study_run: Pat
     world = {"P1-A8-world-k10-corruptions", "P1-A8-world-k10-pgd",
              "P1-A8-world-proper-prior-corruptions", "P2-B3-world-constructed-vs-trained"}
     assert world <= set(claims)
-    measured = claims["P2-B3-world-constructed-vs-trained"]["measured"]
+    measured = _numbers(claims["P2-B3-world-constructed-vs-trained"])
     assert measured["difference"]["mean"] == pytest.approx(
         measured["pgd_accuracy_constructed"]["mean"] - measured["pgd_accuracy_trained"]["mean"],
         abs=1e-12)
-    measured = claims["P1-A8-world-k10-corruptions"]["measured"]
+    measured = _numbers(claims["P1-A8-world-k10-corruptions"])
     assert measured["difference"]["mean"] == pytest.approx(
         measured["drop_k0"]["mean"] - measured["drop_k10"]["mean"], abs=1e-12)
     for claim_id in world:  # same rule as the digits claims: sign of mean vs sd, budget guard
         claim = claims[claim_id]
-        mean, sd = claim["measured"]["difference"]["mean"], claim["measured"]["difference"]["sd"]
+        mean, sd = _numbers(claim)["difference"]["mean"], _numbers(claim)["difference"]["sd"]
         expected = "holds" if mean >= sd else "does not hold" if mean <= -sd else "inconclusive"
-        if not claim["measured"]["same_clean_accuracy_budget"]:
+        if not _numbers(claim)["same_clean_accuracy_budget"]:
             expected = "inconclusive"
         assert claim["verdict"] == expected, claim_id
     assert (study_run / "figures" / "robustness_feature_world_models.png").exists()

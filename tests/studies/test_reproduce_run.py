@@ -43,6 +43,22 @@ def test_results_json_has_claims_with_computed_verdicts(identities_run: Path) ->
     assert all(c["verdict"] == "holds" for c in claims)
 
 
+def test_results_json_groups_claims_and_records_the_run(identities_run: Path) -> None:
+    results = json.loads((identities_run / "results.json").read_text())
+    claims = results["claims"]
+    assert all({"kind", "reason", "measurements", "smoke_test"} <= set(c) for c in claims)
+    # the identities study checks exact statements only: all in the identity group
+    assert results["claim_groups"] == {"identity": [c["id"] for c in claims], "empirical": []}
+    meta = results["meta"]
+    assert meta["verdict_scope"].startswith("smoke test only") and meta["data"] == "digits"
+    assert all(c["smoke_test"] is True for c in claims)
+    assert set(meta["packages"]) == {"sparsecnn", "torch", "numpy", "scipy", "scikit-learn"}
+    assert meta["machine"]["cpu_count"] >= 1 and meta["git_commit"]
+    assert meta["claims_without_reason"] == []
+    page = (identities_run / "report.html").read_text()
+    assert "Smoke test only" in page and "Verified identities" in page
+
+
 def test_report_page_is_self_contained(identities_run: Path) -> None:
     page = (identities_run / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>")
@@ -116,3 +132,15 @@ def test_study_threads_are_applied_and_restored(tmp_path: Path, monkeypatch) -> 
     before = torch.get_num_threads()
     reproduce_run.run_reproduce(tmp_path / "run", quick=True)
     assert seen == [1] and torch.get_num_threads() == before
+
+
+@pytest.mark.slow
+def test_every_unestablished_finding_of_a_quick_run_says_why(tmp_path: Path) -> None:
+    reproduce_run.run_reproduce(tmp_path / "run", quick=True)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    unexplained = [c["id"] for c in results["claims"]
+                   if c["kind"] == "empirical" and c["verdict"] != "holds" and not c["reason"]]
+    assert unexplained == [] and results["meta"]["claims_without_reason"] == []
+    # both groups are populated: the identities are not mixed into the findings
+    assert results["claim_groups"]["identity"] and results["claim_groups"]["empirical"]
+    assert "no reason given" not in (tmp_path / "run" / "report.html").read_text()

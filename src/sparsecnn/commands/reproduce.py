@@ -20,8 +20,11 @@ from ..io import OutputExistsError
 @click.option("--device", default="cpu", show_default=True, help="torch device.")
 @click.option("--only", multiple=True, help="Run only this study (repeatable).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
+@click.option("--data", default="digits", show_default=True,
+              help="Dataset of the studies that train classifiers: digits (embedded), mnist, "
+                   "fashion-mnist, kmnist, or a dataset directory.")
 def command(quick: bool, out_dir: Path | None, name: str | None, seed: int, device: str,
-            only: tuple[str, ...], overwrite: bool) -> None:
+            only: tuple[str, ...], overwrite: bool, data: str) -> None:
     """Run the reproduction study of both papers and write runs/<name>/report.html and
     results.json (every claim beside its measured numbers and verdict)."""
     from ..studies.reproduce_run import run_reproduce
@@ -32,7 +35,8 @@ def command(quick: bool, out_dir: Path | None, name: str | None, seed: int, devi
     target = out_dir if out_dir is not None else Path("runs") / name
     try:
         summary = run_reproduce(target, quick=quick, seed=seed, device=device,
-                                overwrite=overwrite, only=list(only) or None, name=name)
+                                overwrite=overwrite, only=list(only) or None, name=name,
+                                data=data)
     except (OutputExistsError, ValueError) as error:
         raise click.UsageError(str(error)) from None
     counts = ", ".join(f"{n} {v}" for v, n in sorted(summary.verdicts.items()))

@@ -6,6 +6,16 @@ the run that discovers the studies and writes the report is
 :mod:`sparsecnn.studies.reproduce_run`.
 """
 
-from .study import Claim, Figure, Study, StudyContext, StudyOutput, verdict
+from .study import (
+    Claim,
+    Figure,
+    LiteratureRow,
+    Measurement,
+    Study,
+    StudyContext,
+    StudyOutput,
+    verdict,
+)
 
-__all__ = ["Claim", "Figure", "Study", "StudyContext", "StudyOutput", "verdict"]
+__all__ = ["Claim", "Figure", "LiteratureRow", "Measurement", "Study", "StudyContext",
+           "StudyOutput", "verdict"]

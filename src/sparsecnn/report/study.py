@@ -1,19 +1,30 @@
 """What a study returns to the report: claims with verdicts computed from numbers, figures.
 
 A study is a function ``run(context) -> StudyOutput``.  Each claim carries the statement from
-the paper (or docs/theory.md), the measured numbers, the rule that turns them into a verdict, and
-the verdict itself -- always computed by :func:`verdict`, never written by hand.
+the paper (or docs/theory.md), the measured numbers (repeated measurements as
+:class:`Measurement`: mean, 95 % interval, n), the rule that turns them into a verdict, and
+the verdict itself -- always computed by :func:`verdict`, never written by hand.  Claims are of
+two kinds: verified identities (true by construction, checked exactly) and empirical findings;
+an empirical finding that does not hold or is inconclusive carries a ``reason`` computed from
+its numbers.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from scipy import stats
+
 VERDICTS = ("holds", "does not hold", "inconclusive")
+#: "identity": true by construction or by an exact theorem, checked to a tolerance (no
+#: statistics); "empirical": a finding judged from measured, seed-dependent numbers.
+KINDS = ("identity", "empirical")
 
 
 def verdict(passed: bool | None) -> str:
@@ -36,12 +47,52 @@ def verdict_with_spread(mean_difference: float, sd: float, *, margin: float = 0.
     return "inconclusive"
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """A number measured over ``n`` repetitions: ``mean`` and its 95 % Student-t interval
+    ``mean +- t_{0.975, n-1} sd / sqrt(n)`` (``sd`` with ``ddof = 1``).
+
+    With one repetition there is no interval (``low = high = None``): one seed says nothing
+    about the spread.
+    """
+
+    name: str
+    mean: float
+    sd: float
+    n: int
+    low: float | None
+    high: float | None
+    unit: str = ""
+
+    @classmethod
+    def from_values(cls, name: str, values: Sequence[float], unit: str = "") -> Measurement:
+        array = np.asarray(values, dtype=np.float64).ravel()
+        if array.size == 0 or not np.all(np.isfinite(array)):
+            raise ValueError(f"values of {name!r} must be a non-empty sequence of finite "
+                             f"numbers; got {values!r}")
+        mean = float(array.mean())
+        if array.size == 1:
+            return cls(name, mean, 0.0, 1, None, None, unit)
+        sd = float(array.std(ddof=1))
+        half = float(stats.t.ppf(0.975, array.size - 1)) * sd / math.sqrt(array.size)
+        return cls(name, mean, sd, int(array.size), mean - half, mean + half, unit)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "mean": self.mean, "sd": self.sd, "n": self.n,
+                "ci95": None if self.low is None else [self.low, self.high],
+                "unit": self.unit}
+
+
 @dataclass
 class Claim:
     """One claim beside its measurement.
 
-    ``measured`` maps names to numbers (JSON-serializable; give units in the name or in
-    ``units``), ``rule`` states how the verdict follows from them.
+    ``measured`` maps names to scalars and settings (JSON-serializable; give units in the name
+    or in ``units``); ``measurements`` holds the numbers measured over seeds (rendered as one
+    table); ``rule`` states how the verdict follows from them.  ``kind`` is ``"identity"`` for
+    what is true by construction (checked exactly) and ``"empirical"`` for findings; ``reason``
+    says, from the numbers, why a claim does not hold or is inconclusive (the report flags an
+    empirical claim that lacks one).
     """
 
     id: str
@@ -51,35 +102,72 @@ class Claim:
     rule: str
     verdict: str
     units: dict[str, str] = field(default_factory=dict)
+    kind: str = "empirical"
+    reason: str = ""
+    measurements: list[Measurement] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}; got {self.verdict!r}")
         if self.paper not in (1, 2):
             raise ValueError(f"paper must be 1 or 2; got {self.paper!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}; got {self.kind!r}")
+
+    @property
+    def needs_reason(self) -> bool:
+        """An empirical claim that does not hold or is inconclusive must say why."""
+        return self.kind == "empirical" and self.verdict != "holds"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "paper": self.paper, "statement": self.statement,
+        return {"id": self.id, "paper": self.paper, "kind": self.kind,
+                "statement": self.statement,
+                "measurements": [m.to_dict() for m in self.measurements],
                 "measured": self.measured, "units": self.units, "rule": self.rule,
-                "verdict": self.verdict}
+                "verdict": self.verdict, "reason": self.reason}
 
 
 @dataclass
 class Figure:
-    """A PNG figure with a caption."""
+    """A PNG figure with a caption; ``paper`` places it under the other paper's section when a
+    study measures claims of both (``None``: the study's own paper)."""
 
     name: str
     caption: str
     png: bytes
+    paper: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.paper not in (None, 1, 2):
+            raise ValueError(f"paper must be None (the study's paper), 1 or 2; got "
+                             f"{self.paper!r}")
 
     @classmethod
-    def from_matplotlib(cls, name: str, caption: str, figure: Any) -> Figure:
+    def from_matplotlib(cls, name: str, caption: str, figure: Any, *,
+                        paper: int | None = None) -> Figure:
         import matplotlib.pyplot as plt
 
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         plt.close(figure)
-        return cls(name=name, caption=caption, png=buffer.getvalue())
+        return cls(name=name, caption=caption, png=buffer.getvalue(), paper=paper)
+
+
+@dataclass(frozen=True)
+class LiteratureRow:
+    """The literature's result beside ours for one claim: ``source`` is the citation (paper and
+    table or section), ``reported`` what it reports -- a number only when verified against that
+    table, otherwise the finding in words -- and ``ours`` the matching number of this run."""
+
+    claim_id: str
+    source: str
+    setting: str
+    reported: str
+    ours: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"claim_id": self.claim_id, "source": self.source, "setting": self.setting,
+                "reported": self.reported, "ours": self.ours}
 
 
 @dataclass
@@ -88,17 +176,37 @@ class StudyOutput:
     figures: list[Figure] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
+    literature: list[LiteratureRow] = field(default_factory=list)
 
 
 @dataclass
 class StudyContext:
-    """What a study may use: mode, seed, device, a scratch directory and a progress bar."""
+    """What a study may use: mode, seed, device, a scratch directory, a progress bar and the
+    classification dataset (``data``: ``"digits"``, the embedded default, or any name or path
+    :func:`sparsecnn.data.load_dataset` reads).
+
+    Studies that train or evaluate classifiers on digits load their split through
+    :meth:`classification_split`, so ``--data`` reaches them; ``data_subset`` caps the
+    training/test sizes (``None``: the whole dataset).
+    """
 
     quick: bool
     seed: int
     device: str
     scratch_dir: Path
     progress: Callable[..., Iterable] = field(default=lambda iterable, **_: iterable)
+    data: str = "digits"
+    data_subset: tuple[int, int] | None = None
+
+    def classification_split(self, seed: int, dtype: Any = None) -> Any:
+        """The ``seed``-th split of :attr:`data` (a :class:`sparsecnn.data.DatasetSplit`)."""
+        import torch
+
+        from ..data import load_dataset
+
+        n_train, n_test = self.data_subset or (None, None)
+        return load_dataset(self.data, seed=seed, dtype=dtype or torch.float32,
+                            n_train=n_train, n_test=n_test)
 
 
 @dataclass

@@ -5,6 +5,9 @@ one seed).  A comparison "A >= B - margin" uses the per-seed paired differences 
 :func:`sparsecnn.report.study.verdict_with_spread`: it holds when the mean difference plus the
 margin is at least one sd above 0, does not hold when it is at least one sd below, and is
 inconclusive in between.
+
+Claims report their per-seed statistics as :class:`~sparsecnn.report.study.Measurement` rows
+(:func:`tabulate`) and say why when they do not hold or are inconclusive (:func:`spread_reason`).
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from ..report.study import Claim, verdict_with_spread
+from ..report.study import Claim, Measurement, verdict_with_spread
 
-__all__ = ["mean_sd", "paired", "shifted", "spread_claim", "spread_rule"]
+__all__ = ["is_stats", "mean_sd", "paired", "shifted", "spread_claim", "spread_reason",
+           "spread_rule", "tabulate"]
+
+_STATS_KEYS = frozenset({"mean", "sd", "n_seeds", "values"})
 
 
 def mean_sd(values: Sequence[float]) -> dict[str, Any]:
@@ -27,6 +33,31 @@ def mean_sd(values: Sequence[float]) -> dict[str, Any]:
     sd = float(array.std(ddof=1)) if array.size > 1 else 0.0
     return {"mean": float(array.mean()), "sd": sd, "n_seeds": int(array.size),
             "values": [float(v) for v in array]}
+
+
+def is_stats(value: Any) -> bool:
+    """Whether ``value`` is a :func:`mean_sd` result."""
+    return isinstance(value, dict) and _STATS_KEYS <= set(value)
+
+
+def tabulate(measured: dict[str, Any], units: dict[str, str] | None = None
+             ) -> dict[str, Any]:
+    """``measured`` split into ``Claim`` keyword arguments: every :func:`mean_sd` entry (also one
+    level down, as ``"outer.inner"``) becomes a :class:`Measurement` row, the rest stays in
+    ``measured`` (settings, counts, flags)."""
+    units = units or {}
+    scalars: dict[str, Any] = {}
+    rows: list[Measurement] = []
+    for key, value in measured.items():
+        if is_stats(value):
+            rows.append(Measurement.from_values(key, value["values"], units.get(key, "")))
+        elif isinstance(value, dict) and value and all(is_stats(v) for v in value.values()):
+            rows += [Measurement.from_values(f"{key}.{inner}", stats["values"],
+                                             units.get(key, ""))
+                     for inner, stats in value.items()]
+        else:
+            scalars[key] = value
+    return {"measured": scalars, "measurements": rows}
 
 
 def paired(first: Sequence[float], second: Sequence[float]) -> dict[str, Any]:
@@ -46,14 +77,38 @@ def spread_rule(what: str, margin: float) -> str:
             f"{shifted} <= -sd(d), inconclusive otherwise (one seed: sd = 0)")
 
 
+def spread_reason(differences: dict[str, Any], what: str, margin: float = 0.0) -> str:
+    """Why "d >= -margin" is not established, from the numbers of d (:func:`spread_rule`); ""
+    when it holds."""
+    mean, sd, n = differences["mean"], differences["sd"], differences["n_seeds"]
+    shifted = mean + margin
+    verdict = verdict_with_spread(mean, sd, margin=margin)
+    threshold = f"{-margin:+.3g}" if margin else "0"
+    if verdict == "holds":
+        return ""
+    interval = Measurement.from_values("d", differences["values"])
+    ci = ("" if interval.low is None else
+          f"; its 95 % interval [{interval.low:+.3g}, {interval.high:+.3g}]")
+    if n == 1:
+        return (f"d = {what} is {mean:+.3g} on the one seed, below the threshold {threshold}; "
+                "with one seed the sign decides (no spread is measured).")
+    if verdict == "does not hold":
+        return (f"d = {what} has mean {mean:+.3g} and sd {sd:.3g} over {n} seeds: the mean is "
+                f"{-shifted:.3g} below the threshold {threshold}, at least one sd{ci}.")
+    return (f"d = {what} has mean {mean:+.3g} and sd {sd:.3g} over {n} seeds: the band "
+            f"[{mean - sd:+.3g}, {mean + sd:+.3g}] straddles the threshold {threshold}{ci}; "
+            "the effect, if any, is smaller than the seed-to-seed spread.")
+
+
 def spread_claim(claim_id: str, statement: str, differences: dict[str, Any], what: str,
                  measured: dict[str, Any], *, margin: float = 0.0,
                  units: dict[str, str] | None = None, paper: int = 1) -> Claim:
     """A claim "A >= B - margin" judged from paired differences (module docstring); ``paper``
-    2 for a paper-2 claim measured by the same rule."""
+    2 for a paper-2 claim measured by the same rule.  Its per-seed statistics (including
+    ``d``) become measurement rows, and a claim that is not established gets its reason."""
     return Claim(id=claim_id, paper=paper, statement=statement,
-                 measured={**measured, "difference": differences, "margin": margin},
+                 **tabulate({**measured, "difference": differences, "margin": margin}, units),
                  rule=spread_rule(what, margin),
                  verdict=verdict_with_spread(differences["mean"], differences["sd"],
                                              margin=margin),
-                 units=units or {})
+                 units=units or {}, reason=spread_reason(differences, what, margin))

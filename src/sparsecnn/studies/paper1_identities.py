@@ -35,7 +35,7 @@ def _identity_claim(claim_id: str, statement: str, error: float, tolerance: floa
                     n_problems: int, extra: dict | None = None) -> Claim:
     measured = {"max_abs_error": error, "tolerance": tolerance, "n_problems": n_problems}
     measured.update(extra or {})
-    return Claim(id=claim_id, paper=1, statement=statement, measured=measured,
+    return Claim(id=claim_id, paper=1, kind="identity", statement=statement, measured=measured,
                  rule=f"holds iff max_abs_error <= {tolerance:g} over all drawn problems",
                  verdict=verdict(error <= tolerance))
 
@@ -116,7 +116,7 @@ def run(context: StudyContext) -> StudyOutput:
                         " so ReLU(D^T x - theta) is the exact non-negative sparse code.",
                         exact_error, 1e-8, 1,
                         {"orthogonality_gap": exact.orthogonality_gap((1, 8, 8))}),
-        Claim(id="P1-A5-stride1-not-exact", paper=1,
+        Claim(id="P1-A5-stride1-not-exact", paper=1, kind="identity",
               statement="The same filters at stride 1 are overcomplete (rank < atoms), and the "
                         "one-shot ReLU is then not the sparse code: the closed form needs "
                         "D^T D = I.",
@@ -166,7 +166,7 @@ def run(context: StudyContext) -> StudyOutput:
         label = f"{method}{' + restart' if restart else ''}"
         curves[label] = gap.mean(1).numpy()
     claims.append(Claim(
-        id="P1-C4-rates", paper=1,
+        id="P1-C4-rates", paper=1, kind="identity",
         statement="ISTA and FISTA meet the Beck-Teboulle bounds F(a^k) - F* <= L||a*||^2/(2k) "
                   "and <= 2L||a*||^2/(k+1)^2 for every k <= 500.",
         measured={"ista_gap_at_500": float(curves["ista"][-1]),

@@ -93,6 +93,19 @@ def _review_verdict(trained: dict[str, float]) -> str:
     return "inconclusive"
 
 
+def _review_reason(trained: dict[str, Any]) -> str:
+    """Why :func:`_review_verdict` did not find "holds", from the same numbers."""
+    if _review_verdict(trained) == "holds":
+        return ""
+    numbers = (f"trained accuracy {trained['accuracy_mean']:.3f}, mean max filter cosine "
+               f"{trained['mean_filter_similarity']:.2f}, binarity {trained['binarity']:.2f}")
+    if trained["accuracy_mean"] < 0.95:
+        return f"{numbers}: under-trained (accuracy < 0.95), nothing to compare."
+    if _review_verdict(trained) == "does not hold":
+        return f"{numbers}: both >= 0.9, so training did recover the template matchers."
+    return f"{numbers}: one of cosine and binarity is >= 0.9 and the other below."
+
+
 def run(context: StudyContext) -> StudyOutput:
     quick = context.quick
     n_images = 200 if quick else 1000
@@ -104,7 +117,7 @@ def run(context: StudyContext) -> StudyOutput:
     # --- B.3 step 1: exact detector (check 15)
     mismatches = _detector_check()
     claims.append(Claim(
-        id="P2-B3-detector", paper=2,
+        id="P2-B3-detector", paper=2, kind="identity",
         statement="The template-matching neuron ReLU(<2F-1, p> - |F|_1 + 1) fires exactly on "
                   "p = F (every 3x3 binary template and patch).",
         measured={"mismatches_of_512x512": mismatches}, rule="holds iff 0 mismatches",
@@ -137,7 +150,7 @@ def run(context: StudyContext) -> StudyOutput:
     worst_error = max(v["error_rate"] for v in zero_error.values())
     worst_margin = min(v["min_margin"] for v in zero_error.values())
     claims.append(Claim(
-        id="P2-B2-zero-error", paper=2,
+        id="P2-B2-zero-error", paper=2, kind="identity",
         statement="Under B.1(i)-(iv) the constructed CNN (template conv + clipped ramp, max-pool, "
                   "AND conv, global max, OR linear) labels every generated image correctly "
                   "with margin >= 1, for any number of hierarchy levels.",
@@ -150,7 +163,7 @@ def run(context: StudyContext) -> StudyOutput:
     controls = _negative_controls(n_images)
     results["negative_controls"] = controls
     claims.append(Claim(
-        id="P2-B1-necessary", paper=2,
+        id="P2-B1-necessary", paper=2, kind="identity",
         statement="B.1(i) (k^2 eps < 1/2) and B.1(iii) (no other class's complete object) are "
                   "needed: violating either produces errors.",
         measured=controls,
@@ -180,7 +193,7 @@ def run(context: StudyContext) -> StudyOutput:
     results["certificate"] = {"radius": radius, "errors_inside_radius": inside_errors,
                               "smallest_breaking_attack": breaking}
     claims.append(Claim(
-        id="P2-certificate", paper=2,
+        id="P2-certificate", paper=2, kind="identity",
         statement="The certified L-inf radius (theta_hi - theta_lo)/(k^2 (A + V)) is sound: no "
                   "prediction changes inside it; the structured sign attack breaks the network "
                   "only beyond it.",
@@ -218,7 +231,7 @@ def run(context: StudyContext) -> StudyOutput:
         rule="inconclusive if the trained accuracy < 0.95 (under-trained: nothing to compare);"
              " otherwise holds if the trained mean max-cosine < 0.9 and binarity < 0.9, does not "
              "hold if both >= 0.9, inconclusive in between",
-        verdict=_review_verdict(largest)))
+        verdict=_review_verdict(largest), reason=_review_reason(largest)))
     best_accuracy = max(v["accuracy_mean"] for v in summary["by_train_size"].values())
     claims.append(Claim(
         id="P2-check22-accuracy", paper=2,
@@ -229,7 +242,11 @@ def run(context: StudyContext) -> StudyOutput:
         rule="holds iff the best mean test accuracy over training-set sizes >= 0.99; below "
              "that, does not hold with a budget of >= 1000 Adam steps, else inconclusive",
         verdict=verdict(best_accuracy >= 0.99 if best_accuracy >= 0.99 or steps >= 1000
-                        else None)))
+                        else None),
+        reason="" if best_accuracy >= 0.99 else (
+            f"the best mean test accuracy over training-set sizes is {best_accuracy:.3f} < 0.99"
+            + (f" after {steps} Adam steps" if steps >= 1000 else
+               f", but {steps} Adam steps (< 1000) are too few to call it") + ".")))
     figures.append(Figure.from_matplotlib(
         "paper2_filters", "Top: constructed kernels 2F_j - 1. Bottom: best-matching learned "
         "first-layer filters (largest training set, first seed) with their cosine.",

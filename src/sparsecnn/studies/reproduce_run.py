@@ -27,11 +27,15 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..io import atomic_directory, to_json, write_bytes, write_json, write_text
-from ..report.html import render_report
-from ..report.study import Study, StudyContext, StudyOutput
+from ..report.html import SMOKE_TEST, claims_missing_reason, render_report
+from ..report.metadata import git_commit, machine, package_versions
+from ..report.study import KINDS, Study, StudyContext, StudyOutput
 from . import discover_studies
 
-__all__ = ["ReproduceSummary", "run_reproduce"]
+__all__ = ["QUICK_SUBSET", "ReproduceSummary", "run_reproduce"]
+
+#: (training, test) images a ``--quick`` run keeps of a dataset other than the embedded digits
+QUICK_SUBSET = (2000, 1000)
 
 
 @dataclass
@@ -53,8 +57,21 @@ def _progress(iterable: Any, **kwargs: Any) -> Any:
 
 def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
                   device: str = "cpu", overwrite: bool = False, only: list[str] | None = None,
-                  name: str | None = None) -> ReproduceSummary:
-    """Run every study (or those named in ``only``) and write the report to ``out_dir``."""
+                  name: str | None = None, data: str = "digits") -> ReproduceSummary:
+    """Run every study (or those named in ``only``) and write the report to ``out_dir``.
+
+    ``data`` is the classification dataset of the studies that train on digits (a name or
+    path :func:`sparsecnn.data.load_dataset` reads); it is loaded once here, so a missing or
+    damaged dataset is an error before any study runs.
+    """
+    from ..data import load_dataset
+
+    loaded = load_dataset(data, seed=seed)
+    # a quick run on a large dataset trains on a seeded stratified subset, to stay a smoke test
+    subset = None
+    if quick and str(data) != "digits":
+        subset = (min(QUICK_SUBSET[0], loaded.train_labels.shape[0]),
+                  min(QUICK_SUBSET[1], loaded.test_labels.shape[0]))
     studies = discover_studies()
     if only:
         known = {s.name for s in studies}
@@ -68,7 +85,9 @@ def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
         "name": name or target.name, "quick": quick, "seed": seed, "device": device,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "version": __version__, "torch": torch.__version__, "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "data": str(data),
+        "verdict_scope": SMOKE_TEST if quick else "full run",
+        "git_commit": git_commit(), "packages": package_versions(), "machine": machine(),
     }
     outputs: dict[str, StudyOutput | None] = {}
     errors: dict[str, str] = {}
@@ -80,14 +99,21 @@ def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
             bar.set_postfix_str(study.name)
             outputs[study.name], timings[study.name] = _run_one(
                 study, StudyContext(quick=quick, seed=seed, device=device,
-                                    scratch_dir=Path(scratch), progress=_progress), errors)
+                                    scratch_dir=Path(scratch), progress=_progress,
+                                    data=str(data), data_subset=subset), errors)
         meta["duration_s"] = time.perf_counter() - started
         meta["study_seconds"] = timings
-        claims = [claim.to_dict() for s in studies if outputs.get(s.name)
-                  for claim in outputs[s.name].claims]
+        claims = [{**claim.to_dict(), "smoke_test": quick} for s in studies
+                  if outputs.get(s.name) for claim in outputs[s.name].claims]
+        meta["claims_without_reason"] = claims_missing_reason(outputs)
         results = {
             "meta": meta,
             "claims": claims,
+            # the verified identities apart from the empirical findings, by claim id
+            "claim_groups": {kind: [c["id"] for c in claims if c["kind"] == kind]
+                             for kind in KINDS},
+            "literature": [row.to_dict() for s in studies if outputs.get(s.name)
+                           for row in outputs[s.name].literature],
             "studies": {
                 s.name: {"title": s.title, "paper": s.paper,
                          "status": "failed" if s.name in errors else "ok",

@@ -50,7 +50,7 @@ from typing import Any
 
 import torch
 
-from ...report.study import Study, StudyContext, StudyOutput
+from ...report.study import Claim, LiteratureRow, Study, StudyContext, StudyOutput
 from ...robustness.figures import (
     MODEL_LABELS,
     plot_attack_curves,
@@ -98,7 +98,31 @@ def run(context: StudyContext) -> StudyOutput:
                "hold.  Clean accuracy: " + ", ".join(
                    f"{MODEL_LABELS.get(m, m)} {v['mean']:.3f}"
                    for m, v in aggregate["clean_accuracy"].items()) + ".")
-    return StudyOutput(claims=claims, figures=figures, results=results, summary=summary)
+    return StudyOutput(claims=claims, figures=figures, results=results, summary=summary,
+                       literature=_literature(claims))
+
+
+def _literature(claims: list[Claim]) -> list[LiteratureRow]:
+    """Teti et al. 2022 beside check 27's noise claim.  The paper's numbers are not repeated:
+    they were not verified against its tables for this report, so only its finding is stated
+    (its title and abstract)."""
+    rows = []
+    for claim in claims:
+        if claim.id != "P1-C10-lca-noise-drop":
+            continue
+        drops = {m.name: m for m in claim.measurements}
+        ours = ", ".join(f"{name} {drops[name].mean:.3f} (n = {drops[name].n})"
+                         for name in ("lca_drop", "relu_drop") if name in drops)
+        rows.append(LiteratureRow(
+            claim.id, "M. Teti, G. Kenyon, B. Migliori, J. Moore, LCANets: lateral competition "
+            "improves robustness against corruption and attack, ICML 2022 (PMLR 162)",
+            "CIFAR-10 and its common corruptions (CIFAR-10-C); ours: digits, Gaussian noise "
+            "sigma = 0.3",
+            "LCA front ends are more accurate under common corruptions than standard CNNs and "
+            "weak against white-box attacks (numbers: see the paper's tables; not verified "
+            "for this report)",
+            f"accuracy drop {ours}; verdict: {claim.verdict}"))
+    return rows
 
 
 def _without_scores(seed: dict[str, Any]) -> dict[str, Any]:

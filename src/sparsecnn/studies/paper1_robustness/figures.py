@@ -10,16 +10,67 @@ from typing import Any
 import numpy as np
 
 from ...report.study import Figure
-from ...robustness.figures import (
-    MODEL_LABELS,
-    plot_attack_curves,
-    plot_corruption_curves,
-    plot_roc_curves,
-    pyplot,
-)
+from ...robustness.corruptions import CORRUPTIONS
+from ...robustness.evaluation import EPSILONS_L2, EPSILONS_LINF
+from ...robustness.figures import MODEL_LABELS, plot_roc_curves, pyplot
 from .budget import FRONT_END_ATOMS, FRONT_END_LAMBDA, Budget
 
 __all__ = ["study_figures"]
+
+
+BASELINE = "cnn_k0"
+ATTACK_TITLES = {"fgsm": "FGSM (L-inf)", "pgd_linf": "PGD L-inf", "pgd_l2": "PGD L2"}
+
+
+def _against_baseline(curves: dict[str, dict[str, dict[str, list[float]]]],
+                      columns: dict[str, tuple[str, Sequence[float]]], xlabel: str,
+                      legend_at: str) -> Any:
+    """Small multiples: one row per model, one column per corruption or attack; each panel
+    shows that model (colour) against the one-shot CNN (grey, dashed), mean +- sd band, so no
+    panel holds more than two curves."""
+    plt = pyplot()
+    models = [m for m in curves if m != BASELINE]
+    figure, axes = plt.subplots(len(models), len(columns), sharex="col", sharey=True,
+                                figsize=(2.6 * len(columns), 1.9 * len(models) + 0.6),
+                                squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for row, model in enumerate(models):
+        for column, (key, (title, xs)) in enumerate(columns.items()):
+            axis = axes[row, column]
+            for name, colour, style in ((BASELINE, "#777777", "--"),
+                                        (model, colours[row % len(colours)], "-")):
+                if name not in curves:
+                    continue
+                mean = np.asarray(curves[name][key]["mean"])
+                sd = np.asarray(curves[name][key]["sd"])
+                axis.plot(xs, mean, style, color=colour, marker="o", ms=2.5,
+                          label=MODEL_LABELS.get(name, name))
+                axis.fill_between(xs, mean - sd, mean + sd, color=colour, alpha=0.15)
+            axis.set_ylim(0, 1.02)
+            if row == 0:
+                axis.set_title(title, fontsize=9)
+            if row == len(models) - 1:
+                axis.set_xlabel(xlabel, fontsize=8)
+            if column == 0:
+                axis.set_ylabel(f"{MODEL_LABELS.get(model, model)}\naccuracy", fontsize=8)
+            if column == len(columns) - 1:
+                axis.legend(fontsize=7, loc=legend_at, frameon=False)
+            axis.tick_params(labelsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def _corruption_panels(curves: dict[str, Any]) -> Any:
+    columns = {c: (c.replace("_", " "), list(range(6))) for c in CORRUPTIONS}
+    # accuracy falls with severity: the lower left corner is empty
+    return _against_baseline(curves, columns, "severity (0 = clean)", "lower left")
+
+
+def _attack_panels(curves: dict[str, Any]) -> Any:
+    columns = {a: (t, EPSILONS_L2 if a == "pgd_l2" else EPSILONS_LINF)
+               for a, t in ATTACK_TITLES.items()}
+    # accuracy falls towards 0 at the largest epsilon: the upper right corner is empty
+    return _against_baseline(curves, columns, "epsilon (pixels in [0, 1])", "upper right")
 
 
 def _histograms(in_scores: dict[str, Sequence[float]],
@@ -91,13 +142,13 @@ def study_figures(seeds: list[dict[str, Any]], aggregate: dict[str, Any],
                    "lca_dictionary.reconstruction_error"]
     return [
         Figure.from_matplotlib(
-            "robustness_corruptions", "Digits: test accuracy vs corruption severity (0 = clean) "
-            f"for every model, mean +- sd over {budget.seeds} seed(s).",
-            plot_corruption_curves(aggregate["corruption_curves"])),
+            "robustness_corruptions", "Digits: test accuracy vs corruption severity (0 = clean)"
+            ", one row per model against the one-shot CNN (grey, dashed), mean +- sd over "
+            f"{budget.seeds} seed(s).", _corruption_panels(aggregate["corruption_curves"])),
         Figure.from_matplotlib(
             "robustness_attacks", "Digits: accuracy under white-box FGSM, PGD L-inf and PGD L2 "
-            f"({budget.pgd_steps} steps) vs epsilon (pixels in [0, 1]).",
-            plot_attack_curves(aggregate["attack_curves"])),
+            f"({budget.pgd_steps} steps) vs epsilon, one row per model against the one-shot CNN"
+            " (grey, dashed).", _attack_panels(aggregate["attack_curves"])),
         Figure.from_matplotlib(
             "robustness_check27", "docs/theory.md check 27: LCA vs ReLU front end with the same "
             f"{FRONT_END_ATOMS}-atom dictionary and lam = {FRONT_END_LAMBDA} (bars: mean +- sd, "
@@ -105,13 +156,14 @@ def study_figures(seeds: list[dict[str, Any]], aggregate: dict[str, Any],
         Figure.from_matplotlib(
             "robustness_feature_world", "Feature world (default preset): the constructed "
             "network's accuracy vs L-inf perturbation size, with its certified radius.",
-            _world_figure(seeds)),
+            _world_figure(seeds), paper=2),
         Figure.from_matplotlib(
             "robustness_feature_world_models", "Feature world (default preset): test accuracy "
             "vs corruption severity (0 = clean) for the trained B.3-architecture CNN, its k-step "
             "sparse-inference swaps (head refit), the proper-prior CNN and the constructed "
-            f"network, mean +- sd over {budget.seeds} seed(s).",
-            plot_corruption_curves(aggregate["feature_world"]["corruption_curves"])),
+            f"network, one row per model against the trained one-shot CNN (grey, dashed), mean "
+            f"+- sd over {budget.seeds} seed(s).",
+            _corruption_panels(aggregate["feature_world"]["corruption_curves"]), paper=2),
         Figure.from_matplotlib(
             "anomaly_roc", f"Anomaly identification (seed {seeds[0]['seed']}, held-out digit "
             f"{seeds[0]['held_out_class']}): ROC curves per out-of-distribution set; AUROC in "
