@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 __all__ = ["Device", "OptionError", "OutputDirectory", "available_memory", "format_bytes",
-           "nearest_existing", "require_disk", "require_memory"]
+           "nearest_existing", "require_disk", "require_memory", "require_replaceable"]
 
 # a process needs headroom beyond its largest arrays (interpreter, torch, copies), so an
 # estimate is compared with this fraction of the memory the kernel reports as available
@@ -81,6 +81,29 @@ def require_disk(estimate: float, target: Path, what: str) -> None:
                                    f"{format_bytes(free)} is free under {target.parent}")
 
 
+def require_replaceable(path: Path, overwrite: bool) -> None:
+    """Refuse (exit 2), before the work, an output that exists without ``--overwrite`` or that
+    holds files sparsecnn did not write (``--overwrite`` never deletes those:
+    :mod:`sparsecnn.io`)."""
+    from ..io import foreign_files
+
+    if not (path.exists() or path.is_symlink()):
+        return
+    if not overwrite:
+        raise OptionError(f"{path} exists; pass --overwrite to replace it")
+    if not path.is_dir() or path.is_symlink():
+        raise OptionError(f"{path} exists and is not a directory sparsecnn wrote; "
+                                   "refusing to replace it (choose another --out)")
+    foreign = foreign_files(path)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more"
+                                          if len(foreign) > 5 else "")
+        raise OptionError(
+            f"{path} holds {len(foreign)} file(s) sparsecnn did not write ({shown}); "
+            "--overwrite replaces only earlier outputs of sparsecnn: move those files away or "
+            "choose another --out")
+
+
 class OutputDirectory(click.Path):
     """An output directory: not a file, and where it goes (or the directory itself, when it
     exists) writable, checked before the command does any work."""
@@ -121,12 +144,12 @@ class Device(click.ParamType):
         try:
             device = torch.device(text)
         except (RuntimeError, TypeError, ValueError) as error:
-            raise OptionError(f"--device {text!r} is not a torch device ({error}); expected "
-                              "e.g. cpu or cuda:0") from None
+            raise OptionError(f"--device: cannot use device {text!r}: not a torch device "
+                              f"({error}); expected e.g. cpu or cuda:0") from None
         try:
             torch.empty(0, device=device)
         except (RuntimeError, AssertionError, TypeError, ValueError) as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise OptionError(f"--device {text!r} is not available on this machine "
-                              f"({reason}); expected e.g. cpu") from None
+            raise OptionError(f"--device: cannot use device {text!r}: not available on this "
+                              f"machine ({reason}); expected e.g. cpu") from None
         return text

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ._limits import require_replaceable
 from ._options import comma_separated
 
 
@@ -66,6 +67,7 @@ def command(preset_name: str, world_seed: int, levels: int, n_images: int, seed:
     sizes = list(comma_separated(train_sizes, "--train-sizes", example="100,1000", minimum=1))
     seeds = list(comma_separated(train_seeds, "--seeds", example="0,1", minimum=0))
     out = out or Path("runs") / f"construct-{preset_name}"
+    require_replaceable(out, overwrite)
     options = {"levels": levels, "image_size": 44, "features_per_object": 2,
                "parts_per_object": 2} if levels == 3 else {}
     if levels == 3 and preset_name != "default":

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._limits import OptionError, require_disk, require_memory
+from ._limits import OptionError, require_disk, require_memory, require_replaceable
 
 if TYPE_CHECKING:
     from ..features import FeatureWorld
@@ -59,8 +59,7 @@ def command(preset_name: str, n_images: int, seed: int, world_seed: int, shard: 
                                                "displacement": displacement}.items()
                  if value is not None}
     out = out or Path("runs") / f"generate-{preset_name}"
-    if out.exists() and not overwrite:
-        raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
+    require_replaceable(out, overwrite)
     try:
         world = preset(preset_name, seed=world_seed, **overrides)
     except (TypeError, ValueError) as error:
