@@ -174,6 +174,7 @@ def write_dataset(directory: str | Path, world: FeatureWorld, seed: int, n_total
                 rejections[reason] = rejections.get(reason, 0) + count
             if preview is not None and len(writer.parts) == 1:
                 write_bytes(staging / "preview.png", preview(sample))
+            del sample  # before the next draw: memory holds one part at a time
         manifest = writer.manifest(seed=seed, n_total=n_total, shard=shard, n_shards=n_shards,
                                    start=start, stop=stop, n_rejected=n_rejected,
                                    rejections=rejections)
