@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._limits import require_replaceable
+from ._limits import OptionError, require_memory, require_replaceable
 from ._options import comma_separated
 
 
@@ -55,6 +55,7 @@ def command(preset_name: str, world_seed: int, levels: int, n_images: int, seed:
         preset,
         smallest_breaking_perturbation,
     )
+    from ..features.dataset_files import image_bytes
     from ..features.figures import (
         accuracy_curve_figure,
         detection_maps_figure,
@@ -74,6 +75,13 @@ def command(preset_name: str, world_seed: int, levels: int, n_images: int, seed:
         raise click.BadParameter("--levels 3 applies to --preset default only")
     try:
         world = preset(preset_name, seed=world_seed, **options)
+    except (TypeError, ValueError) as error:
+        raise OptionError(str(error)) from error
+    # the comparison draws max(--train-sizes) training images, the certificate --n images
+    require_memory(3 * max(max(sizes) if run_compare else 0, n_images) * image_bytes(world),
+                   f"drawing {max(max(sizes) if run_compare else 0, n_images)} images",
+                   "--n/--train-sizes")
+    try:
         with atomic_directory(out, overwrite=overwrite) as staging:
             network = construct(world)
             sample = world.sample(n_images, seed, progress=True)
