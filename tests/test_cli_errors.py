@@ -196,3 +196,47 @@ def test_generate_overwrites_its_own_output_preview_included(tmp_path: Path) -> 
     assert again.exit_code == 0, again.output
     assert (out / "preview.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize(("channels", "strides", "estimate"), [
+    # 4 bytes x (4 copies of 9 * 1 * 10**6 weights + 2 copies of 64 x 10**6 x 8 x 8
+    # activations) = 30.7 GiB
+    ("1000000", "1", "30.7 GiB"),
+    # 4 x 4 x 9 x 10**12 weights of the second layer dominate: 131 TiB
+    ("1000000,1000000", "1,2", "131.0 TiB"),
+])
+def test_train_refuses_channels_that_cannot_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                channels: str, strides: str,
+                                                estimate: str) -> None:
+    monkeypatch.setattr(_limits, "available_memory", lambda: 8 * 2**30)
+    result = run(["train", "--channels", channels, "--strides", strides, "--epochs", "1",
+                  "--out", tmp_path / "run"])
+    assert_one_line_error(result, 2, "--channels", f"needs about {estimate} of memory",
+                          "8.0 GiB is available")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow  # three fresh interpreters importing torch
+def test_debug_shows_the_traceback_in_a_real_process(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    arguments = [sys.executable, "-m", "sparsecnn.cli", "generate", "--n", "3", "--shard", "3",
+                 "--n-shards", "2", "--out", str(tmp_path / "run")]
+    plain = subprocess.run(arguments, capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 2 and plain.stdout == ""
+    assert plain.stderr.strip().splitlines() == ["Error: --shard must be in [0, "
+                                                 "--n-shards=2); got 3"]
+    # a bug, simulated in a real process: one line without --debug, the traceback with it
+    script = ("import sys, sparsecnn.features as f; f.preset = lambda *a, **k: {}['boom']; "
+              "from sparsecnn.cli import main; sys.argv = ['sparsecnn', *sys.argv[1:]]; main()")
+    for debug in ([], ["--debug"]):
+        result = subprocess.run([sys.executable, "-c", script, *debug, "generate", "--n", "3",
+                                 "--out", str(tmp_path / "run")],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1
+        if debug:
+            assert "Traceback" in result.stderr and "KeyError: 'boom'" in result.stderr
+        else:
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("Error: internal error"), lines

@@ -17,7 +17,8 @@ from typing import Any
 import click
 
 __all__ = ["Device", "OptionError", "OutputDirectory", "available_memory", "format_bytes",
-           "nearest_existing", "require_disk", "require_memory", "require_replaceable"]
+           "nearest_existing", "require_disk", "require_memory", "require_replaceable",
+           "require_training_memory"]
 
 # a process needs headroom beyond its largest arrays (interpreter, torch, copies), so an
 # estimate is compared with this fraction of the memory the kernel reports as available
@@ -63,6 +64,26 @@ def require_memory(estimate: float, what: str, option: str) -> None:
     if available is not None and estimate > MEMORY_FRACTION * available:
         raise OptionError(f"{option}: {what} needs about {format_bytes(estimate)} of memory; "
                           f"{format_bytes(available)} is available: use smaller values")
+
+
+def require_training_memory(channels: tuple[int, ...], strides: tuple[int, ...],
+                            batch_size: int) -> None:
+    """Refuse ``--channels`` that cannot be trained on this machine, from a lower bound that
+    holds for every dataset: one input channel at 8x8 (the smallest embedded images, the
+    digits), 3x3 kernels (``sparsecnn.training.models``), four copies of the weights (value,
+    gradient, two optimizer moments) and two of each layer's activations for one batch
+    (forward value and its gradient).  A lower bound never refuses a run that would fit."""
+    weights = 0
+    activations = 0
+    previous, side = 1, 8
+    for width, stride in zip(channels, strides, strict=False):
+        weights += 9 * previous * width
+        side = -(-side // max(int(stride), 1))
+        activations += max(int(batch_size), 1) * width * side * side
+        previous = width
+    require_memory(4 * (4 * weights + 2 * activations),
+                   f"training {len(channels)} layer(s) of {list(channels)} channels",
+                   "--channels")
 
 
 def nearest_existing(path: Path) -> Path:
