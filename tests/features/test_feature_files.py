@@ -48,11 +48,11 @@ def test_refuses_to_overwrite(tmp_path: Path, world_and_sample: tuple) -> None:
 def test_corrupted_file_is_detected(tmp_path: Path, world_and_sample: tuple) -> None:
     world, sample = world_and_sample
     save_dataset(tmp_path / "data", sample, world, seed=3)
-    path = tmp_path / "data" / "images.safetensors"
+    path = tmp_path / "data" / "images-000000.safetensors"
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"images.safetensors is corrupted: sha256"):
+    with pytest.raises(ValueError, match=r"images-000000.safetensors is corrupted: sha256"):
         load_dataset(tmp_path / "data")
 
 
@@ -61,7 +61,7 @@ def test_shape_mismatch_is_detected(tmp_path: Path, world_and_sample: tuple) -> 
     save_dataset(tmp_path / "data", sample, world, seed=3)
     manifest_path = tmp_path / "data" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["arrays"]["images.safetensors"]["labels"]["shape"] = [7]
+    manifest["arrays"]["images"]["labels"]["row_shape"] = [7]
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="array 'labels' has shape"):
         load_dataset(tmp_path / "data")

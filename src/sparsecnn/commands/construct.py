@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ._limits import OptionError, require_memory, require_replaceable
 from ._options import comma_separated
 
 
@@ -54,6 +55,7 @@ def command(preset_name: str, world_seed: int, levels: int, n_images: int, seed:
         preset,
         smallest_breaking_perturbation,
     )
+    from ..features.dataset_files import image_bytes
     from ..features.figures import (
         accuracy_curve_figure,
         detection_maps_figure,
@@ -66,12 +68,20 @@ def command(preset_name: str, world_seed: int, levels: int, n_images: int, seed:
     sizes = list(comma_separated(train_sizes, "--train-sizes", example="100,1000", minimum=1))
     seeds = list(comma_separated(train_seeds, "--seeds", example="0,1", minimum=0))
     out = out or Path("runs") / f"construct-{preset_name}"
+    require_replaceable(out, overwrite)
     options = {"levels": levels, "image_size": 44, "features_per_object": 2,
                "parts_per_object": 2} if levels == 3 else {}
     if levels == 3 and preset_name != "default":
         raise click.BadParameter("--levels 3 applies to --preset default only")
     try:
         world = preset(preset_name, seed=world_seed, **options)
+    except (TypeError, ValueError) as error:
+        raise OptionError(str(error)) from error
+    # the comparison draws max(--train-sizes) training images, the certificate --n images
+    require_memory(3 * max(max(sizes) if run_compare else 0, n_images) * image_bytes(world),
+                   f"drawing {max(max(sizes) if run_compare else 0, n_images)} images",
+                   "--n/--train-sizes")
+    try:
         with atomic_directory(out, overwrite=overwrite) as staging:
             network = construct(world)
             sample = world.sample(n_images, seed, progress=True)

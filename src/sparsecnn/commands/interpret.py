@@ -15,6 +15,7 @@ The architecture description is documented in :mod:`sparsecnn.training.architect
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import torch
 from ..interpret import interpret
 from ..io import OutputExistsError, atomic_directory, write_json
 from ..training import load_model, load_run, save_model, train_default_model
+from ._limits import require_memory, require_replaceable
 
 __all__ = ["command"]
 
@@ -37,6 +39,21 @@ def _inputs(architecture: dict[str, Any], n_inputs: int, seed: int) -> tuple[tor
     generator = torch.Generator().manual_seed(seed)
     return torch.randn((n_inputs, *shape), generator=generator), \
         f"standard normal images of shape {list(shape)} (seed {seed})"
+
+
+def _check_memory(model: torch.nn.Module, shape: list[int], n_inputs: int) -> None:
+    """Refuse an input shape whose activations cannot fit: the inputs plus, per layer, the
+    sparse-coding working set (about 6 code-sized arrays: FISTA's iterates, momentum, gradient
+    and the ReLU codes) scaled by the layer's channel growth (stride ignored: an upper
+    bound)."""
+    itemsize = next(model.parameters()).element_size()
+    growth = 0.0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            growth += 6 * module.out_channels / module.in_channels
+    per_input = itemsize * math.prod(shape)
+    require_memory(n_inputs * per_input * (2 + growth),
+                   f"{n_inputs} input(s) of shape {list(shape)}", "--n-inputs/input_shape")
 
 
 @click.command("interpret")
@@ -67,8 +84,7 @@ def command(model_path: Path | None, architecture_path: Path | None, out_dir: Pa
     MODEL is a `sparsecnn train` run directory, or a safetensors file (architecture: see
     --architecture); without it a small CNN is trained on scikit-learn's digits first.
     """
-    if out_dir.exists() and not overwrite:
-        raise click.ClickException(f"{out_dir} exists; pass --overwrite to replace it")
+    require_replaceable(out_dir, overwrite)
     if seed < 0:
         raise click.BadParameter(f"--seed must be >= 0; got {seed}")
     try:
@@ -96,6 +112,7 @@ def command(model_path: Path | None, architecture_path: Path | None, out_dir: Pa
             raise click.ClickException(str(error)) from None
         run.update(model=str(model_path))
     if model_path is None or not model_path.is_dir():
+        _check_memory(model, architecture["input_shape"], n_inputs)
         inputs, description = _inputs(architecture, n_inputs, seed)
     run["inputs"] = description
     model = model.to(torch_device)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..io import OutputExistsError
+from ._limits import require_replaceable
 
 
 @click.command("reproduce")
@@ -33,6 +34,7 @@ def command(quick: bool, out_dir: Path | None, name: str | None, seed: int, devi
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         name = f"{stamp}-{'quick' if quick else 'full'}"
     target = out_dir if out_dir is not None else Path("runs") / name
+    require_replaceable(target, overwrite)
     try:
         summary = run_reproduce(target, quick=quick, seed=seed, device=device,
                                 overwrite=overwrite, only=list(only) or None, name=name,

@@ -17,6 +17,7 @@ import click
 import torch
 
 from ..io import OutputExistsError
+from ._limits import require_replaceable
 from ._options import comma_separated
 
 __all__ = ["command"]
@@ -64,8 +65,7 @@ def command(run_dir: Path | None, n_iter_list: str, method: str, refit_head: boo
                                  example="0,0.05,0.1", minimum=0)
     radii_l2 = comma_separated(epsilons_l2, "--epsilons-l2", integer=False,
                                example="0,0.05,0.1", minimum=0)
-    if out_dir.exists() and not overwrite:
-        raise click.ClickException(f"{out_dir} exists; pass --overwrite to replace it")
+    require_replaceable(out_dir, overwrite)
     try:
         torch_device = torch.device(device)
         torch.empty(0, device=torch_device)

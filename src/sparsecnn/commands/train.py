@@ -12,6 +12,7 @@ import click
 
 from ..io import OutputExistsError
 from ..training import MODELS, OPTIMIZERS, TrainingConfig, train
+from ._limits import require_training_memory
 from ._options import comma_separated
 
 __all__ = ["command"]
@@ -68,6 +69,7 @@ def command(dataset: str, model_name: str, epochs: int, batch_size: int, optimiz
             seed=seed, channels=comma_separated(channels, "--channels", example="32,64"),
             strides=comma_separated(strides, "--strides", example="1,2"),
             proper_prior=proper_prior, n_iter=n_iter, method=method, dtype=dtype)
+        require_training_memory(config.channels, config.strides, config.batch_size)
         result = train(config, out_dir, resume=resume, overwrite=overwrite,
                        progress=not no_progress, device=device)
     except OutputExistsError as error:

@@ -26,11 +26,18 @@ from .well_posedness import match_images
 if TYPE_CHECKING:
     from .world import FeatureWorld
 
-__all__ = ["BLOCK_SIZE", "accept_images", "draw_block", "draw_round", "render", "sample_range"]
+__all__ = ["BLOCK_SIZE", "UnsamplableWorldError", "accept_images", "draw_block", "draw_round",
+           "render", "sample_range"]
 
 BLOCK_SIZE = 512
 MAX_ROUNDS = 200  # draw rounds per block before the world is declared unsamplable
 DISTRACTOR_TRIES = 8  # placements proposed per distractor before it is dropped
+
+
+class UnsamplableWorldError(ValueError, RuntimeError):
+    """The reference matcher rejects almost every draw: the world's configuration leaves no
+    room for well-posed images.  A ``ValueError`` (the world is the bad input); also a
+    ``RuntimeError``, what it was before it had its own type."""
 
 
 def draw_round(world: FeatureWorld, rng: np.random.Generator, count: int
@@ -191,9 +198,9 @@ def draw_block(world: FeatureWorld, seed: int, block: int, keep_clean: bool) -> 
         if have == BLOCK_SIZE:
             break
     else:
-        raise RuntimeError(f"the reference matcher rejected almost every draw "
-                           f"({rejected}); the world's objects, distractors and canvas "
-                           f"leave no room for well-posed images")
+        raise UnsamplableWorldError(f"the reference matcher rejected almost every draw "
+                                    f"({rejected}); the world's objects, distractors and "
+                                    f"canvas leave no room for well-posed images")
     merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     merged["n_rejected"] = total_rejected
     merged["rejections"] = rejected
