@@ -532,7 +532,8 @@ def test_multi_layer_ista_matches_numpy_reference(generator):
             a1 = np.maximum(a1_hat - d1.T @ (d1 @ a1_hat - signal) / lip1 - l1 / lip1, 0)
             a2 = np.maximum(a2 - d2.T @ (d2 @ a2 - s1 * a1) / lip2 - l2 / lip2, 0)
         np.testing.assert_allclose(result, s2 * a2, rtol=1e-10, atol=1e-12)
-    with pytest.raises(ValueError, match="inference must be 'layered' or 'ml_ista'; got 'x'"):
+    with pytest.raises(ValueError, match="inference must be one of 'layered', 'ml_ista', "
+                                         "'ml_fista'; got 'x'"):
         HierarchicalSparseCoding(conv, inference="x")
 
 
