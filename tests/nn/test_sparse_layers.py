@@ -25,7 +25,7 @@ from sparsecnn.nn import (
     sparse_conv2d,
     sparse_linear,
 )
-from sparsecnn.nn.lipschitz import fourier_lipschitz_bound
+from sparsecnn.nn.lipschitz import explicit_synthesis_matrix, fourier_lipschitz_bound
 
 DTYPE = torch.float64
 
@@ -653,3 +653,18 @@ def test_from_dictionary_codes_with_the_given_atoms_and_thresholds(generator):
         SparseConv2d.from_dictionary(filters, [0.1, 0.2])
     with pytest.raises(ValueError, match=r"D must be a matrix"):
         SparseLinear.from_dictionary(filters, 0.1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(kernel=st.integers(1, 4), stride=st.integers(1, 3), padding=st.integers(0, 2),
+       size=st.integers(4, 8), seed=st.integers(0, 2 ** 31 - 1))
+def test_explicit_synthesis_matrix_is_the_dictionary_matrix(kernel, stride, padding, size, seed):
+    """The filters copied into place give exactly ConvDictionary.to_matrix (impulses through
+    conv_transpose2d), for every geometry."""
+    generator = torch.Generator().manual_seed(seed)
+    atoms = torch.randn(3, 2, kernel, kernel, generator=generator, dtype=DTYPE)
+    shape = (2, size, size + 1)
+    expected = ConvDictionary(atoms, stride, padding).to_matrix(shape)
+    got = explicit_synthesis_matrix(atoms, (stride, stride), (padding, padding), shape)
+    assert got.shape == expected.shape
+    assert torch.equal(got, expected)
