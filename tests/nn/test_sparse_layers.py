@@ -3,6 +3,7 @@ level, exactness of the one-shot layer, equivalence with the engine, gradients, 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -24,7 +25,7 @@ from sparsecnn.nn import (
     sparse_conv2d,
     sparse_linear,
 )
-from sparsecnn.nn.lipschitz import fourier_lipschitz_bound
+from sparsecnn.nn.lipschitz import explicit_synthesis_matrix, fourier_lipschitz_bound
 
 DTYPE = torch.float64
 
@@ -531,7 +532,8 @@ def test_multi_layer_ista_matches_numpy_reference(generator):
             a1 = np.maximum(a1_hat - d1.T @ (d1 @ a1_hat - signal) / lip1 - l1 / lip1, 0)
             a2 = np.maximum(a2 - d2.T @ (d2 @ a2 - s1 * a1) / lip2 - l2 / lip2, 0)
         np.testing.assert_allclose(result, s2 * a2, rtol=1e-10, atol=1e-12)
-    with pytest.raises(ValueError, match="inference must be 'layered' or 'ml_ista'; got 'x'"):
+    with pytest.raises(ValueError, match="inference must be one of 'layered', 'ml_ista', "
+                                         "'ml_fista'; got 'x'"):
         HierarchicalSparseCoding(conv, inference="x")
 
 
@@ -553,3 +555,116 @@ def test_relu_layer_is_scaled_unit_atom_code_for_all_geometries(kernel, stride, 
         code = F.relu(F.conv2d(x, layer.atoms(), stride=stride, padding=padding)
                       - layer.thresholds().view(1, -1, 1, 1))
         torch.testing.assert_close(output, scales * code, rtol=0, atol=1e-12)
+
+
+# -- the step size: never stale, explicit when asked for -----------------------------------------
+
+def _mutate(layer: nn.Module, how: str, new_weight: torch.Tensor, x: torch.Tensor) -> None:
+    if how == "data_copy":
+        layer.weight.data.copy_(new_weight)  # does not move weight._version
+    elif how == "load_state_dict":
+        layer.load_state_dict({**layer.state_dict(), "weight": new_weight})
+    elif how == "no_grad_mul":
+        with torch.no_grad():
+            layer.weight[0].mul_(2)  # a changed atom direction mix: filter 0 is longer only,
+            layer.weight[1].add_(new_weight[1])  # filter 1 turns
+    else:
+        optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
+        layer(x).square().sum().backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("how", ["data_copy", "load_state_dict", "no_grad_mul", "optimizer"])
+@pytest.mark.parametrize("kind", ["conv", "linear"])
+def test_step_size_is_never_stale_after_a_weight_change(generator, kind, how):
+    """Issue 12 section 3: after any kind of weight write, the layer computes what a fresh
+    layer with the same state dict computes, and its L is ||D||_2^2 of the new atoms."""
+    if kind == "conv":
+        layer = conv_layer(generator, padding=1, n_iter=3)
+        x = torch.randn(3, 2, 6, 6, generator=generator, dtype=DTYPE)
+    else:
+        layer = SparseLinear(6, 9, n_iter=3, dtype=DTYPE, generator=generator)
+        x = torch.randn(3, 6, generator=generator, dtype=DTYPE)
+    new_weight = torch.randn(layer.weight.shape, generator=generator, dtype=DTYPE)
+    with torch.no_grad():
+        layer(x)  # fills the cache with the old weights' L
+    _mutate(layer, how, new_weight, x)
+    fresh = copy.deepcopy(layer)
+    fresh._lipschitz = type(layer._lipschitz)()  # an empty cache
+    with torch.no_grad():
+        assert torch.equal(layer(x), fresh(x))
+        atoms = layer.atoms()
+        if kind == "conv":
+            matrix = explicit_analysis_matrix(lambda v: F.conv2d(v, atoms, padding=1),
+                                              (2, 6, 6))
+            value = layer.lipschitz((2, 6, 6))
+        else:
+            matrix, value = atoms, layer.lipschitz()
+    assert value == pytest.approx(float(torch.linalg.matrix_norm(matrix, ord=2) ** 2),
+                                  rel=1e-12)
+
+
+@pytest.mark.parametrize("method", ["ista", "fista", "lca"])
+def test_fixed_step_size_replaces_one_over_l(generator, method):
+    """step_size = eta runs the iterations with 1/L replaced by eta; for ISTA/FISTA one step
+    from 0 is ||w|| ReLU(eta (D^T x - lam)) (check 14 with the step eta)."""
+    eta = 0.05
+    layer = conv_layer(generator, padding=1, n_iter=4, method=method, step_size=eta)
+    x = torch.randn(2, 2, 6, 6, generator=generator, dtype=DTYPE)
+    with torch.no_grad():
+        expected = sparse_conv2d(x, layer.weight, layer.bias, (1, 1), (1, 1), 4, method, True,
+                                 1 / eta)
+        assert torch.equal(layer(x), expected)
+        if method != "lca":
+            layer.n_iter = 1
+            scales = layer.output_scales().view(1, -1, 1, 1)
+            one_step = scales * F.relu(eta * (F.conv2d(x, layer.atoms(), padding=1)
+                                              - layer.thresholds().view(1, -1, 1, 1)))
+            torch.testing.assert_close(layer(x), one_step, rtol=1e-12, atol=1e-14)
+    assert "step_size=0.05" in repr(layer)
+    with pytest.raises(ValueError, match="step_size"):
+        conv_layer(generator, step_size=0.0)
+
+
+def test_from_dictionary_codes_with_the_given_atoms_and_thresholds(generator):
+    """A layer built from (D, lam) minimises 1/2||x - D a||^2 + lam^T a over a >= 0: many
+    FISTA steps reach scikit-learn's positive Lasso (alpha = lam / n_features)."""
+    from sklearn.linear_model import Lasso
+
+    matrix = torch.randn(12, 8, generator=generator, dtype=DTYPE)
+    matrix /= torch.linalg.vector_norm(matrix, dim=0)
+    lam = 0.3
+    layer = SparseLinear.from_dictionary(matrix, lam, n_iter=3000, method="fista")
+    x = torch.randn(12, generator=generator, dtype=DTYPE)
+    with torch.no_grad():
+        codes = layer(x)
+        torch.testing.assert_close(layer.thresholds(), torch.full((8,), lam, dtype=DTYPE))
+    lasso = Lasso(alpha=lam / 12, fit_intercept=False, positive=True, tol=1e-12,
+                  max_iter=100000).fit(matrix.numpy(), x.numpy())
+    np.testing.assert_allclose(codes.numpy(), lasso.coef_, atol=1e-7)
+    filters = torch.randn(4, 2, 3, 3, generator=generator, dtype=DTYPE)
+    filters /= torch.linalg.vector_norm(filters.flatten(1), dim=1).view(-1, 1, 1, 1)
+    conv = SparseConv2d.from_dictionary(filters, torch.arange(4, dtype=DTYPE) / 10, padding=1)
+    torch.testing.assert_close(conv.atoms(), filters, rtol=0, atol=1e-15)
+    torch.testing.assert_close(conv.thresholds(), torch.arange(4, dtype=DTYPE) / 10)
+    with pytest.raises(ValueError, match="atoms must have unit-norm atoms"):
+        SparseConv2d.from_dictionary(2 * filters, 0.1)
+    with pytest.raises(ValueError, match="lam must be one finite number or 4"):
+        SparseConv2d.from_dictionary(filters, [0.1, 0.2])
+    with pytest.raises(ValueError, match=r"D must be a matrix"):
+        SparseLinear.from_dictionary(filters, 0.1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(kernel=st.integers(1, 4), stride=st.integers(1, 3), padding=st.integers(0, 2),
+       size=st.integers(4, 8), seed=st.integers(0, 2 ** 31 - 1))
+def test_explicit_synthesis_matrix_is_the_dictionary_matrix(kernel, stride, padding, size, seed):
+    """The filters copied into place give exactly ConvDictionary.to_matrix (impulses through
+    conv_transpose2d), for every geometry."""
+    generator = torch.Generator().manual_seed(seed)
+    atoms = torch.randn(3, 2, kernel, kernel, generator=generator, dtype=DTYPE)
+    shape = (2, size, size + 1)
+    expected = ConvDictionary(atoms, stride, padding).to_matrix(shape)
+    got = explicit_synthesis_matrix(atoms, (stride, stride), (padding, padding), shape)
+    assert got.shape == expected.shape
+    assert torch.equal(got, expected)

@@ -214,7 +214,7 @@ def to_cnn(model: nn.Module) -> nn.Module:
     iterative = [name or "<model>" for name, module in model.named_modules()
                  if (isinstance(module, (SparseConv2d, SparseLinear)) and module.n_iter > 0)
                  or (isinstance(module, HierarchicalSparseCoding)
-                     and module.inference == "ml_ista" and module.n_unfold > 0)]
+                     and module.inference != "layered" and module.n_unfold > 0)]
     if iterative:
         warnings.warn(
             f"to_cnn: layer(s) {', '.join(iterative)} use n_iter > 0 (or ML-ISTA unfoldings); "

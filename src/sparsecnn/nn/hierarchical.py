@@ -11,15 +11,25 @@ which with ``n_iter = 0`` everywhere is layered (non-negative soft) thresholding
 forward pass ``Gamma_l = ReLU(W_l Gamma_{l-1} + b_l)`` (A.6), and with ``n_iter = k`` is layered
 k-step ISTA/FISTA/LCA inference (A.8.2) with the same parameters.
 
-``inference="ml_ista"`` runs instead ``n_unfold`` iterations of the *joint* multi-layer ISTA of
-Sulam, Aberdam, Beck, Elad (arXiv 1806.00701, Algorithm ML-ISTA), in unit-atom coordinates
-(``D_l = W_l/||w_l||``, ``lam_l = -b_l/||w_l||``, ``Gamma_l = ||w_l|| a_l``, step ``1/L_l``),
-starting from layered thresholding:
+``inference="ml_ista"`` (``"ml_fista"``) runs instead ``n_unfold`` unfoldings of the *joint*
+multi-layer ISTA (FISTA) of Sulam, Aberdam, Beck, Elad (arXiv 1806.00701, Algorithms ML-ISTA and
+ML-FISTA), in unit-atom coordinates (``D_l = W_l/||w_l||``, ``lam_l = -b_l/||w_l||``, ``Gamma_l =
+||w_l|| a_l``, step ``eta_l``), starting from layered thresholding:
 
     top-down:   a_hat_L = a_L;  a_hat_{l-1} = D_l a_hat_l / ||w_{l-1}||         (l = L..2)
-    bottom-up:  a_l^+ = ReLU(a_hat_l - (1/L_l) D_l^T (D_l a_hat_l - Gamma_{l-1}^+) - lam_l/L_l)
+    bottom-up:  a_l^+ = ReLU(a_hat_l - eta_l D_l^T (D_l a_hat_l - Gamma_{l-1}^+) - eta_l lam_l)
                 with Gamma_0^+ = x, Gamma_l^+ = ||w_l|| a_l^+;   a_L <- a_L^+
 
+(ML-FISTA extrapolates ``a_L`` before the top-down pass; :mod:`.multilayer`).  The
+initialisation is one step of size 1 from zero with threshold ``lam_l`` (the CNN forward pass);
+the unfoldings take steps ``eta_l`` with thresholds ``eta_l lam_l``: ``eta_l = 1/L_l`` by default
+(``L_l = ||D_l||_2^2`` for the layer's input size, see ``SparseConv2d.lipschitz``), or the
+model's ``step_size`` (one float, one per sparse layer, or a tensor of them -- an
+``nn.Parameter`` is learned, as Sulam et al.'s ``c_l``).  Sulam et al.'s ``ML_ISTA_NET``
+recurrence ``Gamma_l^+ = ReLU(Gamma_hat_l - W_l^T(W_l Gamma_hat_l - Gamma_{l-1}^+) + b_l)`` is the
+case of unit-norm filters and ``step_size=1``.  In the joint modes the layers' own ``n_iter``
+must be 0 (the joint iteration replaces them; a layer with ``n_iter > 0`` is an error, not
+silently ignored) and their ``method`` is not used.
 ``n_unfold = 0`` is exactly the CNN forward pass.
 
 :class:`SparseCodingClassifier` adds logistic regression ``p(y | Gamma_L) =
@@ -35,10 +45,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_choice
-from ..dictionary import ConvDictionary, DenseDictionary
-from .functional import METHODS, atoms_and_scales, check_n_iter
+from .._checks import check_choice, check_positive_float
+from .functional import METHODS, check_n_iter
 from .layers import SparseConv2d, SparseLinear
+from .multilayer import INFERENCES, multi_layer_codes, prepare_stages
 
 __all__ = ["HierarchicalSparseCoding", "SparseCodingClassifier"]
 
@@ -55,7 +65,8 @@ class HierarchicalSparseCoding(nn.Sequential):
     """
 
     def __init__(self, *layers: nn.Module, inference: str = "layered",
-                 n_unfold: int = 0) -> None:
+                 n_unfold: int = 0, step_size: float | Sequence[float] | torch.Tensor | None
+                 = None) -> None:
         if len(layers) == 1 and isinstance(layers[0], Sequence):
             layers = tuple(layers[0])
         if not layers:
@@ -71,75 +82,85 @@ class HierarchicalSparseCoding(nn.Sequential):
         super().__init__(*layers)
         self.inference = inference
         self.n_unfold = n_unfold
+        self._set_step_size(step_size)
         self._check_inference()
 
+    def _set_step_size(self, step_size: float | Sequence[float] | torch.Tensor | None) -> None:
+        n_layers = len(self.sparse_layers)
+        if step_size is None or isinstance(step_size, torch.Tensor):
+            self.step_size = step_size  # an nn.Parameter is registered (and learned)
+            return
+        if isinstance(step_size, Sequence) and not isinstance(step_size, str):
+            values = [check_positive_float(v, "step_size") for v in step_size]
+            if len(values) != n_layers:
+                raise ValueError(f"step_size must be one number or {n_layers} (one per sparse "
+                                 f"layer); got {len(values)}")
+            self.step_size = values
+        else:
+            self.step_size = check_positive_float(step_size, "step_size")
+
+    def _steps(self) -> list[float | torch.Tensor | None]:
+        """``eta_l`` per sparse layer: the model's step_size, else the layer's, else ``None``
+        (``1/L_l``)."""
+        layers = self.sparse_layers
+        step = self.step_size
+        if step is None:
+            return [layer.step_size for layer in layers]
+        if isinstance(step, torch.Tensor):
+            if step.ndim > 1 or (step.ndim == 1 and step.shape[0] not in (1, len(layers))):
+                raise ValueError(f"step_size must be a scalar tensor or hold {len(layers)} "
+                                 f"values (one per sparse layer); got shape {tuple(step.shape)}")
+            if not bool((step.detach() > 0).all()) or not bool(torch.isfinite(step).all()):
+                raise ValueError("step_size must be finite and > 0 (a learned step left the "
+                                 f"feasible range?); got {step.detach().tolist()}")
+            flat = step.reshape(-1)
+            return [flat[0] if flat.shape[0] == 1 else flat[i] for i in range(len(layers))]
+        if isinstance(step, list):
+            return list(step)
+        return [step] * len(layers)
+
     def _check_inference(self) -> None:
-        if self.inference not in ("layered", "ml_ista"):
-            raise ValueError(f"inference must be 'layered' or 'ml_ista'; got {self.inference!r}")
+        check_choice(self.inference, "inference", INFERENCES)
         n_unfold = self.n_unfold
         if isinstance(n_unfold, bool) or not isinstance(n_unfold, int) or n_unfold < 0:
             raise ValueError(f"n_unfold must be an integer >= 0; got {n_unfold!r}")
-        if self.inference == "ml_ista" and any(not layer.nonneg for layer in self.sparse_layers):
-            raise ValueError("inference='ml_ista' needs nonneg=True layers")
+        if self.inference == "layered":
+            return
+        for index, layer in enumerate(self.sparse_layers):
+            if not layer.nonneg:
+                raise ValueError(f"inference={self.inference!r} needs nonneg=True layers; "
+                                 f"sparse layer {index} has nonneg=False")
+            if layer.n_iter != 0:
+                raise ValueError(
+                    f"inference={self.inference!r} runs the joint iteration instead of the "
+                    f"layers' own: sparse layer {index} has n_iter={layer.n_iter}; set "
+                    f"n_iter=0 (n_unfold sets the joint unfoldings) or use "
+                    f"inference='layered'")
 
     def extra_repr(self) -> str:
-        return f"inference={self.inference!r}, n_unfold={self.n_unfold}"
+        step = "" if self.step_size is None or isinstance(self.step_size, torch.Tensor) else \
+            f", step_size={self.step_size}"
+        return f"inference={self.inference!r}, n_unfold={self.n_unfold}{step}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_inference()
-        if self.inference == "layered" or self.n_unfold == 0:
+        if self.inference == "layered":
             return super().forward(x)
-        return self._multi_layer_ista(x)
-
-    def _multi_layer_ista(self, x: torch.Tensor) -> torch.Tensor:
-        """Joint ML-ISTA (class docstring) from layered thresholding."""
-        stages = []  # per sparse layer: dictionary, scale view, threshold view, L, in/out shape
-        signal = x
-        for module in self:
-            if isinstance(module, nn.Flatten):
-                signal = module(signal)
-                continue
-            atoms, scales = atoms_and_scales(module.effective_weight())
-            thresholds = torch.zeros_like(scales) if module.bias is None else \
-                -module.bias / scales
-            if isinstance(module, SparseConv2d):
-                dictionary: ConvDictionary | DenseDictionary = ConvDictionary(
-                    atoms, module.stride, module.padding)
-                lipschitz = module.lipschitz(signal.shape[1:])
-                view = (1, -1, 1, 1)
-            else:
-                signal = signal.reshape(signal.shape[0], -1)
-                dictionary = DenseDictionary(atoms.T)
-                lipschitz = module.lipschitz()
-                view = (1, -1)
-            codes = torch.relu(dictionary.analysis(signal) - thresholds.view(view))
-            stages.append((dictionary, scales.view(view), thresholds.view(view), lipschitz,
-                           tuple(signal.shape), tuple(codes.shape)))
-            signal = codes * scales.view(view)
-        top = codes
-        for _ in range(self.n_unfold):
-            estimates = [top]
-            for index in range(len(stages) - 1, 0, -1):
-                dictionary, _, _, _, in_shape, _ = stages[index]
-                previous_scale, previous_shape = stages[index - 1][1], stages[index - 1][5]
-                synthesized = dictionary.synthesis(estimates[0], in_shape)
-                estimates.insert(0, synthesized.reshape(previous_shape) / previous_scale)
-            signal = x
-            for (dictionary, scale, threshold, lipschitz, in_shape, _), estimate in zip(
-                    stages, estimates, strict=True):
-                signal = signal.reshape(in_shape)
-                gradient = dictionary.analysis(dictionary.synthesis(estimate, in_shape) - signal)
-                codes = torch.relu(estimate - gradient / lipschitz - threshold / lipschitz)
-                signal = codes * scale
-            top = codes
-        return top * stages[-1][1]
+        if self.n_unfold == 0:  # the CNN forward pass: no step size is needed
+            return super().forward(x)
+        stages, codes, x = prepare_stages(list(self), x, self._steps())
+        return multi_layer_codes(stages, codes, x, self.n_unfold,
+                                 accelerated=self.inference == "ml_fista")
 
     @classmethod
     def convolutional(cls, channels: Sequence[int], kernel_size: int | Sequence[int] = 3,
-                      stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                      stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0, *,
+                      inference: str = "layered", n_unfold: int = 0,
+                      step_size: float | Sequence[float] | torch.Tensor | None = None,
                       **options: Any) -> HierarchicalSparseCoding:
         """``len(channels) - 1`` convolutional layers ``channels[l] -> channels[l+1]``;
-        ``kernel_size``, ``stride``, ``padding`` are one value or one per layer; ``options``
+        ``kernel_size``, ``stride``, ``padding`` are one value or one per layer; ``inference``,
+        ``n_unfold`` and ``step_size`` are the model's (class docstring); ``options``
         (``n_iter``, ``method``, ``proper_prior``, ``unit_norm``, ``generator``, ...) go to
         every layer."""
         depth = len(channels) - 1
@@ -158,7 +179,8 @@ class HierarchicalSparseCoding(nn.Sequential):
         strides = per_layer(stride, "stride")
         paddings = per_layer(padding, "padding")
         return cls(*[SparseConv2d(channels[i], channels[i + 1], kernels[i], strides[i],
-                                  paddings[i], **options) for i in range(depth)])
+                                  paddings[i], **options) for i in range(depth)],
+                   inference=inference, n_unfold=n_unfold, step_size=step_size)
 
     @property
     def sparse_layers(self) -> list[SparseConv2d | SparseLinear]:

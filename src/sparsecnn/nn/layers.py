@@ -9,8 +9,13 @@ dicts load unchanged) and reads them as non-negative sparse coding with unit-nor
   dictionary is orthonormal (A.3-A.5);
 * ``n_iter = k``: ``||w|| * a^k``, ``a^k`` the k-th ISTA/FISTA/LCA iterate from 0 on
   ``E+(a) = 1/2 ||x - D a||^2 + sum_i lam_i a_i, a >= 0`` (A.8.2), which approaches the true
-  sparse code of a non-orthogonal dictionary as ``k`` grows.  ``L = ||D||_2^2`` is computed
-  without gradient and cached per weight version and input size (:mod:`.lipschitz`).
+  sparse code of a non-orthogonal dictionary as ``k`` grows.  The step is ``1/L`` with
+  ``L = ||D||_2^2``, computed without gradient and cached per weight values and input size
+  (:mod:`.lipschitz`: it depends on the input size, exact or a Fourier bound by size), or the
+  fixed ``step_size`` given to the layer (``step_size <= 1/L`` keeps ISTA monotone).
+
+:meth:`SparseConv2d.from_dictionary` / :meth:`SparseLinear.from_dictionary` build a layer from a
+unit-norm dictionary and thresholds ``lam`` directly (``W = D``, ``b = -lam``).
 
 ``proper_prior=True`` keeps ``b <= 0`` (projection after every optimizer step);
 ``unit_norm=True`` stores a direction and a separate ``output_scale`` (weight normalisation), see
@@ -27,7 +32,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_int_pair, check_positive_int
+from .._checks import (
+    as_tensor,
+    check_choice,
+    check_int_pair,
+    check_positive_float,
+    check_positive_int,
+)
 from ..dictionary import ConvDictionary, DenseDictionary
 from .functional import METHODS, atoms_and_scales, check_n_iter, sparse_conv2d, sparse_linear
 from .lipschitz import LipschitzCache
@@ -44,8 +55,11 @@ class _SparseCodingLayer(nn.Module):
 
     def _setup(self, weight_shape: tuple[int, ...], fan_in: int, bias: bool, n_iter: int,
                method: str, nonneg: bool, proper_prior: bool, unit_norm: bool, restart: bool,
-               device: Any, dtype: Any, generator: torch.Generator | None) -> None:
+               device: Any, dtype: Any, generator: torch.Generator | None,
+               step_size: float | None = None) -> None:
         self.n_iter = check_n_iter(n_iter)
+        self.step_size = None if step_size is None else check_positive_float(step_size,
+                                                                            "step_size")
         self.method = check_choice(method, "method", METHODS)
         self.nonneg = bool(nonneg)
         self.proper_prior = bool(proper_prior)
@@ -95,13 +109,21 @@ class _SparseCodingLayer(nn.Module):
             return torch.zeros_like(scales)
         return -self.bias / scales
 
+    def _step_lipschitz(self, compute: Any) -> float:
+        """``1/step`` of the iterations: ``1/step_size`` when the layer has one, else ``L``."""
+        step = self.step_size
+        if step is not None:
+            return 1.0 / check_positive_float(step, "step_size")
+        return compute()
+
     def _lipschitz_parameters(self) -> list[torch.Tensor]:
         # the atoms depend on the direction only (a sign of g flips atoms, not ||D||_2)
         return [self.weight]
 
     def extra_repr(self) -> str:
+        step = "" if self.step_size is None else f", step_size={self.step_size}"
         return (f"n_iter={self.n_iter}, method={self.method!r}, nonneg={self.nonneg}, "
-                f"proper_prior={self.proper_prior}, unit_norm={self.unit_norm}")
+                f"proper_prior={self.proper_prior}, unit_norm={self.unit_norm}{step}")
 
     # -- state dicts ------------------------------------------------------------------------
     def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -169,7 +191,9 @@ class SparseConv2d(_SparseCodingLayer):
     Parameters are those of ``nn.Conv2d`` (``groups = dilation = 1``, zero padding) plus
     ``n_iter``, ``method`` (``"ista"``, ``"fista"``, ``"lca"``), ``nonneg`` (``False``: signed
     codes and the soft threshold), ``proper_prior``, ``unit_norm``, ``restart`` (FISTA's gradient
-    restart, as in :func:`sparsecnn.sparse_code`) and ``generator`` (seeded initialisation).
+    restart, as in :func:`sparsecnn.sparse_code`), ``generator`` (seeded initialisation) and
+    ``step_size`` (``None``: ``1/L`` with ``L = ||D||_2^2`` for the input size, see
+    :meth:`lipschitz`; a float ``> 0``: that fixed step, e.g. lca-pytorch's ``dt/tau``).
 
     With ``unit_norm=True`` the ``weight`` parameter is the direction ``v`` (any norm) and
     :meth:`effective_weight` is ``output_scale * v/||v||``; a plain ``nn.Conv2d`` state dict
@@ -184,7 +208,8 @@ class SparseConv2d(_SparseCodingLayer):
                  n_iter: int = 0, method: str = "ista", nonneg: bool = True,
                  proper_prior: bool = False, unit_norm: bool = False, *, bias: bool = True,
                  restart: bool = True, device: Any = None, dtype: Any = None,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None,
+                 step_size: float | None = None) -> None:
         super().__init__()
         self.in_channels = check_positive_int(in_channels, "in_channels")
         self.out_channels = check_positive_int(out_channels, "out_channels")
@@ -198,7 +223,7 @@ class SparseConv2d(_SparseCodingLayer):
         shape = (self.out_channels, self.in_channels, *self.kernel_size)
         self._setup(shape, self.in_channels * self.kernel_size[0] * self.kernel_size[1], bias,
                     n_iter, method, nonneg, proper_prior, unit_norm, restart, device, dtype,
-                    generator)
+                    generator, step_size)
 
     def extra_shape_repr(self) -> str:
         return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
@@ -227,8 +252,24 @@ class SparseConv2d(_SparseCodingLayer):
         layer.load_state_dict(conv.state_dict())
         return layer
 
+    @classmethod
+    def from_dictionary(cls, atoms: Any, lam: Any, stride: int | Sequence[int] = 1,
+                        padding: int | Sequence[int] = 0, **options: Any) -> SparseConv2d:
+        """The layer coding with the convolutional dictionary of unit-norm filters ``atoms``
+        ``(K, C, kh, kw)`` and thresholds ``lam`` (one number, or ``K``): ``weight = atoms``,
+        ``bias = -lam`` (docs/theory.md convention 5 with ``||w|| = 1``), so ``n_iter = k``
+        gives the k-th iterate on ``1/2 ||x - D a||^2 + sum lam_k a_k, a >= 0``."""
+        weight, lam_tensor = _dictionary_parameters(atoms, lam, 4, "(K, C, kh, kw)")
+        layer = cls(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), stride, padding,
+                    device=weight.device, dtype=weight.dtype, **options)
+        _load_dictionary(layer, weight, lam_tensor)
+        return layer
+
     def lipschitz(self, signal_shape: Sequence[int]) -> float:
-        """``L = ||D||_2^2`` of the unit-norm dictionary for one signal ``(C, H, W)`` (cached)."""
+        """``L = ||D||_2^2`` of the unit-norm dictionary for one signal ``(C, H, W)`` (cached per
+        weight values and size).  It depends on the signal size; it is exact for small
+        problems and a Fourier upper bound above :data:`~sparsecnn.nn.lipschitz.EXPLICIT_LIMIT`
+        (:func:`~sparsecnn.nn.lipschitz.lipschitz_method` says which)."""
         shape = tuple(int(s) for s in signal_shape[-3:])
         return self._lipschitz.conv(self._lipschitz_parameters(), self.atoms, self.stride,
                                     self.padding, shape)
@@ -244,7 +285,8 @@ class SparseConv2d(_SparseCodingLayer):
         if self.proper_prior:  # a deep copy is not registered until it runs
             register_proper_prior(self)
         weight = self.effective_weight()
-        lipschitz = self.lipschitz(x.shape[1:]) if self.n_iter > 0 else None
+        lipschitz = self._step_lipschitz(lambda: self.lipschitz(x.shape[1:])) \
+            if self.n_iter > 0 else None
         return sparse_conv2d(x, weight, self.bias, self.stride, self.padding, self.n_iter,
                              self.method, self.nonneg, lipschitz, self.restart)
 
@@ -264,12 +306,14 @@ class SparseLinear(_SparseCodingLayer):
                  method: str = "ista", nonneg: bool = True, proper_prior: bool = False,
                  unit_norm: bool = False, *, bias: bool = True, restart: bool = True,
                  device: Any = None, dtype: Any = None,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None,
+                 step_size: float | None = None) -> None:
         super().__init__()
         self.in_features = check_positive_int(in_features, "in_features")
         self.out_features = check_positive_int(out_features, "out_features")
         self._setup((self.out_features, self.in_features), self.in_features, bias, n_iter,
-                    method, nonneg, proper_prior, unit_norm, restart, device, dtype, generator)
+                    method, nonneg, proper_prior, unit_norm, restart, device, dtype, generator,
+                    step_size)
 
     def extra_shape_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
@@ -288,8 +332,27 @@ class SparseLinear(_SparseCodingLayer):
         layer.load_state_dict(linear.state_dict())
         return layer
 
+    @classmethod
+    def from_dictionary(cls, D: Any, lam: Any, **options: Any) -> SparseLinear:
+        """The layer coding with the dense dictionary ``D`` ``(in_features, out_features)``
+        (unit-norm columns are the atoms, as in :class:`~sparsecnn.DenseDictionary`) and
+        thresholds ``lam`` (one number, or ``out_features``): ``weight = D^T``, ``bias =
+        -lam``, so ``n_iter = k`` gives the k-th iterate on ``1/2 ||x - D a||^2 + lam^T a``."""
+        if isinstance(D, DenseDictionary):
+            D = D.matrix
+        matrix, _ = as_tensor(D, "D")
+        if matrix.ndim != 2:
+            raise ValueError(f"D must be a matrix (in_features, out_features) with the atoms as "
+                             f"columns; got shape {tuple(matrix.shape)}")
+        weight, lam_tensor = _dictionary_parameters(matrix.T, lam, 2, "(in_features, "
+                                                    "out_features)", name="D")
+        layer = cls(weight.shape[1], weight.shape[0], device=weight.device, dtype=weight.dtype,
+                    **options)
+        _load_dictionary(layer, weight, lam_tensor)
+        return layer
+
     def lipschitz(self) -> float:
-        """``L = ||D||_2^2`` of the unit-norm dictionary (exact; cached per weight version)."""
+        """``L = ||D||_2^2`` of the unit-norm dictionary (exact; cached per weight values)."""
         return self._lipschitz.dense(self._lipschitz_parameters(), self.atoms)
 
     def dictionary(self) -> DenseDictionary:
@@ -302,6 +365,36 @@ class SparseLinear(_SparseCodingLayer):
                              f"{self.in_features}; got shape {tuple(x.shape)}")
         if self.proper_prior:
             register_proper_prior(self)
-        lipschitz = self.lipschitz() if self.n_iter > 0 else None
+        lipschitz = self._step_lipschitz(self.lipschitz) if self.n_iter > 0 else None
         return sparse_linear(x, self.effective_weight(), self.bias, self.n_iter, self.method,
                              self.nonneg, lipschitz, self.restart)
+
+
+def _dictionary_parameters(atoms: Any, lam: Any, ndim: int, layout: str, name: str = "atoms"
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(weight, lam)`` from a unit-norm dictionary (rows/filters along dim 0 of ``atoms``)."""
+    weight, _ = as_tensor(atoms, name)
+    if weight.ndim != ndim or min(weight.shape) == 0:
+        raise ValueError(f"{name} must have shape {layout}; got {tuple(weight.shape)}")
+    if not weight.is_floating_point():
+        weight = weight.to(torch.get_default_dtype())
+    norms = torch.linalg.vector_norm(weight.detach().flatten(1), dim=1)
+    tolerance = 1e-4 if weight.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-10
+    if not bool(((norms - 1).abs() <= tolerance).all()):
+        raise ValueError(f"{name} must have unit-norm atoms (the layer reads w/||w|| as the "
+                         f"atoms); got norms from {float(norms.min()):.6g} to "
+                         f"{float(norms.max()):.6g}: divide each atom by its norm first")
+    lam_tensor = torch.as_tensor(lam, dtype=weight.dtype, device=weight.device)
+    if lam_tensor.ndim == 0:
+        lam_tensor = lam_tensor.expand(weight.shape[0])
+    if lam_tensor.shape != (weight.shape[0],) or not bool(torch.isfinite(lam_tensor).all()):
+        raise ValueError(f"lam must be one finite number or {weight.shape[0]} (one per atom); "
+                         f"got shape {tuple(lam_tensor.shape)}")
+    return weight, lam_tensor
+
+
+def _load_dictionary(layer: _SparseCodingLayer, weight: torch.Tensor, lam: torch.Tensor) -> None:
+    state = {"weight": weight.detach().clone(), "bias": -lam.detach().clone()}
+    if layer.unit_norm:
+        state["output_scale"] = torch.ones_like(lam)
+    layer.load_state_dict(state)

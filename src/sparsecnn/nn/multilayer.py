@@ -1,0 +1,170 @@
+"""Joint multi-layer ISTA and FISTA (Sulam, Aberdam, Beck, Elad 2020, arXiv 1806.00701,
+Algorithms ML-ISTA and ML-FISTA; docs/theory.md A.6-A.8) for
+:class:`~sparsecnn.nn.HierarchicalSparseCoding`.
+
+In unit-atom coordinates (``D_l = W_l/||w_l||``, ``lam_l = -b_l/||w_l||``, ``Gamma_l = ||w_l||
+a_l``, step ``eta_l``, ``Gamma_0 = x``), from layered thresholding ``a_l^0 = ReLU(D_l^T
+Gamma_{l-1}^0 - lam_l)``, one unfolding is
+
+    top-down:   a_hat_L = z;  a_hat_{l-1} = D_l a_hat_l / ||w_{l-1}||                (l = L..2)
+    bottom-up:  a_l^+ = ReLU(a_hat_l - eta_l D_l^T (D_l a_hat_l - Gamma_{l-1}^+) - eta_l lam_l)
+
+with ``z = a_L`` (ML-ISTA) or, for ML-FISTA, ``z = a_L^k + (t_{k-1} - 1)/t_k (a_L^k -
+a_L^{k-1})``, ``t_0 = 1``, ``t_k = (1 + sqrt(1 + 4 t_{k-1}^2))/2`` (the first extrapolation is the
+identity).  It is run in code coordinates ``Gamma = ||w|| a``, where it reads
+
+    Gamma_hat_{l-1} = conv_transpose(Gamma_hat_l, W_l/||w_l||^2)
+    Gamma_l^+ = ReLU(Gamma_hat_l + conv2d(Gamma_{l-1}^+ - conv_transpose(Gamma_hat_l,
+                W_l/||w_l||^2), eta_l W_l, bias=eta_l b_l))
+
+(``||w|| D^T y = conv2d(y, W)`` and ``||w|| eta lam = -eta b``), so that every layer costs one
+synthesis and one analysis convolution, the bias rides on the convolution, and the synthesis
+``conv_transpose(Gamma_hat_l, .)`` of layer ``l >= 2`` is the top-down estimate
+``Gamma_hat_{l-1}`` already computed (one transposed convolution per layer and unfolding fewer
+than the recurrence as written in the paper's code).
+
+Relation to Sulam et al.'s ``ML_ISTA_NET``: their unfolding is ``Gamma_l^+ = ReLU(Gamma_hat_l -
+W_l^T (W_l Gamma_hat_l - Gamma_{l-1}^+) + b_l)`` with ``Gamma_hat_{l-1} = W_l Gamma_hat_l``, which
+is this recurrence with unit-norm filters (``||w_l|| = 1``) and ``eta_l = 1``; their learned step
+``c_l`` is ``eta_l``.  With other filter norms the two models differ (theirs synthesises
+``Gamma_{l-1} = W_l Gamma_l``, ours ``Gamma_{l-1} = D_l a_l``).  Zero unfoldings is the CNN
+forward pass ``Gamma_l = ReLU(W_l Gamma_{l-1} + b_l)`` in both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import SparseConv2d, SparseLinear
+
+__all__ = ["INFERENCES", "Stage", "multi_layer_codes", "prepare_stages"]
+
+INFERENCES = ("layered", "ml_ista", "ml_fista")
+
+
+@dataclass
+class Stage:
+    """One sparse layer of the recurrence: its weight ``W``, synthesis filters ``W/||w||^2``,
+    analysis filters ``eta W`` and bias ``eta b``, and the shape of its input signal."""
+
+    layer: SparseConv2d | SparseLinear
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    synthesis_weight: torch.Tensor
+    analysis_weight: torch.Tensor
+    analysis_bias: torch.Tensor | None
+    signal_shape: tuple[int, ...]
+
+    def analysis(self, signal: torch.Tensor) -> torch.Tensor:
+        """``conv2d(signal, eta W, bias=eta b)`` (``linear`` for a dense layer)."""
+        if isinstance(self.layer, SparseConv2d):
+            return F.conv2d(signal, self.analysis_weight, self.analysis_bias, self.layer.stride,
+                            self.layer.padding)
+        return F.linear(signal, self.analysis_weight, self.analysis_bias)
+
+    def synthesis(self, codes: torch.Tensor) -> torch.Tensor:
+        """``D_l codes / ||w_l||`` in the shape of the layer's input signal."""
+        if isinstance(self.layer, SparseLinear):
+            return codes @ self.synthesis_weight
+        layer = self.layer
+        height, width = self.signal_shape[-2:]
+        kh, kw = layer.kernel_size
+        out_h, out_w = codes.shape[-2:]
+        # output_padding restores the rows/columns a strided correlation never reached
+        extra = (height + 2 * layer.padding[0] - kh - (out_h - 1) * layer.stride[0],
+                 width + 2 * layer.padding[1] - kw - (out_w - 1) * layer.stride[1])
+        return F.conv_transpose2d(codes, self.synthesis_weight, None, layer.stride,
+                                  layer.padding, extra)
+
+
+def _lipschitz(layer: SparseConv2d | SparseLinear, signal_shape: tuple[int, ...]) -> float:
+    if isinstance(layer, SparseConv2d):
+        return layer.lipschitz(signal_shape[1:])
+    return layer.lipschitz()
+
+
+def prepare_stages(modules: Sequence[nn.Module], x: torch.Tensor,
+                   steps: Sequence[float | torch.Tensor | None]
+                   ) -> tuple[list[Stage], list[torch.Tensor], torch.Tensor]:
+    """Layered thresholding (the CNN forward pass) with the per-layer operators of the
+    recurrence; ``steps[l]`` is ``eta_l`` (``None``: ``1/L_l`` of the layer for its input
+    size).  Returns the stages, the codes ``Gamma_l^0`` and the input after any leading
+    ``nn.Flatten``."""
+    stages: list[Stage] = []
+    codes: list[torch.Tensor] = []
+    signal = x
+    steps = list(steps)
+    for module in modules:
+        if isinstance(module, nn.Flatten):
+            signal = module(signal)
+            continue
+        if isinstance(module, SparseLinear):
+            signal = signal.reshape(signal.shape[0], -1)
+        weight = module.effective_weight()
+        bias = module.bias
+        scales = torch.linalg.vector_norm(weight.flatten(1), dim=1)
+        shape = (-1,) + (1,) * (weight.ndim - 1)
+        step = steps[len(stages)]
+        if step is None:
+            step = 1.0 / _lipschitz(module, tuple(signal.shape))
+        synthesis_weight = weight / (scales * scales).view(shape)
+        if isinstance(module, SparseLinear):
+            output = F.relu(F.linear(signal, weight, bias))
+        else:
+            output = F.relu(F.conv2d(signal, weight, bias, module.stride, module.padding))
+        stages.append(Stage(module, weight, bias, synthesis_weight, step * weight,
+                            None if bias is None else step * bias, tuple(signal.shape)))
+        codes.append(output)
+        signal = output
+    if len(stages) != len(steps):
+        raise ValueError(f"got {len(steps)} step sizes for {len(stages)} sparse layers")
+    return stages, codes, x
+
+
+def _bottom_up(stages: list[Stage], estimates: list[torch.Tensor], top_synthesis: torch.Tensor,
+               x: torch.Tensor) -> list[torch.Tensor]:
+    """``Gamma_l^+`` for ``l = 1..L`` from the estimates ``Gamma_hat_l`` (module docstring);
+    ``top_synthesis`` is ``conv_transpose(Gamma_hat_1, W_1/||w_1||^2)``."""
+    new_codes = []
+    signal = x
+    for index, (stage, estimate) in enumerate(zip(stages, estimates, strict=True)):
+        signal = signal.reshape(stage.signal_shape)
+        synthesized = top_synthesis if index == 0 else \
+            estimates[index - 1].reshape(stage.signal_shape)
+        # the convolution's output is a fresh tensor whose value its backward does not need:
+        # adding the estimate and thresholding in place saves two allocations per layer
+        update = stage.analysis(signal - synthesized)
+        signal = torch.relu_(update.add_(estimate))
+        new_codes.append(signal)
+    return new_codes
+
+
+def multi_layer_codes(stages: list[Stage], codes: list[torch.Tensor], x: torch.Tensor,
+                      n_unfold: int, accelerated: bool) -> torch.Tensor:
+    """``Gamma_L`` after ``n_unfold`` unfoldings of ML-ISTA (``accelerated=False``) or ML-FISTA
+    from the layered codes ``codes`` (module docstring)."""
+    top = codes[-1]
+    previous_top = top
+    t = 1.0
+    for _ in range(n_unfold):
+        if accelerated:
+            t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+            beta = (t - 1.0) / t_next
+            start = top if beta == 0.0 else top + beta * (top - previous_top)
+            t = t_next
+        else:
+            start = top
+        estimates = [start]
+        for index in range(len(stages) - 1, 0, -1):
+            previous_shape = codes[index - 1].shape
+            estimates.insert(0, stages[index].synthesis(estimates[0]).reshape(previous_shape))
+        top_synthesis = stages[0].synthesis(estimates[0])
+        previous_top = top
+        top = _bottom_up(stages, estimates, top_synthesis, x)[-1]
+    return top
