@@ -47,6 +47,14 @@ from .parametrizations import register_proper_prior, unit_norm_weight
 __all__ = ["SparseConv2d", "SparseLinear"]
 
 
+def _check_input_tensor(x: Any) -> None:
+    # nn.Conv2d fails on a non-tensor with an AttributeError deep inside; a layer names it
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating tensor; got dtype {x.dtype}")
+
+
 class _SparseCodingLayer(nn.Module):
     """Shared machinery: parameters, state-dict loading, atoms/thresholds, the step size."""
 
@@ -279,6 +287,7 @@ class SparseConv2d(_SparseCodingLayer):
         return ConvDictionary(self.atoms().detach(), self.stride, self.padding, signal_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input_tensor(x)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"x must have shape (batch, {self.in_channels}, H, W) for "
                              f"in_channels={self.in_channels}; got shape {tuple(x.shape)}")
@@ -360,6 +369,7 @@ class SparseLinear(_SparseCodingLayer):
         return DenseDictionary(self.atoms().detach().T)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input_tensor(x)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must have shape (*, {self.in_features}) for in_features="
                              f"{self.in_features}; got shape {tuple(x.shape)}")
