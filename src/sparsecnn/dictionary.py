@@ -225,6 +225,10 @@ class Dictionary(ABC):
     def _float64(self) -> Dictionary:
         """A detached float64 copy (for accurate norms)."""
 
+    @abstractmethod
+    def astype(self, dtype: torch.dtype) -> Dictionary:
+        """The same dictionary with its weight converted to ``dtype`` (differentiable)."""
+
     def adjointness_test(self, signal_shape: Sequence[int] | None = None, seed: int = 0) -> float:
         """Relative error ``|<D^T x, a> - <x, D a>| / (||D^T x|| ||a||)`` on random ``x``, ``a``.
 
@@ -311,6 +315,9 @@ class DenseDictionary(Dictionary):
 
     def _float64(self) -> DenseDictionary:
         return DenseDictionary(self.matrix.detach().to(torch.float64))
+
+    def astype(self, dtype: torch.dtype) -> DenseDictionary:
+        return DenseDictionary(self.matrix.to(dtype))
 
     def coherence(self) -> float:
         if self.n_atoms < 2:
@@ -496,6 +503,9 @@ class ConvDictionary(Dictionary):
 
     def _float64(self) -> ConvDictionary:
         return self._like(self.filters.detach().to(torch.float64))
+
+    def astype(self, dtype: torch.dtype) -> ConvDictionary:
+        return self._like(self.filters.to(dtype))
 
     def lipschitz(self, signal_shape: Sequence[int] | None = None) -> float:
         """A Lipschitz constant ``L >= ||D||_2^2`` of ``a -> D^T (D a - x)``, cached.
