@@ -151,3 +151,72 @@ def test_large_conv_lipschitz_is_a_tight_upper_bound(generator, stride, padding)
     matrix = D.to_matrix(shape)
     exact = float(torch.linalg.eigvalsh(matrix @ matrix.T)[-1])  # ||D||_2^2
     assert exact <= D.lipschitz(shape) <= exact * 1.05
+
+
+def _unblocked_fourier_bound(weight: torch.Tensor, stride: int, padding: int,
+                             signal_shape: tuple[int, int, int]) -> float:
+    """docs/theory.md A.5 polyphase bound with every frequency at once (fft2 of the polyphase
+    filters on the full grid): the reference for the blocked computation."""
+    k, c, kh, kw = weight.shape
+    ph, pw = -(-kh // stride), -(-kw // stride)
+    padded = torch.nn.functional.pad(weight, (0, ph * stride - kw, 0, ph * stride - kh))
+    polyphase = padded.reshape(k, c, ph, stride, pw, stride).permute(0, 1, 3, 5, 2, 4)
+    polyphase = polyphase.reshape(k, c * stride * stride, ph, pw)
+    out_h = (signal_shape[1] + 2 * padding - kh) // stride + 1
+    out_w = (signal_shape[2] + 2 * padding - kw) // stride + 1
+    response = torch.fft.fft2(polyphase, s=(out_h + ph - 1, out_w + pw - 1)).permute(2, 3, 0, 1)
+    singular = torch.linalg.svdvals(response)[..., 0]
+    return float((singular ** 2).max())
+
+
+@pytest.mark.parametrize(("channels", "stride", "padding", "block_bytes"),
+                         [(1, 1, 1, 1), (3, 1, 0, 4096), (2, 2, 1, 1), (3, 2, 2, 10**9)])
+def test_blocked_fourier_bound_equals_the_unblocked_one(generator, channels, stride, padding,
+                                                        block_bytes) -> None:
+    """The bound is a maximum over frequencies, so taking it block by block of frequency
+    rows (one row per block with block_bytes=1) changes nothing but rounding."""
+    weight = torch.randn(5, channels, 3, 3, generator=generator, dtype=torch.float64)
+    shape = (channels, 13, 11)
+    blocked = sc.dictionary.fourier_lipschitz_bound(weight, (stride, stride), (padding, padding),
+                                                    shape, block_bytes=block_bytes)
+    assert blocked == pytest.approx(_unblocked_fourier_bound(weight, stride, padding, shape),
+                                    rel=1e-12)
+
+
+SHAPE_MESSAGES = [
+    ((2, 4, 4), r"signal_shape is too small for the kernel \(5, 5\) with padding \(0, 0\): "
+                r"spatial size \(4, 4\); expected \(H, W\), \(2, H, W\)"),
+    ((4, 4), r"signal_shape is too small for the kernel \(5, 5\)"),
+    ((2, -5, 12), r"signal_shape must be \(H, W\), \(2, H, W\) or \(batch, 2, H, W\) with "
+                  r"H \+ 2\*0 >= 5 and W \+ 2\*0 >= 5; got \(2, -5, 12\)"),
+    ((3, 8, 8), r"signal_shape has 3 channel\(s\) but the dictionary's filters have "
+                r"in_channels=2"),
+    ((8,), r"signal_shape must be \(H, W\)"),
+    ((2, 8.5, 8), r"signal_shape must be \(H, W\)"),
+    ("abc", r"signal_shape must be \(H, W\)"),
+]
+
+
+@pytest.mark.parametrize("query", ["lipschitz", "orthogonality_gap", "to_matrix", "code_shape"])
+@pytest.mark.parametrize(("shape", "message"), SHAPE_MESSAGES)
+def test_conv_geometry_is_checked_everywhere(generator, query, shape, message) -> None:
+    """A kernel larger than the (padded) image, a negative size or a wrong channel count is a
+    ValueError naming signal_shape, never a 0.0 gap (it would read as orthonormal) or a raw
+    tensor error."""
+    D = sc.ConvDictionary(torch.randn(3, 2, 5, 5, generator=generator, dtype=torch.float64))
+    with pytest.raises(ValueError, match=message):
+        getattr(D, query)(shape)
+
+
+def test_conv_analysis_and_synthesis_check_channels(generator) -> None:
+    D = sc.ConvDictionary(torch.randn(4, 3, 3, 3, generator=generator, dtype=torch.float64),
+                          padding=1)
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, 3, H, W\) to match the "
+                                         r"dictionary's in_channels=3; got shape \(1, 1, 8, 8\)"):
+        D.analysis(torch.zeros(1, 1, 8, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"codes must have shape \(batch, 4, H_out, W_out\) to "
+                                         r"match the dictionary's n_filters=4"):
+        D.synthesis(torch.zeros(1, 2, 8, 8, dtype=torch.float64), (1, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"signal_shape has 1 channel\(s\) but the "
+                                         r"dictionary's filters have in_channels=3"):
+        D.synthesis(torch.zeros(1, 4, 8, 8, dtype=torch.float64), (1, 1, 8, 8))

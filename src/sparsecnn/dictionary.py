@@ -64,18 +64,32 @@ def power_iteration(apply_normal: Callable[[torch.Tensor], torch.Tensor], shape:
     return max(estimate, norm)
 
 
+# Bytes of complex frequency responses held at once by :func:`fourier_lipschitz_bound`:
+# the bound is a maximum over frequencies, so it is taken block by block of frequency rows
+# and the peak memory no longer grows with the image (docs/reliability.md "Numerics and memory").
+LIPSCHITZ_BLOCK_BYTES = 32 << 20
+
+
 def fourier_lipschitz_bound(atoms: torch.Tensor, stride: tuple[int, int],
-                            padding: tuple[int, int], signal_shape: Sequence[int]) -> float:
+                            padding: tuple[int, int], signal_shape: Sequence[int], *,
+                            block_bytes: int | None = None) -> float:
     """An upper bound on ``||D||_2^2`` from the filters' frequency responses.
 
     Split the (padded) image into its ``s_h * s_w`` polyphase components; the strided
     correlation ``D^T x`` is then a stride-1 correlation of ``C s_h s_w`` channels with the
     polyphase filters ``P[k, (c, u, v), i, j] = W[k, c, s_h i + u, s_w j + v]``.  The finite
     operator (zero boundary) is a submatrix of the circular one on a grid of
-    ``H_out + ceil(kh / s_h) - 1`` by ``W_out + ceil(kw / s_w) - 1`` points, whose norm is the
-    largest singular value of ``P_hat(omega)`` (a ``K x C s^2`` matrix) over that grid.  So
-    ``L <= max_omega lambda_max(P_hat(omega)^H P_hat(omega))``, tight for large images.
+    ``N_h = H_out + ceil(kh / s_h) - 1`` by ``N_w = W_out + ceil(kw / s_w) - 1`` points, whose
+    norm is the largest singular value of ``P_hat(omega)`` (a ``K x C s^2`` matrix) over that
+    grid.  So ``L <= max_omega lambda_max(P_hat(omega)^H P_hat(omega))``, tight for large
+    images.
+
+    The maximum is taken over blocks of frequency rows ``omega_h``,
+    ``P_hat(omega_h, .) = sum_i exp(-2 pi i omega_h i / N_h) P_w[., i, .]`` with ``P_w`` the
+    DFT along the width, so at most ``block_bytes`` (default :data:`LIPSCHITZ_BLOCK_BYTES`)
+    of responses are held at once whatever the image size.
     """
+    block_bytes = LIPSCHITZ_BLOCK_BYTES if block_bytes is None else int(block_bytes)
     with torch.no_grad():
         weight = atoms.detach().to(torch.float64)
         n_filters, channels, kh, kw = weight.shape
@@ -90,14 +104,26 @@ def fourier_lipschitz_bound(atoms: torch.Tensor, stride: tuple[int, int],
         polyphase = polyphase.reshape(n_filters, channels * sh * sw, ph, pw)
         operator = ConvDictionary(weight, stride, padding)
         _, out_h, out_w = operator.code_shape(tuple(signal_shape))
-        response = torch.fft.fft2(polyphase, s=(out_h + ph - 1, out_w + pw - 1))
-        response = response.permute(2, 3, 0, 1)  # (freq_h, freq_w, K, C s^2)
-        if response.shape[-1] <= response.shape[-2]:
-            gram = response.conj().transpose(-1, -2) @ response
-        else:
-            gram = response @ response.conj().transpose(-1, -2)
-        return float(torch.linalg.eigvalsh(gram)[..., -1].max())
-
+        grid_h, grid_w = out_h + ph - 1, out_w + pw - 1
+        # DFT along the width only: (K, C s^2, ph, N_w), small (ph is the kernel's height)
+        width_response = torch.fft.fft(polyphase, n=grid_w, dim=-1)
+        row_bytes = 16 * grid_w * n_filters * polyphase.shape[1] * 2  # response and its Gram
+        rows_per_block = max(1, block_bytes // max(row_bytes, 1))
+        taps = torch.arange(ph, dtype=torch.float64, device=weight.device)
+        best = 0.0
+        for start in range(0, grid_h, rows_per_block):
+            frequencies = torch.arange(start, min(start + rows_per_block, grid_h),
+                                       dtype=torch.float64, device=weight.device)
+            phases = torch.polar(torch.ones((), dtype=torch.float64, device=weight.device),
+                                 -2.0 * math.pi * torch.outer(frequencies, taps) / grid_h)
+            # (rows, N_w, K, C s^2)
+            response = torch.einsum("kciw,ri->rwkc", width_response, phases)
+            if response.shape[-1] <= response.shape[-2]:
+                gram = response.conj().transpose(-1, -2) @ response
+            else:
+                gram = response @ response.conj().transpose(-1, -2)
+            best = max(best, float(torch.linalg.eigvalsh(gram)[..., -1].max()))
+        return best
 
 
 class Dictionary(ABC):
@@ -199,6 +225,10 @@ class Dictionary(ABC):
     def _float64(self) -> Dictionary:
         """A detached float64 copy (for accurate norms)."""
 
+    @abstractmethod
+    def astype(self, dtype: torch.dtype) -> Dictionary:
+        """The same dictionary with its weight converted to ``dtype`` (differentiable)."""
+
     def adjointness_test(self, signal_shape: Sequence[int] | None = None, seed: int = 0) -> float:
         """Relative error ``|<D^T x, a> - <x, D a>| / (||D^T x|| ||a||)`` on random ``x``, ``a``.
 
@@ -286,6 +316,9 @@ class DenseDictionary(Dictionary):
     def _float64(self) -> DenseDictionary:
         return DenseDictionary(self.matrix.detach().to(torch.float64))
 
+    def astype(self, dtype: torch.dtype) -> DenseDictionary:
+        return DenseDictionary(self.matrix.to(dtype))
+
     def coherence(self) -> float:
         if self.n_atoms < 2:
             return 0.0
@@ -363,8 +396,37 @@ class ConvDictionary(Dictionary):
         return (size + 2 * self.padding[axis] - self.kernel_size[axis]) // self.stride[axis] + 1
 
     def code_shape(self, signal_shape: Sequence[int]) -> tuple[int, ...]:
-        h, w = signal_shape[-2], signal_shape[-1]
-        return (self.n_filters, self._out_size(h, 0), self._out_size(w, 1))
+        shape = self.check_signal_shape(signal_shape)
+        return (self.n_filters, self._out_size(shape[-2], 0), self._out_size(shape[-1], 1))
+
+    def check_signal_shape(self, signal_shape: Any, name: str = "signal_shape"
+                           ) -> tuple[int, ...]:
+        """``signal_shape`` as a tuple of ints, ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)``,
+        checked against the dictionary: ``C = in_channels``, ``H, W >= 1`` and
+        ``H + 2 p_h >= kh`` (likewise ``W``) so that ``H_out = floor((H + 2 p_h - kh) / s_h)
+        + 1 >= 1``; raises ``ValueError`` naming ``name`` and the expected value otherwise
+        (a negative or too-small size would give an empty operator, whose norms are 0)."""
+        expected = (f"(H, W), ({self.in_channels}, H, W) or (batch, {self.in_channels}, H, W) "
+                    f"with H + 2*{self.padding[0]} >= {self.kernel_size[0]} and "
+                    f"W + 2*{self.padding[1]} >= {self.kernel_size[1]}")
+        try:
+            shape = tuple(int(v) for v in signal_shape)
+            integral = all(int(v) == v for v in signal_shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be {expected}; got {signal_shape!r}") from None
+        if not integral or len(shape) not in (2, 3, 4) or min(shape[-2:]) < 1 or (
+                len(shape) == 4 and shape[0] < 0):
+            raise ValueError(f"{name} must be {expected}; got {signal_shape!r}")
+        if len(shape) >= 3 and shape[-3] != self.in_channels:
+            raise ValueError(f"{name} has {shape[-3]} channel(s) but the dictionary's filters "
+                             f"have in_channels={self.in_channels}; expected {expected}; got "
+                             f"{signal_shape!r}")
+        for axis in range(2):
+            if shape[-2 + axis] + 2 * self.padding[axis] < self.kernel_size[axis]:
+                raise ValueError(
+                    f"{name} is too small for the kernel {self.kernel_size} with padding "
+                    f"{self.padding}: spatial size {shape[-2:]}; expected {expected}")
+        return shape
 
     def _default_signal_shape(self) -> tuple[int, ...]:
         if self.signal_size is None:
@@ -372,6 +434,15 @@ class ConvDictionary(Dictionary):
                 "signal_shape is required for a ConvDictionary built without signal_size: "
                 "pass the image shape (in_channels, H, W) or construct with signal_size=(H, W)")
         return (self.in_channels, *self.signal_size)
+
+    def _signal_shape(self, signal_shape: Sequence[int] | None) -> tuple[int, ...]:
+        """The one signal ``(C, H, W)`` that :meth:`lipschitz`, :meth:`orthogonality_gap` and
+        :meth:`to_matrix` describe: ``signal_shape`` checked (a batch size is dropped), or the
+        default from ``signal_size``."""
+        if signal_shape is None:
+            return self._default_signal_shape()
+        shape = self.check_signal_shape(signal_shape)
+        return (self.in_channels, *shape[-2:])
 
     def check_signal(self, x: torch.Tensor, name: str = "x") -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -385,6 +456,8 @@ class ConvDictionary(Dictionary):
                     f"{self.padding} is smaller than the kernel {self.kernel_size}")
 
     def analysis(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            self.check_signal(x)  # a clear error instead of conv2d's (shapes only: no scan)
         return F.conv2d(x, self.filters, stride=self.stride, padding=self.padding)
 
     def output_padding(self, signal_shape: Sequence[int], code_shape: Sequence[int]
@@ -404,8 +477,14 @@ class ConvDictionary(Dictionary):
 
     def synthesis(self, codes: torch.Tensor, signal_shape: Sequence[int] | None = None
                   ) -> torch.Tensor:
+        if codes.ndim != 4 or codes.shape[1] != self.n_filters:
+            raise ValueError(f"codes must have shape (batch, {self.n_filters}, H_out, W_out) to "
+                             f"match the dictionary's n_filters={self.n_filters}; got shape "
+                             f"{tuple(codes.shape)}")
         if signal_shape is None and self.signal_size is not None:
             signal_shape = self.signal_size
+        if signal_shape is not None:
+            signal_shape = self.check_signal_shape(signal_shape)
         output_padding = (0, 0) if signal_shape is None else self.output_padding(
             signal_shape, codes.shape)
         return F.conv_transpose2d(codes, self.filters, stride=self.stride, padding=self.padding,
@@ -425,6 +504,9 @@ class ConvDictionary(Dictionary):
     def _float64(self) -> ConvDictionary:
         return self._like(self.filters.detach().to(torch.float64))
 
+    def astype(self, dtype: torch.dtype) -> ConvDictionary:
+        return self._like(self.filters.to(dtype))
+
     def lipschitz(self, signal_shape: Sequence[int] | None = None) -> float:
         """A Lipschitz constant ``L >= ||D||_2^2`` of ``a -> D^T (D a - x)``, cached.
 
@@ -435,7 +517,7 @@ class ConvDictionary(Dictionary):
         frequency response of the filters: a few FFTs, tight as images grow (0.4% above
         ``||D||_2^2`` for 32x32 images and 3x3 filters), and a valid step ``1/L`` for ISTA/FISTA.
         """
-        shape = tuple(signal_shape) if signal_shape is not None else self._default_signal_shape()
+        shape = self._signal_shape(signal_shape)
         if math.prod(self.code_shape(shape)) * math.prod(shape) <= POWER_ITERATION_LIMIT:
             return super().lipschitz(shape)
         key = self._cache_key(("fourier", *shape))
@@ -493,7 +575,7 @@ class ConvDictionary(Dictionary):
         (border positions one by one, all interior positions at once, on a reduced image
         whose border geometry is identical).
         """
-        shape = tuple(signal_shape) if signal_shape is not None else self._default_signal_shape()
+        shape = self._signal_shape(signal_shape)
         operator = self._float64()
         h_reduced, rows = self._axis_representatives(shape[-2], 0)
         w_reduced, cols = self._axis_representatives(shape[-1], 1)
@@ -522,7 +604,7 @@ class ConvDictionary(Dictionary):
 
     def to_matrix(self, signal_shape: Sequence[int] | None = None) -> torch.Tensor:
         """The explicit matrix ``(C*H*W, n_filters*H_out*W_out)``, for tests and small cases."""
-        shape = tuple(signal_shape) if signal_shape is not None else self._default_signal_shape()
+        shape = self._signal_shape(signal_shape)
         code_shape = self.code_shape(shape)
         n_atoms = math.prod(code_shape)
         impulses = torch.eye(n_atoms, dtype=self.dtype, device=self.device).view(

@@ -33,6 +33,7 @@ import math
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 
 from .._checks import (
@@ -43,7 +44,13 @@ from .._checks import (
     check_same_dtype_device,
     describe,
 )
-from .problem import ConvergenceWarning, SparseCodeResult, check_iterate, tensor_like
+from .problem import (
+    ConvergenceWarning,
+    SparseCodeResult,
+    check_flag,
+    check_iterate,
+    tensor_like,
+)
 from .proximal_gradient import fista_momentum
 
 __all__ = ["CircularConvOperator", "circular_energy", "circular_sparse_code"]
@@ -122,10 +129,21 @@ def _prepare(x: Any, filters: Any, lam: Any, nonneg: bool
         weight, _ = as_tensor(filters, "filters")
     if not weight.is_floating_point():
         raise TypeError(f"filters must be a floating tensor; got {describe(weight)}")
+    if weight.dtype not in (torch.float32, torch.float64):
+        raise TypeError(
+            f"circular_sparse_code needs float32 or float64 filters and x; got filters of "
+            f"dtype {weight.dtype}: half-precision FFTs are not available on every device and "
+            "a float16/bfloat16 iteration cannot judge its own convergence; convert with "
+            ".float() (sparsecnn.sparse_code solves float16/bfloat16 in float32 for you)")
     if isinstance(x, torch.Tensor):
         signal = x
         check_same_dtype_device(weight, "filters", signal, "x")
     else:
+        if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating) and \
+                torch.from_numpy(np.empty(0, dtype=x.dtype)).dtype != weight.dtype:
+            raise TypeError(f"x is a numpy array of dtype {x.dtype} but filters has dtype "
+                            f"{weight.dtype}; expected the same floating dtype (convert one "
+                            "of them)")
         signal, _ = as_tensor(x, "x", dtype=weight.dtype, device=weight.device)
     if weight.ndim != 4:
         raise ValueError(f"filters must be 4-D (n_filters, in_channels, kh, kw) like "
@@ -137,6 +155,10 @@ def _prepare(x: Any, filters: Any, lam: Any, nonneg: bool
     if signal.requires_grad or weight.requires_grad:
         raise ValueError("circular_sparse_code is a no-autograd fast path: x and filters must "
                          "not require grad; use sparsecnn.sparse_code to differentiate")
+    if signal.shape[2] < weight.shape[2] or signal.shape[3] < weight.shape[3]:
+        raise ValueError(f"x must be at least as large as the filters "
+                         f"{tuple(weight.shape[2:])} (circular convolution on the image's "
+                         f"grid); got spatial size {tuple(signal.shape[2:])}")
     check_finite(signal, "x")
     check_finite(weight, "filters")
     norms = torch.linalg.vector_norm(weight.flatten(1), dim=1)
@@ -218,8 +240,13 @@ def circular_sparse_code(x: Any, filters: Any, lam: Any, *, nonneg: bool = False
     filters : filter bank ``(n_filters, C, kh, kw)`` (like ``nn.Conv2d.weight``), anchored at
         the origin and zero-padded to ``(H, W)`` (sporco's ``ConvBPDN`` convention).
     lam : ``>= 0``: a scalar, one value per filter, or a tensor broadcastable to the codes.
-    nonneg : non-negative codes with penalty ``sum_i lam_i a_i``.
+    nonneg : non-negative codes with penalty ``sum_i lam_i a_i`` (a bool).
     max_iter, tol, restart, warn : as in :func:`sparsecnn.sparse_code`.
+
+    float32 and float64 only: float16/bfloat16 filters are refused with a ``TypeError``
+    (no half-precision FFT on every device; use :func:`sparsecnn.sparse_code`, which solves
+    them in float32).  A numpy ``x`` must have the filters' dtype.  An empty batch returns
+    empty codes with ``converged=True`` and ``n_iter=0``.
     check_every : test the stopping rule every ``check_every`` iterations (it costs two norms
         and, once the change is small, a gradient); the codes may then take up to
         ``check_every - 1`` more iterations than needed.
@@ -232,11 +259,20 @@ def circular_sparse_code(x: Any, filters: Any, lam: Any, *, nonneg: bool = False
     max_iter = check_positive_int(max_iter, "max_iter")
     check_every = check_positive_int(check_every, "check_every")
     tol = check_positive_float(tol, "tol")
+    nonneg = check_flag(nonneg, "nonneg")
     signal, weight, lam_tensor, numpy_input = _prepare(x, filters, lam, nonneg)
     tol = max(tol, 4 * torch.finfo(signal.dtype).eps)
     operator = CircularConvOperator(weight, tuple(signal.shape[2:]))
     lipschitz = operator.lipschitz()
     step = 1.0 / lipschitz
+    if signal.shape[0] == 0:  # an empty batch: nothing to solve (FFTs of no images fail)
+        empty = signal.new_zeros((0, weight.shape[0], *signal.shape[2:]))
+        values = signal.new_zeros(0)
+        return SparseCodeResult(
+            codes=empty.numpy() if numpy_input else empty,
+            energy=values.numpy() if numpy_input else values, n_iter=0, converged=True,
+            optimality_gap=values.numpy() if numpy_input else values,
+            method="fista_fourier", step_size=step)
     theta = lam_tensor * step
     with torch.no_grad():
         correlation_spectrum = operator.analysis_spectrum(operator.forward_transform(signal))

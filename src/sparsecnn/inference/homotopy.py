@@ -62,6 +62,7 @@ from .problem import SolverRun, SparseCodingProblem
 
 __all__ = [
     "DEGENERATE",
+    "MAX_PATH_SEGMENTS",
     "NO_PATH_START",
     "SOLVED",
     "STEP_BUDGET_EXHAUSTED",
@@ -71,6 +72,8 @@ __all__ = [
 ]
 
 SOLVED, STEP_BUDGET_EXHAUSTED, DEGENERATE, NO_PATH_START, UNCERTIFIED = 0, 1, 2, 3, 4
+# The kernel counts segments in int64: a larger budget (max_iter=10**30) is clamped to this.
+MAX_PATH_SEGMENTS = int(np.iinfo(np.int64).max)
 # A joining atom whose squared distance to the span of the active atoms is below this
 # fraction of its squared norm makes G_AA numerically singular.
 _INDEPENDENCE_TOLERANCE = 1e-10
@@ -431,6 +434,9 @@ def homotopy_sparse_code(problem: SparseCodingProblem, *, max_iter: int, tol: fl
     the homotopy path for every signal, FISTA (same ``max_iter`` and ``tol``) for the signals
     whose path is degenerate or longer than ``max_iter`` segments.
 
+    ``max_iter`` beyond :data:`MAX_PATH_SEGMENTS` (the compiled kernel's int64 counter) is
+    clamped to it: no path has that many segments, so the result is the same.
+
     Returns the codes (the problem's dtype and device), the largest number of path segments
     (or FISTA iterations) any signal used, and whether every signal was solved: exactly by the
     path, or by FISTA meeting its stopping rule; no step size (the path has none) and no
@@ -449,8 +455,8 @@ def homotopy_sparse_code(problem: SparseCodingProblem, *, max_iter: int, tol: fl
         matrix = problem.D.matrix.detach().to(dtype=torch.float64, device="cpu")
         path_codes, steps, status = homotopy_path_ends(
             (matrix.T @ matrix).numpy(), correlation.cpu().numpy(),
-            lam.to(dtype=torch.float64, device="cpu").numpy(), problem.nonneg, max_iter,
-            torch.get_num_threads())
+            lam.to(dtype=torch.float64, device="cpu").numpy(), problem.nonneg,
+            min(max_iter, MAX_PATH_SEGMENTS), torch.get_num_threads())
         codes = torch.from_numpy(path_codes).to(x.device)
         n_iter, converged = int(steps.max(initial=0)), True
         unsolved = torch.from_numpy(np.flatnonzero(status != SOLVED)).to(x.device)

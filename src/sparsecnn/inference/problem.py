@@ -136,13 +136,40 @@ def _validated_lam(lam: Any, x: torch.Tensor, dictionary: ConvDictionary | Dense
     return tensor
 
 
+def check_flag(value: Any, name: str) -> bool:
+    """``value`` as a bool: ``True``/``False`` or a numpy bool; anything else (``"no"``, 0,
+    None) is a ``TypeError``, because its truthiness is not what the caller meant."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool (True or False); got {describe(value)}")
+
+
+def _check_numpy_dtype(x: Any, dictionary: ConvDictionary | DenseDictionary) -> None:
+    """A floating numpy ``x`` must have the dictionary's dtype: converting it silently would
+    solve a float64 signal in float32 (or the reverse) without saying so."""
+    if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating):
+        x_dtype = torch.from_numpy(np.empty(0, dtype=x.dtype)).dtype
+        if x_dtype != dictionary.dtype:
+            raise TypeError(
+                f"x is a numpy array of dtype {x.dtype} but D has dtype {dictionary.dtype}; "
+                "expected the same floating dtype (convert one of them, e.g. "
+                f"x.astype(np.{str(dictionary.dtype).removeprefix('torch.')}))")
+
+
 class SparseCodingProblem:
-    """One validated problem ``(x, D, lam, nonneg)`` with its precomputed quantities."""
+    """One validated problem ``(x, D, lam, nonneg)`` with its precomputed quantities.
+
+    ``nonneg`` must be a bool; a floating numpy ``x`` must have ``D``'s dtype (``TypeError``
+    naming both otherwise, as for tensors); lists and integer arrays take ``D``'s dtype.
+    """
 
     def __init__(self, x: Any, D: Any, lam: Any, *, nonneg: bool = False,
                  allow_negative_lam: bool = False) -> None:
+        nonneg = check_flag(nonneg, "nonneg")
+        allow_negative_lam = check_flag(allow_negative_lam, "allow_negative_lam")
         dictionary = as_dictionary(D, "D")
         dictionary.check_atoms("D")
+        _check_numpy_dtype(x, dictionary)
         if isinstance(x, torch.Tensor):
             signal, numpy_input = x, False
             check_same_dtype_device(dictionary.weight, "D", signal, "x")
@@ -172,9 +199,28 @@ class SparseCodingProblem:
         problem._init_fields(x, dictionary, lam, nonneg)
         return problem
 
+    def rows(self, start: int, stop: int) -> SparseCodingProblem:
+        """The problem of signals ``start:stop`` alone (same dictionary, Gram matrix and
+        thresholds; rows of a per-signal ``lam``): every signal is an independent problem, so
+        a batch may be solved chunk by chunk with the same result."""
+        lam = self.lam
+        if lam.ndim == len(self.code_shape) and lam.shape[0] == self.code_shape[0] > 1:
+            lam = lam[start:stop]
+        problem = type(self).__new__(type(self))
+        problem._init_fields(self.x[start:stop], self.D, lam, self.nonneg, gram=self._gram)
+        return problem
+
+    def with_dtype(self, dtype: torch.dtype) -> SparseCodingProblem:
+        """The same problem with ``x``, ``D`` and ``lam`` converted to ``dtype``
+        (differentiable conversions; the presentation of results is kept)."""
+        problem = type(self).__new__(type(self))
+        problem._init_fields(self.x.to(dtype), self.D.astype(dtype), self.lam.to(dtype),
+                             self.nonneg, numpy_input=self.numpy_input, squeeze=self.squeeze)
+        return problem
+
     def _init_fields(self, x: torch.Tensor, dictionary: ConvDictionary | DenseDictionary,
                      lam: torch.Tensor, nonneg: bool, *, numpy_input: bool = False,
-                     squeeze: bool = False) -> None:
+                     squeeze: bool = False, gram: torch.Tensor | None = None) -> None:
         """Every field of a problem, set here only, so that every constructor (and a subclass
         such as :class:`sparsecnn.nn.functional.LayerProblem`) sets them all."""
         self.x = x
@@ -185,12 +231,20 @@ class SparseCodingProblem:
         self.squeeze = squeeze  # present results without the batch axis: one 1-D signal
         self.signal_shape = tuple(x.shape)
         self.code_shape = (x.shape[0], *dictionary.code_shape(x.shape[1:]))
-        self.correlation = dictionary.analysis(x)  # D^T x
-        self._gram = None
-        if isinstance(dictionary, DenseDictionary) and dictionary.n_atoms <= 2 * \
-                dictionary.n_features:
+        self._correlation: torch.Tensor | None = None
+        self._gram = gram
+        if gram is None and isinstance(dictionary, DenseDictionary) and \
+                dictionary.n_atoms <= 2 * dictionary.n_features:
             # a @ G costs m^2 per signal against 2nm for D^T (D a): cheaper when m <= 2n
             self._gram = dictionary.gram()
+
+    @property
+    def correlation(self) -> torch.Tensor:
+        """``D^T x``, formed on first use: a problem that is only split into chunks
+        (:meth:`rows`) never holds it for the whole batch."""
+        if self._correlation is None:
+            self._correlation = self.D.analysis(self.x)
+        return self._correlation
 
     # -- pieces every algorithm uses ---------------------------------------------------------
     def normal(self, codes: torch.Tensor) -> torch.Tensor:

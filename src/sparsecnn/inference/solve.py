@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -18,9 +19,24 @@ from .lca import lca
 from .problem import SparseCodeResult, SparseCodingProblem, warn_not_converged
 from .proximal_gradient import proximal_gradient
 
-__all__ = ["METHODS", "sparse_code"]
+__all__ = ["CHUNK_ALIGNMENT", "LOW_PRECISION", "MAX_CHUNK_BYTES", "METHODS", "chunk_rows",
+           "sparse_code"]
 
 METHODS = ("closed_form", "ista", "fista", "lca", "homotopy")
+# Dtypes solved in float32 (docs/reliability.md "Numerics and memory"): their rounding
+# (2^-11, 2^-8) is above any tolerance a solver could honestly meet.
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+# Bound on the working set of one chunk of signals: a batch is solved chunk by chunk (every
+# signal is an independent problem), so memory no longer grows with the batch size.
+MAX_CHUNK_BYTES = 256 << 20
+# Signal- plus code-sized arrays one signal occupies while a solver runs (x, D^T x, the
+# iterate, the extrapolated point, the new iterate, their difference, the gradient, ...),
+# with room for temporaries.
+WORKING_ARRAYS = 16
+# Chunks hold a multiple of this many signals (when the bound allows that many): the matrix
+# products of BLAS libraries treat rows in tiles of 4 to 48 rows with a different kernel for
+# a partial tile, so aligned chunks give every row the arithmetic of the whole batch.
+CHUNK_ALIGNMENT = 192
 
 
 def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = False,
@@ -33,7 +49,10 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
     Parameters
     ----------
     x : signals, batch first: ``(batch, n_features)`` for a dense dictionary (a single 1-D
-        signal is accepted), ``(batch, C, H, W)`` for a :class:`ConvDictionary`.
+        signal is accepted), ``(batch, C, H, W)`` for a :class:`ConvDictionary`.  A tensor or
+        a floating numpy array must have ``D``'s dtype (``TypeError`` naming both
+        otherwise); an empty batch gives empty results with ``converged=True``,
+        ``n_iter=0``.
     D : a :class:`~sparsecnn.DenseDictionary`, :class:`~sparsecnn.ConvDictionary` or a 2-D
         matrix ``(n_features, n_atoms)`` whose columns are atoms.
     lam : threshold, ``>= 0``: a scalar or a tensor broadcastable to the codes (per atom,
@@ -44,10 +63,11 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
         exact minimiser by the LARS-lasso path (dense dictionaries, ``lam > 0``, no autograd;
         :mod:`sparsecnn.inference.homotopy`), the fastest method for batches of small
         signals.
-    nonneg : non-negative codes with penalty ``sum_i lam_i a_i`` (the ReLU model).
+    nonneg : non-negative codes with penalty ``sum_i lam_i a_i`` (the ReLU model); a bool
+        (or numpy bool), ``TypeError`` otherwise.
     max_iter : iteration budget of the iterative methods (for ``"homotopy"``: path segments
-        per signal; a signal that needs more, or whose path is degenerate, is solved by FISTA
-        with this budget).
+        per signal, clamped to ``2^63 - 1``; a signal that needs more, or whose path is
+        degenerate, is solved by FISTA with this budget).
     tol : stop when, for every signal, the relative change of the codes and the relative
         optimality gap are both ``<= tol`` (floored at 4 units of rounding of the dtype).
     init : initial codes (ISTA/FISTA) or initial potential (LCA); zeros by default.
@@ -63,6 +83,26 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
     -------
     SparseCodeResult with ``codes``, ``energy``, ``n_iter``, ``converged``,
     ``optimality_gap`` and optionally ``history``.  Numpy in, numpy out.
+
+    Notes
+    -----
+    **float16/bfloat16** are solved in float32: their rounding (``2^-11``, ``2^-8``) is above
+    any tolerance an iteration in them could honestly meet (bfloat16 FISTA used to report
+    ``converged=True`` with codes off by 1.29).  ``converged``, ``optimality_gap``,
+    ``energy`` and ``history`` are those of the float32 solution (float32 tensors); the codes
+    are that solution rounded to the input's dtype.
+
+    **Memory:** every signal is an independent problem, so the batch is solved in chunks of
+    :func:`chunk_rows` signals, whose working set is at most :data:`MAX_CHUNK_BYTES`
+    (256 MiB), aligned to :data:`CHUNK_ALIGNMENT` signals.  The codes are then those of the
+    whole batch at once to the last bit for ``closed_form`` and ``homotopy``, and for ISTA,
+    FISTA and LCA whenever every chunk runs the same iterations.  ISTA, LCA and
+    convolutional or differentiable FISTA stop when a whole chunk meets the rule, so a chunk
+    may stop before the whole batch would have (every signal still meets the rule); dense
+    FISTA stops per signal, so its codes agree to rounding (its shrinking batches change the
+    row tiling of the products).  ``n_iter`` is the largest over chunks.
+    With ``return_history=True`` the batch is solved at once (the history is per iteration
+    of the whole batch).  See docs/reliability.md, "Numerics and memory".
     """
     check_choice(method, "method", METHODS)
     max_iter = check_positive_int(max_iter, "max_iter")
@@ -74,44 +114,42 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
     if method == "homotopy":
         _check_homotopy(problem, init, step_size, return_history)
     init_tensor = None if init is None else problem.as_codes(init, "init")
+    input_dtype = problem.x.dtype
+    if input_dtype in LOW_PRECISION:
+        # a float16/bfloat16 iteration cannot judge its own convergence (its rounding is
+        # above any useful tol): solve and judge in float32, round the codes at the end
+        problem = problem.with_dtype(torch.float32)
+        init_tensor = None if init_tensor is None else init_tensor.to(torch.float32)
     tol = problem.effective_tol(tol)
 
-    orthogonality_gap, gap_lipschitz = None, None
+    orthogonality_gap = None
     if method == "closed_form":
-        codes = problem.threshold(problem.correlation)
-        n_iter, history, step = 0, [problem.energy(codes)] if return_history else [], 1.0
-        gap = problem.optimality_gap(codes)
-        converged = bool(float(gap.max()) <= tol)
         orthogonality_gap = problem.D.orthogonality_gap(problem.signal_shape[1:])
-    else:
-        if method == "homotopy":
-            run = homotopy_sparse_code(problem, max_iter=max_iter, tol=tol)
-            # no step of its own: L (exact, from the small Gram eigenproblem) scales the gap
-            gap_lipschitz = exact_lipschitz(problem.D.matrix)
-            step = 1.0 / gap_lipschitz
-        elif method == "lca":
-            run = lca(problem, max_iter=max_iter, tol=tol, init=init_tensor,
-                      step_size=step_size, return_history=return_history)
-            step = run.step_size
-        elif method == "fista" and uses_fast_dense_path(problem, init_tensor, return_history):
-            # same iterates per signal, no autograd graph: screening, shrinking, fused products
-            run = shrinking_fista(problem, max_iter=max_iter, tol=tol, init=init_tensor,
-                                  step_size=step_size, restart=restart)
-            step = run.step_size
-            gap_lipschitz = 1.0 / step
-        else:
-            run = proximal_gradient(
-                problem, accelerated=method == "fista", restart=restart, max_iter=max_iter,
-                tol=tol, init=init_tensor, step_size=step_size, return_history=return_history)
-            step = run.step_size
-        codes, n_iter, converged, history = run.codes, run.n_iter, run.converged, run.history
-        gap = problem.optimality_gap(codes, gap_lipschitz)
-        if not converged and warn:
-            warn_not_converged(method, max_iter, gap, tol)
+    n_signals = problem.signal_shape[0]
+    rows = n_signals if return_history else chunk_rows(problem)
+    parts, n_iter, converged, step, history = [], 0, True, None, []
+    for start in range(0, n_signals, max(rows, 1)):
+        chunk = problem if rows >= n_signals else problem.rows(start, start + rows)
+        chunk_init = None if init_tensor is None or chunk is problem else \
+            init_tensor[start:start + rows]
+        part = _solve(chunk, method, max_iter, tol, chunk_init, step_size, restart,
+                      return_history)
+        parts.append(part[:3])
+        n_iter, converged = max(n_iter, part[3]), converged and part[4]
+        step, history = part[5], part[6]
+    if not parts:  # an empty batch: nothing to solve, like nn.Conv2d on zero images
+        empty = torch.zeros(problem.code_shape, dtype=problem.x.dtype, device=problem.x.device)
+        values = torch.zeros(0, dtype=problem.x.dtype, device=problem.x.device)
+        parts = [(empty, values, values)]
+        step = _empty_batch_step(problem, method, step_size)
+        history = [values] if return_history else []
+    codes, energies, gap = (torch.cat(column) for column in zip(*parts, strict=True))
+    if not converged and warn:
+        warn_not_converged(method, max_iter, gap, tol)
 
     return SparseCodeResult(
-        codes=problem.output(codes),
-        energy=problem.output(problem.energy(codes)),
+        codes=problem.output(codes.to(input_dtype)),
+        energy=problem.output(energies),
         n_iter=n_iter,
         converged=converged,
         optimality_gap=problem.output(gap.detach()),
@@ -120,6 +158,63 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
         history=problem.output(torch.stack(history)) if return_history else None,
         orthogonality_gap=orthogonality_gap,
     )
+
+
+def chunk_rows(problem: SparseCodingProblem) -> int:
+    """Signals per chunk: the working set of every solver is a few dozen signal- and
+    code-sized arrays per signal (:data:`WORKING_ARRAYS`), so chunks of this many signals keep
+    it under :data:`MAX_CHUNK_BYTES` whatever the batch size (at least one signal), rounded
+    down to a multiple of :data:`CHUNK_ALIGNMENT` when at least that many fit."""
+    per_signal = problem.x.element_size() * WORKING_ARRAYS * (
+        math.prod(problem.signal_shape[1:]) + math.prod(problem.code_shape[1:]))
+    rows = max(1, MAX_CHUNK_BYTES // max(per_signal, 1))
+    return rows - rows % CHUNK_ALIGNMENT if rows >= CHUNK_ALIGNMENT else rows
+
+
+def _solve(problem: SparseCodingProblem, method: str, max_iter: int, tol: float,
+           init: torch.Tensor | None, step_size: float | None, restart: bool,
+           return_history: bool) -> tuple:
+    """One chunk: ``(codes, energy, gap, n_iter, converged, step, history)``."""
+    gap_lipschitz = None
+    if method == "closed_form":
+        codes = problem.threshold(problem.correlation)
+        n_iter, history, step = 0, [problem.energy(codes)] if return_history else [], 1.0
+        gap = problem.optimality_gap(codes)
+        converged = bool(float(gap.max()) <= tol)
+        return codes, problem.energy(codes), gap.detach(), n_iter, converged, step, history
+    if method == "homotopy":
+        run = homotopy_sparse_code(problem, max_iter=max_iter, tol=tol)
+        # no step of its own: L (exact, from the small Gram eigenproblem) scales the gap
+        gap_lipschitz = exact_lipschitz(problem.D.matrix)
+        step = 1.0 / gap_lipschitz
+    elif method == "lca":
+        run = lca(problem, max_iter=max_iter, tol=tol, init=init, step_size=step_size,
+                  return_history=return_history)
+        step = run.step_size
+    elif method == "fista" and uses_fast_dense_path(problem, init, return_history):
+        # same iterates per signal, no autograd graph: screening, shrinking, fused products
+        run = shrinking_fista(problem, max_iter=max_iter, tol=tol, init=init,
+                              step_size=step_size, restart=restart)
+        step = run.step_size
+        gap_lipschitz = 1.0 / step
+    else:
+        run = proximal_gradient(
+            problem, accelerated=method == "fista", restart=restart, max_iter=max_iter,
+            tol=tol, init=init, step_size=step_size, return_history=return_history)
+        step = run.step_size
+    gap = problem.optimality_gap(run.codes, gap_lipschitz)
+    return (run.codes, problem.energy(run.codes), gap.detach(), run.n_iter, run.converged,
+            step, run.history)
+
+
+def _empty_batch_step(problem: SparseCodingProblem, method: str,
+                      step_size: float | None) -> float:
+    """The step the method would have used on a non-empty batch of these signals."""
+    if method == "closed_form":
+        return 1.0
+    if method == "homotopy":
+        return 1.0 / exact_lipschitz(problem.D.matrix)
+    return step_size if step_size is not None else 1.0 / problem.lipschitz()
 
 
 def _check_homotopy(problem: SparseCodingProblem, init: Any, step_size: float | None,

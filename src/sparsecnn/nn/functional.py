@@ -80,6 +80,29 @@ def check_n_iter(n_iter: int) -> int:
     return check_positive_int(n_iter, "n_iter", minimum=0)
 
 
+# Dtypes whose unrolled iterations run in float32 (the fused kernels have no half-precision
+# add-relu, and the step 1/L would round away): the output is rounded back to the dtype.
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _check_dtypes(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """``x``, ``weight`` and ``bias`` must share one floating dtype (as ``nn.Conv2d`` needs)."""
+    for name, tensor in (("weight", weight), ("bias", bias)):
+        if tensor is not None and tensor.dtype != x.dtype:
+            raise TypeError(f"{name} has dtype {tensor.dtype} but x has dtype {x.dtype}; "
+                            "expected the same floating dtype (convert the input or the "
+                            "layer, e.g. layer.to(x.dtype))")
+
+
+def _in_float32(function, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                *args, **kwargs) -> torch.Tensor:
+    """``function`` on float32 copies of a float16/bfloat16 call, rounded back to its dtype
+    (differentiable: gradients reach the low-precision parameters)."""
+    result = function(x.float(), weight.float(), None if bias is None else bias.float(),
+                      *args, **kwargs)
+    return result.to(x.dtype)
+
+
 def _check_iterations(n_iter: int, method: str, lipschitz: float | None) -> None:
     check_n_iter(n_iter)
     check_choice(method, "method", METHODS)
@@ -111,9 +134,16 @@ def sparse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     ``n_iter = 0``: exactly ``relu(conv2d(x, weight, bias, stride, padding))`` (with
     ``nonneg=False``: the soft threshold ``relu(z + b) - relu(-z + b)``, ``z = conv2d(x, W)``).
     ``n_iter = k``: ``||w|| * a^k`` (module docstring), ``lipschitz`` = ``||D||_2^2`` of the
-    unit-norm dictionary for this input size.
+    unit-norm dictionary for this input size.  float16/bfloat16 iterations run in float32
+    and the output is rounded to the input's dtype; an empty batch gives an empty output.
     """
     _check_iterations(n_iter, method, lipschitz)
+    _check_dtypes(x, weight, bias)
+    if n_iter > 0 and x.ndim == 4 and x.shape[0] == 0:  # nothing to iterate, like nn.Conv2d
+        return F.conv2d(x, weight, bias, stride, padding)
+    if n_iter > 0 and x.dtype in LOW_PRECISION:
+        return _in_float32(sparse_conv2d, x, weight, bias, stride, padding, n_iter, method,
+                           nonneg, lipschitz, restart)
     if n_iter == 0:
         if nonneg:
             return F.relu(F.conv2d(x, weight, bias, stride, padding))
@@ -139,9 +169,14 @@ def sparse_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     """Dense sparse-coding layer; ``weight`` is ``(out_features, in_features)`` as in
     ``nn.Linear`` and its rows are the (unnormalised) atoms.  ``x`` is ``(*, in_features)``.
 
-    ``n_iter = 0``: exactly ``relu(linear(x, weight, bias))``; ``n_iter = k``: ``||w|| * a^k``.
+    ``n_iter = 0``: exactly ``relu(linear(x, weight, bias))``; ``n_iter = k``: ``||w|| * a^k``
+    (float16/bfloat16 iterations run in float32, the output rounded to the input's dtype).
     """
     _check_iterations(n_iter, method, lipschitz)
+    _check_dtypes(x, weight, bias)
+    if n_iter > 0 and x.dtype in LOW_PRECISION:
+        return _in_float32(sparse_linear, x, weight, bias, n_iter, method, nonneg, lipschitz,
+                           restart)
     if n_iter == 0:
         if nonneg:
             return F.relu(F.linear(x, weight, bias))
