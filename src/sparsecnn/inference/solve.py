@@ -105,7 +105,7 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
                 tol=tol, init=init_tensor, step_size=step_size, return_history=return_history)
             step = run.step_size
         codes, n_iter, converged, history = run.codes, run.n_iter, run.converged, run.history
-        gap = problem.optimality_gap(codes, gap_lipschitz)
+        gap = run.gap if run.gap is not None else problem.optimality_gap(codes, gap_lipschitz)
         if not converged and warn:
             warn_not_converged(method, max_iter, gap, tol)
 
