@@ -68,6 +68,16 @@ def test_missing_peer_is_named_with_its_install_command_and_exit_status_3(
     assert (out / "layers.txt").read_text() == "our rows only\n"
 
 
+def test_peer_outside_the_extra_is_named_but_keeps_status_0(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    absent = bench.Peer("sparsecnn_no_such_peer_module", "not on PyPI: build it", extra=False)
+    monkeypatch.setitem(bench.SUITES, "layers",
+                        bench.Suite("bench_layers.py", "fake", (absent,)))
+    result, _ = run_fake_layers_suite(tmp_path, monkeypatch, "print('our rows only')\n")
+    assert result.exit_code == 0, result.output
+    assert "not on PyPI: build it" in result.output
+
+
 def test_progress_lines_are_echoed_per_suite_and_quick_arguments_passed(
         tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(bench.SUITES, "layers",
