@@ -2,7 +2,13 @@
 
 Usage::
 
-    python benchmarks/run.py [--quick] [--out results.json] [--seed 0]
+    python benchmarks/run.py [--quick] [--out results.json] [--seed 0] [--only P1|P2]
+                             [--solvers "homotopy,spams"] [--rounds 5]
+                             [--n-signals N] [--image-size N]
+
+A peer that is not installed (SPAMS, sporco) is named once on stderr with its install command
+and its rows are left out; the exact solvers (sparsecnn homotopy, SPAMS) are timed with 1 and
+2 threads each and keep the faster (the table's ``setting`` column).
 
 Problems (built in :mod:`problems`, nothing cached on disk):
 
