@@ -51,8 +51,12 @@ test: $(VENV)/.installed-dev
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q -n 2 tests
 
+# every suite of benchmarks/ beside its peers; tables in $(BENCH_OUT) (BENCH_ARGS=--quick for
+# a smoke run, --overwrite to replace an earlier run's tables)
+BENCH_OUT ?= runs/bench
+BENCH_ARGS ?=
 bench: $(VENV)/.installed-bench
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/sparsecnn bench --suite all --out $(BENCH_OUT) $(BENCH_ARGS)
 
 # Fashion-MNIST from Debian's package (four IDX files in /usr/share/datasets/fashion-mnist):
 # installed when running as root with apt, else one line says how to get it; $SPARSECNN_DATA

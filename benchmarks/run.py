@@ -2,7 +2,13 @@
 
 Usage::
 
-    python benchmarks/run.py [--quick] [--out results.json] [--seed 0]
+    python benchmarks/run.py [--quick] [--out results.json] [--seed 0] [--only P1|P2]
+                             [--solvers "homotopy,spams"] [--rounds 5]
+                             [--n-signals N] [--image-size N]
+
+A peer that is not installed (SPAMS, sporco) is named once on stderr with its install command
+and its rows are left out; the exact solvers (sparsecnn homotopy, SPAMS) are timed with 1 and
+2 threads each and keep the faster (the table's ``setting`` column).
 
 Problems (built in :mod:`problems`, nothing cached on disk):
 
@@ -43,7 +49,9 @@ for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import importlib  # noqa: E402
 import math  # noqa: E402
+import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -82,6 +90,7 @@ class SolverResult:
     final_energy: float = float("nan")
     final_density: float = float("nan")
     ratio_to_fastest_peer: float | None = None
+    best_setting: str | None = None  # the fastest setting that reached the target
 
 
 # -- common energies --------------------------------------------------------------------------
@@ -115,17 +124,32 @@ def conv_energy(problem: ConvProblem, codes: np.ndarray, nonneg: bool) -> float:
 
 # -- solvers ----------------------------------------------------------------------------------
 Solver = Callable[[object], np.ndarray]
+PEER_INSTALL = {"spams": "pip install spams-bin", "sporco": "pip install sporco"}
+_reported: set[str] = set()
+
+
+def peer(module: str) -> object | None:
+    """The peer's module, or None (said once on stderr, with how to install it): the rows of
+    a missing peer are left out and the others still run."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if module not in _reported:
+            _reported.add(module)
+            print(f"peer {module} not installed, its rows are skipped "
+                  f"({PEER_INSTALL[module]}, or pip install -e '.[bench]')",
+                  file=sys.stderr, flush=True)
+        return None
 
 
 def dense_solvers(problem: DenseProblem, nonneg: bool, quick: bool
                   ) -> list[tuple[str, bool, list, Solver]]:
     """(name, is_sparsecnn, settings from loose to tight, solve(setting) -> codes (n, m))."""
-    import spams
     from sklearn.decomposition import sparse_encode
-    from sporco.admm import bpdn as admm_bpdn
-    from sporco.pgm import bpdn as pgm_bpdn
 
     from sparsecnn import sparse_code
+
+    spams, sporco = peer("spams"), peer("sporco")
 
     X, D, lam = problem.signals, problem.dictionary, problem.lam
     x32 = torch.tensor(X, dtype=torch.float32)
@@ -140,7 +164,7 @@ def dense_solvers(problem: DenseProblem, nonneg: bool, quick: bool
     column_signals = np.ascontiguousarray(X.T)
     tolerances = [1e-2, 1e-3, 1e-4] if quick else [3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5]
     # sporco on 20,000 patches takes minutes per run: one setting, which reaches the target
-    sporco_tolerances = [1e-2, 1e-3] if quick else [1e-3]
+    sporco_tolerances = [1e-3]
 
     def ours(dtype: torch.dtype) -> Solver:
         def solve(tol: float) -> np.ndarray:
@@ -162,20 +186,36 @@ def dense_solvers(problem: DenseProblem, nonneg: bool, quick: bool
                                  positive=nonneg, n_jobs=THREADS)
         return solve
 
+    def ours_exact_threads(dtype: torch.dtype) -> Solver:
+        solve_exact = ours_exact(dtype)
+
+        def solve(threads: int) -> np.ndarray:
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                return solve_exact(threads)
+            finally:
+                torch.set_num_threads(previous)
+        return solve
+
     def spams_lasso(signals: np.ndarray, dictionary: np.ndarray) -> Solver:
-        def solve(_: object) -> np.ndarray:
+        def solve(threads: int) -> np.ndarray:
             codes = spams.lasso(signals, dictionary, lambda1=lam, mode=2, pos=nonneg,
-                                numThreads=THREADS)
+                                numThreads=threads)
             return codes.toarray().T
         return solve
 
     def sporco_admm(tol: float) -> np.ndarray:
+        from sporco.admm import bpdn as admm_bpdn
+
         options = admm_bpdn.BPDN.Options({"Verbose": False, "MaxMainIter": 5000,
                                           "RelStopTol": tol, "NonNegCoef": nonneg})
         solver = admm_bpdn.BPDN(D, column_signals, lam, options)
         return solver.solve().T
 
     def sporco_pgm(tol: float) -> np.ndarray:
+        from sporco.pgm import bpdn as pgm_bpdn
+
         options = pgm_bpdn.BPDN.Options({"Verbose": False, "MaxMainIter": 5000,
                                          "RelStopTol": tol, "NonNegCoef": nonneg,
                                          "L": lipschitz})
@@ -183,27 +223,31 @@ def dense_solvers(problem: DenseProblem, nonneg: bool, quick: bool
         return solver.solve().T
 
     cd_budgets = [5, 20, 1000] if quick else [5, 20, 50, 1000]
-    return [
-        ("sparsecnn homotopy float32", True, ["exact"], ours_exact(torch.float32)),
-        ("sparsecnn homotopy float64", True, ["exact"], ours_exact(torch.float64)),
+    # the exact solvers' only setting is their thread count: each gets the faster of 1 and
+    # THREADS (on a loaded machine one thread can win), and the table says which won
+    threads = [1, THREADS]
+    solvers = [
+        ("sparsecnn homotopy float32", True, threads, ours_exact_threads(torch.float32)),
+        ("sparsecnn homotopy float64", True, threads, ours_exact_threads(torch.float64)),
         ("sparsecnn fista float32", True, tolerances, ours(torch.float32)),
         ("sparsecnn fista float64", True, tolerances, ours(torch.float64)),
         ("sklearn lasso_lars", False, [500], sklearn("lasso_lars")),
         ("sklearn lasso_cd", False, cd_budgets, sklearn("lasso_cd")),
-        ("spams lasso float64", False, ["exact"],
-         spams_lasso(fortran_signals, fortran_dictionary)),
-        ("spams lasso float32", False, ["exact"],
-         spams_lasso(fortran_signals32, fortran_dictionary32)),
-        ("sporco admm BPDN", False, sporco_tolerances, sporco_admm),
-        ("sporco pgm BPDN", False, sporco_tolerances, sporco_pgm),
     ]
+    if spams is not None:
+        solvers += [("spams lasso float64", False, threads,
+                     spams_lasso(fortran_signals, fortran_dictionary)),
+                    ("spams lasso float32", False, threads,
+                     spams_lasso(fortran_signals32, fortran_dictionary32))]
+    if sporco is not None and not quick:
+        # 16-40x slower than the fastest peer: tens of seconds even on the quick problem
+        solvers += [("sporco admm BPDN", False, sporco_tolerances, sporco_admm),
+                    ("sporco pgm BPDN", False, sporco_tolerances, sporco_pgm)]
+    return solvers
 
 
 def conv_solvers(problem: ConvProblem, nonneg: bool, quick: bool
                  ) -> list[tuple[str, bool, list, Solver]]:
-    from sporco.admm import cbpdn as admm_cbpdn
-    from sporco.pgm import cbpdn as pgm_cbpdn
-
     from sparsecnn.inference.fourier import circular_sparse_code
 
     image, filters, lam = problem.image, problem.filters, problem.lam
@@ -219,11 +263,15 @@ def conv_solvers(problem: ConvProblem, nonneg: bool, quick: bool
         return np.asarray(codes).reshape(*image.shape, -1).transpose(2, 0, 1)
 
     def sporco_admm(tol: float) -> np.ndarray:
+        from sporco.admm import cbpdn as admm_cbpdn
+
         options = admm_cbpdn.ConvBPDN.Options({"Verbose": False, "MaxMainIter": 5000,
                                                "RelStopTol": tol, "NonNegCoef": nonneg})
         return from_sporco(admm_cbpdn.ConvBPDN(sporco_filters, image, lam, options).solve())
 
     def sporco_pgm(tol: float) -> np.ndarray:
+        from sporco.pgm import cbpdn as pgm_cbpdn
+
         options = pgm_cbpdn.ConvBPDN.Options({"Verbose": False, "MaxMainIter": 5000,
                                               "RelStopTol": tol, "NonNegCoef": nonneg,
                                               "L": lipschitz})
@@ -235,11 +283,11 @@ def conv_solvers(problem: ConvProblem, nonneg: bool, quick: bool
                                       check_every=5)
         return result.codes[0].numpy()
 
-    return [
-        ("sparsecnn fourier fista float32", True, tolerances, ours),
-        ("sporco admm ConvBPDN", False, tolerances, sporco_admm),
-        ("sporco pgm ConvBPDN", False, tolerances, sporco_pgm),
-    ]
+    solvers = [("sparsecnn fourier fista float32", True, tolerances, ours)]
+    if peer("sporco") is not None:
+        solvers += [("sporco admm ConvBPDN", False, tolerances, sporco_admm),
+                    ("sporco pgm ConvBPDN", False, tolerances, sporco_pgm)]
+    return solvers
 
 
 # -- measuring --------------------------------------------------------------------------------
@@ -274,8 +322,10 @@ def summarize(results: list[SolverResult]) -> float:
     best = min(trial.energy for result in results for trial in result.trials)
     threshold = best * (1 + TARGET) if best >= 0 else best * (1 - TARGET)
     for result in results:
-        reached = [trial.seconds for trial in result.trials if trial.energy <= threshold]
-        result.time_to_target = min(reached) if reached else None
+        reached = [trial for trial in result.trials if trial.energy <= threshold]
+        fastest = min(reached, key=lambda trial: trial.seconds) if reached else None
+        result.time_to_target = None if fastest is None else fastest.seconds
+        result.best_setting = None if fastest is None else fastest.setting
         result.final_energy = result.trials[-1].energy
         result.final_density = result.trials[-1].density
     peer_times = [r.time_to_target for r in results
@@ -301,7 +351,7 @@ def format_table(problem_name: str, best: float, results: list[SolverResult]) ->
     lines = [f"{problem_name}: F* = {best:.10g}, target F <= F* (1 + {TARGET:g})",
              f"  ({ENERGY_NOTES.get(problem_name, '')})",
              f"  {'solver':<32} {'time to target':>15} {'final F':>16} {'F/F*-1':>10} "
-             f"{'non-zeros':>10} {'min code':>10} {'time / fastest peer':>20}"]
+             f"{'non-zeros':>10} {'min code':>10} {'setting':>8} {'time / fastest peer':>20}"]
     for r in results:
         time_text = "not reached" if r.time_to_target is None else f"{r.time_to_target:.3f} s"
         ratio = "-" if r.ratio_to_fastest_peer is None else f"{r.ratio_to_fastest_peer:.3f}"
@@ -311,8 +361,10 @@ def format_table(problem_name: str, best: float, results: list[SolverResult]) ->
         gap = r.final_energy / best - 1
         most_negative = f"{min(trial.most_negative for trial in r.trials):.1e}" \
             if "non-negative" in problem_name else "-"
+        setting = r.best_setting or "-"
         lines.append(f"  {r.solver:<32} {time_text:>15} {r.final_energy:>16.10g} {gap:>10.2e} "
-                     f"{100 * r.final_density:>9.2f}% {most_negative:>10} {ratio:>20}")
+                     f"{100 * r.final_density:>9.2f}% {most_negative:>10} {setting:>8} "
+                     f"{ratio:>20}")
     return "\n".join(lines)
 
 
@@ -327,48 +379,112 @@ def _finite(value: object) -> object:
     return value
 
 
+def settings_line() -> str:
+    """What every solver ran with (the table's header): threads, OpenMP policy, precisions."""
+    return (f"settings: torch/OMP/MKL/OpenBLAS threads {THREADS}, OMP_WAIT_POLICY="
+            f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; the exact solvers (sparsecnn "
+            f"homotopy, SPAMS lasso) run with 1 and {THREADS} threads and keep the faster "
+            "('setting' column); SPAMS and sparsecnn in float32 and float64; sklearn n_jobs "
+            f"{THREADS}")
+
+
+def run_problem(name: str, build: Callable, score: Callable, solvers: Callable,
+                wanted: Callable[[str], bool]) -> tuple[float, list[SolverResult]]:
+    """One round: warm up and time every wanted solver of one problem, in the listed order."""
+    warm_ups = {entry[0]: entry[3] for entry in solvers(build(small=True))}
+    results = [measure(solver, ours, settings, solve, warm_ups[solver], score, name)
+               for solver, ours, settings, solve in solvers(build(small=False))
+               if wanted(solver)]
+    return summarize(results), results
+
+
+def ratio_summary(rounds: list[list[SolverResult]]) -> list[str]:
+    """Per sparsecnn solver, min/median/max over the rounds of its time over the fastest
+    peer's in the same round (paired: both timed in that round)."""
+    lines = []
+    for index, result in enumerate(rounds[0]):
+        if not result.is_sparsecnn:
+            continue
+        ratios = [r[index].ratio_to_fastest_peer for r in rounds
+                  if r[index].ratio_to_fastest_peer is not None]
+        if ratios:
+            low, middle, high = min(ratios), statistics.median(ratios), max(ratios)
+            lines.append(f"  {result.solver:<32} time / fastest peer over {len(ratios)} "
+                         f"rounds: min {low:.3f} median {middle:.3f} max {high:.3f} "
+                         f"({1 / high:.2f}x / {1 / middle:.2f}x / {1 / low:.2f}x faster)")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller problems (smoke run)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller problems, no sporco on P1 (about a minute unloaded)")
     parser.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
     parser.add_argument("--seed", type=int, default=0, help="seed of the problem data")
     parser.add_argument("--only", choices=("P1", "P2"), default=None,
                         help="run one problem only")
+    parser.add_argument("--solvers", default=None,
+                        help="comma-separated substrings: time only the solvers whose name "
+                        "contains one (e.g. 'homotopy,spams')")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat each problem's timings this many times and report the "
+                        "min/median/max of every sparsecnn ratio over the rounds")
+    parser.add_argument("--n-signals", type=int, default=None,
+                        help="P1 patches (default 20,000; 2,000 with --quick)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="P2 image side (default 256; 128 with --quick)")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1; got {args.rounds}")
     torch.set_num_threads(THREADS)
+    patterns = None if args.solvers is None else [p.strip() for p in args.solvers.split(",")]
 
-    tables, payload = [], {"threads": THREADS, "target": TARGET, "quick": args.quick,
-                           "seed": args.seed, "problems": []}
+    def wanted(solver: str) -> bool:
+        return patterns is None or any(pattern in solver for pattern in patterns)
+
+    n_signals = args.n_signals or (2000 if args.quick else 20_000)
+    image_size = args.image_size or (128 if args.quick else 256)
+    print(settings_line(), file=sys.stderr, flush=True)
+    tables, payload = [settings_line()], {
+        "threads": THREADS, "target": TARGET, "quick": args.quick, "seed": args.seed,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "rounds": args.rounds,
+        "problems": []}
+    problems = []
     if args.only in (None, "P1"):
         start = time.perf_counter()
-        dense = patch_problem(n_signals=2000 if args.quick else 20_000, seed=args.seed)
+        dense = patch_problem(n_signals=n_signals, seed=args.seed)
         print(f"P1 built in {time.perf_counter() - start:.1f} s: {dense.signals.shape[0]} "
               f"patches, lam = {dense.lam:.6g}", file=sys.stderr, flush=True)
-        small = DenseProblem(dense.signals[:200], dense.dictionary, dense.lam)
         for nonneg in (False, True):
-            name = "P1 " + ("non-negative" if nonneg else "signed")
-            warm_ups = [entry[3] for entry in dense_solvers(small, nonneg, args.quick)]
-            results = [measure(solver, ours, settings, solve, warm_up,
-                               lambda codes, n=nonneg: dense_energy(dense, codes, n), name)
-                       for (solver, ours, settings, solve), warm_up in zip(
-                           dense_solvers(dense, nonneg, args.quick), warm_ups, strict=True)]
-            best = summarize(results)
-            tables.append(format_table(name, best, results))
-            payload["problems"].append({"name": name, "lam": dense.lam, "best_energy": best,
-                                        "solvers": [asdict(r) for r in results]})
+            problems.append((
+                "P1 " + ("non-negative" if nonneg else "signed"), dense.lam,
+                lambda small, p=dense: DenseProblem(p.signals[:200], p.dictionary, p.lam)
+                if small else p,
+                lambda codes, n=nonneg: dense_energy(dense, codes, n),
+                lambda problem, n=nonneg: dense_solvers(problem, n, args.quick)))
     if args.only in (None, "P2"):
-        conv = image_problem(size=128 if args.quick else 256, seed=args.seed)
-        small = ConvProblem(conv.image[:32, :32], conv.filters, conv.lam)
-        name = "P2 circular"
-        warm_ups = [entry[3] for entry in conv_solvers(small, False, args.quick)]
-        results = [measure(solver, ours, settings, solve, warm_up,
-                           lambda codes: conv_energy(conv, codes, False), name)
-                   for (solver, ours, settings, solve), warm_up in zip(
-                       conv_solvers(conv, False, args.quick), warm_ups, strict=True)]
-        best = summarize(results)
-        tables.append(format_table(name, best, results))
-        payload["problems"].append({"name": name, "lam": conv.lam, "best_energy": best,
-                                    "solvers": [asdict(r) for r in results]})
+        conv = image_problem(size=image_size, seed=args.seed)
+        problems.append((
+            "P2 circular", conv.lam,
+            lambda small, p=conv: ConvProblem(p.image[:32, :32], p.filters, p.lam)
+            if small else p,
+            lambda codes: conv_energy(conv, codes, False),
+            lambda problem: conv_solvers(problem, False, args.quick)))
+    for name, lam, build, score, solvers in problems:
+        rounds = []
+        for round_index in range(args.rounds):
+            if args.rounds > 1:
+                print(f"{name}: round {round_index + 1}/{args.rounds}", file=sys.stderr,
+                      flush=True)
+            best, results = run_problem(name, build, score, solvers, wanted)
+            rounds.append(results)
+        table = format_table(name, best, results)
+        if args.rounds > 1:
+            table += "\n" + "\n".join(ratio_summary(rounds))
+        tables.append(table)
+        payload["problems"].append({"name": name, "lam": lam, "best_energy": best,
+                                    "rounds": [[asdict(r) for r in results]
+                                               for results in rounds]})
     print("\n\n".join(tables))
     if args.out is not None:
         from sparsecnn.io import write_json

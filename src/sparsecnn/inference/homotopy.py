@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from ..dictionary import DenseDictionary
-from .active_set import shrinking_fista
+from .active_set import exact_lipschitz, shrinking_fista
 from .problem import SolverRun, SparseCodingProblem
 
 __all__ = [
@@ -191,12 +191,19 @@ def _first_minimum(values: np.ndarray) -> int:
 
 @_njit(fastmath=_FAST_FINITE_MATH)
 def _homotopy_rows(gram: np.ndarray, working_gram: np.ndarray, correlation: np.ndarray,
-                   lam: np.ndarray, nonneg: bool, max_steps: int, codes: np.ndarray,
-                   steps: np.ndarray, status: np.ndarray) -> None:
+                   lam: np.ndarray, nonneg: bool, max_steps: int, lipschitz: float,
+                   tiny: float, codes: np.ndarray, steps: np.ndarray, status: np.ndarray,
+                   gap: np.ndarray) -> None:
     """Run the path for every row of ``correlation`` (``D^T x``) into the zero-filled
     ``codes`` (either float dtype).  The event search (``g = G_{:,A} u``, the candidate
     lengths, the residual correlations) runs in ``working_gram``'s dtype; the Cholesky
-    factor, the coefficients, the end point and its certificate are float64."""
+    factor, the coefficients, the end point and its certificate are float64.
+
+    With ``lipschitz > 0``, ``gap`` receives the relative optimality gap of the codes *as
+    stored* (rounded to ``codes``' dtype), in float64: ``||L (a - prox(a - grad/L))||_inf /
+    max(||D^T x||_inf, tiny)`` with ``grad = G a - D^T x`` (docs/theory.md A.3, the gap
+    :meth:`SparseCodingProblem.optimality_gap` computes); the path has ``G_{:,A}`` at hand, so
+    this costs one product per signal instead of a dense ``codes @ G`` over the batch."""
     n_signals, n_atoms = correlation.shape
     per_signal_lam = lam.shape[0] > 1
     # scalars of the working dtype (numba promotes mixed float32/float64 arithmetic)
@@ -209,6 +216,7 @@ def _homotopy_rows(gram: np.ndarray, working_gram: np.ndarray, correlation: np.n
     direction_of_atoms = np.empty(n_atoms, dtype=working_gram.dtype)
     coefficients = np.zeros(n_atoms)
     fitted = np.empty(n_atoms)
+    rounded = np.empty(n_atoms)
     position = np.full(n_atoms, -1)
     signs = np.zeros(n_atoms)
     active = np.empty(n_atoms, dtype=np.int64)
@@ -242,7 +250,10 @@ def _homotopy_rows(gram: np.ndarray, working_gram: np.ndarray, correlation: np.n
             if bound > start * weights[j]:
                 start, first = bound / weights[j], j
         if start <= 1.0:
-            continue  # a = 0 satisfies |c| <= lam: it is the minimiser
+            # a = 0 satisfies |c| <= lam: it is the minimiser, and prox(c/L) = 0 makes its
+            # gap exactly 0
+            gap[n] = 0.0
+            continue
         t = start
         size = 0
         signs[first] = 1.0 if (nonneg or residual[first] > 0) else -1.0
@@ -363,12 +374,27 @@ def _homotopy_rows(gram: np.ndarray, working_gram: np.ndarray, correlation: np.n
         for k in range(size):
             atom = active[k]
             codes[n, atom] = coefficients[atom]
+            rounded[k] = codes[n, atom]
             coefficients[atom] = 0.0
             position[atom] = -1
             signs[atom] = 0.0
             blocked[atom] = 0.0
         if left >= 0:
             blocked[left] = 0.0
+        if lipschitz > 0.0:
+            if size:
+                _combine_rows(gram, active, rounded, size, fitted)  # G_{:,A} a_A, as stored
+            worst, scale = 0.0, 0.0
+            for j in range(n_atoms):
+                value = float(codes[n, j])
+                moved = value - ((fitted[j] if size else 0.0) - correlation[n, j]) / lipschitz
+                theta = weights[j] / lipschitz
+                proximal = max(moved - theta, 0.0)
+                if not nonneg:
+                    proximal -= max(-moved - theta, 0.0)
+                worst = max(worst, abs(lipschitz * (value - proximal)))
+                scale = max(scale, abs(correlation[n, j]))
+            gap[n] = worst / max(scale, tiny)
 
 
 def homotopy_path_ends(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarray,
@@ -385,6 +411,16 @@ def homotopy_path_ends(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarra
     satisfies the optimality conditions in float64 whatever the working dtype.  ``threads``
     workers take chunks of the batch concurrently (the kernel holds no GIL).
     """
+    codes, steps, status, _ = _path_ends(gram, correlation, lam, nonneg, max_steps, threads,
+                                         working_dtype, 0.0)
+    return codes, steps, status
+
+
+def _path_ends(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarray, nonneg: bool,
+               max_steps: int, threads: int, working_dtype: np.dtype | type | None,
+               lipschitz: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`homotopy_path_ends` plus the optimality gap of every stored code row when
+    ``lipschitz > 0`` (see :func:`_homotopy_rows`; zeros otherwise)."""
     gram = np.ascontiguousarray(gram, dtype=np.float64)
     if correlation.dtype not in (np.float32, np.float64):
         correlation = correlation.astype(np.float64)
@@ -396,28 +432,32 @@ def homotopy_path_ends(gram: np.ndarray, correlation: np.ndarray, lam: np.ndarra
     codes = np.zeros_like(correlation)
     steps = np.zeros(correlation.shape[0], dtype=np.int64)
     status = np.zeros(correlation.shape[0], dtype=np.int64)
+    gap = np.zeros(correlation.shape[0])
     _run_chunks(gram, gram.astype(working), correlation, lam, nonneg, max_steps, threads,
-                codes, steps, status)
+                float(lipschitz), codes, steps, status, gap)
     again = np.flatnonzero(status == UNCERTIFIED)
     if again.size and working != np.float64:
         lam_rows = lam[again] if lam.shape[0] > 1 else lam
-        codes[again], steps[again], status[again] = homotopy_path_ends(
-            gram, correlation[again], lam_rows, nonneg, max_steps, threads, np.float64)
-    return codes, steps, status
+        codes[again], steps[again], status[again], gap[again] = _path_ends(
+            gram, correlation[again], lam_rows, nonneg, max_steps, threads, np.float64,
+            lipschitz)
+    return codes, steps, status, gap
 
 
 def _run_chunks(gram: np.ndarray, working_gram: np.ndarray, correlation: np.ndarray,
-                lam: np.ndarray, nonneg: bool, max_steps: int, threads: int,
-                codes: np.ndarray, steps: np.ndarray, status: np.ndarray) -> None:
+                lam: np.ndarray, nonneg: bool, max_steps: int, threads: int, lipschitz: float,
+                codes: np.ndarray, steps: np.ndarray, status: np.ndarray, gap: np.ndarray
+                ) -> None:
     """Many small chunks handed out on demand: path lengths vary 100-fold between signals."""
     n_signals = correlation.shape[0]
     chunks = np.arange(0, n_signals, _CHUNK_ROWS)
+    tiny = float(np.finfo(codes.dtype).tiny)
 
     def run(begin: int) -> None:
         rows = slice(begin, min(begin + _CHUNK_ROWS, n_signals))
         _homotopy_rows(gram, working_gram, correlation[rows],
-                       lam[rows] if lam.shape[0] > 1 else lam, nonneg, max_steps,
-                       codes[rows], steps[rows], status[rows])
+                       lam[rows] if lam.shape[0] > 1 else lam, nonneg, max_steps, lipschitz,
+                       tiny, codes[rows], steps[rows], status[rows], gap[rows])
 
     threads = max(1, min(int(threads), len(chunks)))
     if threads == 1:
@@ -438,9 +478,11 @@ def homotopy_sparse_code(problem: SparseCodingProblem, *, max_iter: int, tol: fl
     clamped to it: no path has that many segments, so the result is the same.
 
     Returns the codes (the problem's dtype and device), the largest number of path segments
-    (or FISTA iterations) any signal used, and whether every signal was solved: exactly by the
-    path, or by FISTA meeting its stopping rule; no step size (the path has none) and no
-    energy history.
+    (or FISTA iterations) any signal used, whether every signal was solved: exactly by the
+    path, or by FISTA meeting its stopping rule, and every signal's optimality gap with
+    ``L = ||D||_2^2`` (formed in the path kernel from ``G_{:,A}``, by
+    :meth:`SparseCodingProblem.optimality_gap` for the FISTA rows); no step size (the path
+    has none) and no energy history.
     """
     if not isinstance(problem.D, DenseDictionary):
         raise TypeError("homotopy_sparse_code needs a DenseDictionary; got "
@@ -453,11 +495,13 @@ def homotopy_sparse_code(problem: SparseCodingProblem, *, max_iter: int, tol: fl
         lam = lam.reshape(1, 1).expand(1, n_atoms) if lam.numel() == 1 else \
             lam.reshape(-1, n_atoms)
         matrix = problem.D.matrix.detach().to(dtype=torch.float64, device="cpu")
-        path_codes, steps, status = homotopy_path_ends(
+        lipschitz = exact_lipschitz(matrix)
+        path_codes, steps, status, path_gap = _path_ends(
             (matrix.T @ matrix).numpy(), correlation.cpu().numpy(),
             lam.to(dtype=torch.float64, device="cpu").numpy(), problem.nonneg,
-            min(max_iter, MAX_PATH_SEGMENTS), torch.get_num_threads())
+            min(max_iter, MAX_PATH_SEGMENTS), torch.get_num_threads(), None, lipschitz)
         codes = torch.from_numpy(path_codes).to(x.device)
+        gap = torch.from_numpy(path_gap).to(dtype=codes.dtype, device=x.device)
         n_iter, converged = int(steps.max(initial=0)), True
         unsolved = torch.from_numpy(np.flatnonzero(status != SOLVED)).to(x.device)
         if unsolved.numel():
@@ -467,5 +511,6 @@ def homotopy_sparse_code(problem: SparseCodingProblem, *, max_iter: int, tol: fl
                                                             problem.nonneg)
             fallback = shrinking_fista(subproblem, max_iter=max_iter, tol=tol)
             codes[unsolved] = fallback.codes
+            gap[unsolved] = subproblem.optimality_gap(fallback.codes, lipschitz)
             n_iter, converged = max(n_iter, fallback.n_iter), fallback.converged
-    return SolverRun(codes, n_iter, converged, None, [])
+    return SolverRun(codes, n_iter, converged, None, [], gap)

@@ -77,6 +77,8 @@ class SolverRun(NamedTuple):
         ``None`` for the homotopy path, which has no step.
     history : the energy after every iteration, ``[E(a^0), ..., E(a^k)]``, when requested;
         else empty.
+    gap : the optimality gap per signal when the solver formed it (the homotopy path), else
+        ``None`` (``sparse_code`` then computes it).
     """
 
     codes: torch.Tensor
@@ -84,6 +86,7 @@ class SolverRun(NamedTuple):
     converged: bool
     step_size: float | None
     history: list[torch.Tensor]
+    gap: torch.Tensor | None = None
 
 
 def _reduce_per_sample(values: torch.Tensor) -> torch.Tensor:

@@ -202,7 +202,8 @@ def _solve(problem: SparseCodingProblem, method: str, max_iter: int, tol: float,
             problem, accelerated=method == "fista", restart=restart, max_iter=max_iter,
             tol=tol, init=init, step_size=step_size, return_history=return_history)
         step = run.step_size
-    gap = problem.optimality_gap(run.codes, gap_lipschitz)
+    # the homotopy kernel forms the gap from the active atoms' Gram columns on its own codes
+    gap = run.gap if run.gap is not None else problem.optimality_gap(run.codes, gap_lipschitz)
     return (run.codes, problem.energy(run.codes), gap.detach(), run.n_iter, run.converged,
             step, run.history)
 

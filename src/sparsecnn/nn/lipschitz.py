@@ -108,7 +108,10 @@ def conv_lipschitz(atoms: torch.Tensor, stride: tuple[int, int], padding: tuple[
     otherwise the upper bound :func:`fourier_lipschitz_bound` (a step ``1/L`` with ``L`` above
     ``||D||_2^2`` keeps ISTA monotone and convergent).  ``method`` (``"exact"`` or
     ``"fourier"``) overrides the choice by size."""
-    shape = tuple(int(s) for s in signal_shape)
+    # the dictionary's own check: a kernel larger than the (padded) signal is a clear error,
+    # not a negative dimension in the explicit matrix
+    shape = ConvDictionary(atoms.detach(), stride, padding).check_signal_shape(signal_shape)
+    shape = shape[-3:] if len(shape) >= 3 else (atoms.shape[1], *shape)
     if method is None:
         method = lipschitz_method(atoms.shape, stride, padding, shape)
     if method not in ("exact", "fourier"):
