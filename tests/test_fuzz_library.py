@@ -161,4 +161,4 @@ def test_the_documented_types_are_what_the_fuzz_allows() -> None:
     # the allowed set must stay narrow: an internal error type slipping in would hide bugs
     assert not issubclass(RuntimeError, DOCUMENTED) and not issubclass(IndexError, DOCUMENTED)
     with pytest.raises(ValueError):
-        sc.sparse_code(np.ones((2, 3)), sc.DenseDictionary(torch.eye(4)), 0.1)
+        sc.sparse_code(np.ones((2, 3)), sc.DenseDictionary(torch.eye(4, dtype=torch.float64)), 0.1)
