@@ -434,7 +434,7 @@ def _capture_inputs(model: nn.Module, layers: list[tuple[str, nn.Module]],
 
 def interpret(model: nn.Module, inputs: Any = None, *, input_shape: Sequence[int] | None = None,
               max_samples: int = 32, max_iter: int = 1000, tol: float = 1e-6,
-              model_name: str = "") -> InterpretationReport:
+              model_name: str = "", verbose: bool = False) -> InterpretationReport:
     """Read ``model`` as hierarchical non-negative sparse coding, one entry per conv/linear layer.
 
     Parameters
@@ -447,6 +447,8 @@ def interpret(model: nn.Module, inputs: Any = None, *, input_shape: Sequence[int
         ``inputs`` (a zero input is run through the model).  Without either, a convolutional
         layer's gap is computed on images of ``kernel + 2 * stride`` pixels per side.
     max_iter, tol : budget and tolerance of the FISTA solve for the optimum (float64).
+    verbose : print the progress of each layer's FISTA solve to stderr (``sparse_code``'s
+        ``verbose``); a convolutional layer's optimum can take tens of seconds.
 
     Raises
     ------
@@ -553,15 +555,15 @@ def interpret(model: nn.Module, inputs: Any = None, *, input_shape: Sequence[int
                     layer_output = layer_output.reshape(-1, layer_output.shape[-1])
                 layer_output = layer_output / scales.view(view)
             _sparse_coding_gap(entry, signal, dictionary, thresholds, max_iter, tol,
-                               layer_output)
+                               layer_output, verbose)
         entries.append(entry)
     return InterpretationReport(layers=entries, n_inputs=n_inputs, model_name=model_name)
 
 
 def _sparse_coding_gap(entry: LayerInterpretation, signal: torch.Tensor,
                        dictionary: ConvDictionary | DenseDictionary, thresholds: torch.Tensor,
-                       max_iter: int, tol: float, layer_codes: torch.Tensor | None = None
-                       ) -> None:
+                       max_iter: int, tol: float, layer_codes: torch.Tensor | None = None,
+                       verbose: bool = False) -> None:
     """Fill the energy gap and code distance between ``ReLU(D^T x - lam)`` and the optimum."""
     problem = SparseCodingProblem(signal, dictionary, thresholds, nonneg=True,
                                   allow_negative_lam=True)
@@ -577,7 +579,8 @@ def _sparse_coding_gap(entry: LayerInterpretation, signal: torch.Tensor,
     entry.one_shot_energy = float(one_shot_energy.mean())
     try:
         result = sparse_code(signal, dictionary, thresholds, method="fista", nonneg=True,
-                             max_iter=max_iter, tol=tol, allow_negative_lam=True, warn=False)
+                             max_iter=max_iter, tol=tol, allow_negative_lam=True, warn=False,
+                             verbose=verbose)
     except SolverDivergedError:
         entry.gap_status = ("unbounded: improper priors (b > 0) on a rank-deficient dictionary "
                             "make the energy unbounded below")

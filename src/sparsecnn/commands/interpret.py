@@ -118,8 +118,8 @@ def command(model_path: Path | None, architecture_path: Path | None, data_name: 
     model = model.to(torch_device)
     inputs = inputs.to(device=torch_device, dtype=next(model.parameters()).dtype)
     try:
-        report = interpret(model, inputs, max_iter=max_iter,
-                           model_name=run["model"])
+        report = interpret(model, inputs, max_iter=max_iter, model_name=run["model"],
+                           verbose=not no_progress)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     run["layers"] = [layer.name for layer in report.layers]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from .active_set import exact_lipschitz, shrinking_fista, uses_fast_dense_path
 from .homotopy import homotopy_sparse_code
 from .lca import lca
 from .problem import SparseCodeResult, SparseCodingProblem, warn_not_converged
+from .progress import make_monitor
 from .proximal_gradient import proximal_gradient
 
 __all__ = ["METHODS", "sparse_code"]
@@ -27,7 +29,10 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
                 max_iter: int = 1000, tol: float = 1e-6, *, init: Any = None,
                 step_size: float | None = None, restart: bool = True,
                 return_history: bool = False, allow_negative_lam: bool = False,
-                warn: bool = True) -> SparseCodeResult:
+                warn: bool = True, verbose: bool = False,
+                callback: Callable[[int, dict[str, Any]], Any] | None = None,
+                progress_every: int = 10, progress_interval: float = 2.0
+                ) -> SparseCodeResult:
     """Solve ``min_a 1/2 ||x - D a||^2 + sum_i lam_i |a_i|`` (``a >= 0`` with ``nonneg``).
 
     Parameters
@@ -58,6 +63,16 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
     allow_negative_lam : opt in to the modified model of docs/theory.md A.4 (``nonneg=True`` only),
         where a negative threshold is a positive CNN bias (improper prior).
     warn : emit a :class:`ConvergenceWarning` when the budget runs out.
+    verbose : print progress to stderr, like scikit-learn's ``verbose``: the iteration, the
+        mean energy and the worst relative optimality gap (the stopping rule's), at most every
+        ``progress_interval`` seconds and after the last iteration
+        (:mod:`sparsecnn.inference.progress`).
+    callback : ``callback(iteration, info)`` every ``progress_every`` iterations and after the
+        last one, ``info`` holding ``energy``, ``gap``, ``elapsed`` (seconds), ``final`` and
+        ``converged`` (``None`` until the end).  With ``verbose`` or ``callback``, dense FISTA
+        runs the general loop (same iterates) instead of the fused fast path, whose batch
+        shrinks as signals converge; ``"closed_form"`` and ``"homotopy"`` report once, at the
+        end.
 
     Returns
     -------
@@ -75,6 +90,8 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
         _check_homotopy(problem, init, step_size, return_history)
     init_tensor = None if init is None else problem.as_codes(init, "init")
     tol = problem.effective_tol(tol)
+    monitor = make_monitor(problem, method, max_iter, verbose, callback, progress_every,
+                           progress_interval)
 
     orthogonality_gap, gap_lipschitz = None, None
     if method == "closed_form":
@@ -91,9 +108,10 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
             step = 1.0 / gap_lipschitz
         elif method == "lca":
             run = lca(problem, max_iter=max_iter, tol=tol, init=init_tensor,
-                      step_size=step_size, return_history=return_history)
+                      step_size=step_size, return_history=return_history, monitor=monitor)
             step = run.step_size
-        elif method == "fista" and uses_fast_dense_path(problem, init_tensor, return_history):
+        elif method == "fista" and monitor is None and uses_fast_dense_path(
+                problem, init_tensor, return_history):
             # same iterates per signal, no autograd graph: screening, shrinking, fused products
             run = shrinking_fista(problem, max_iter=max_iter, tol=tol, init=init_tensor,
                                   step_size=step_size, restart=restart)
@@ -102,12 +120,16 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
         else:
             run = proximal_gradient(
                 problem, accelerated=method == "fista", restart=restart, max_iter=max_iter,
-                tol=tol, init=init_tensor, step_size=step_size, return_history=return_history)
+                tol=tol, init=init_tensor, step_size=step_size, return_history=return_history,
+                monitor=monitor)
             step = run.step_size
         codes, n_iter, converged, history = run.codes, run.n_iter, run.converged, run.history
         gap = problem.optimality_gap(codes, gap_lipschitz)
         if not converged and warn:
             warn_not_converged(method, max_iter, gap, tol)
+    if monitor is not None:
+        monitor.lipschitz = gap_lipschitz
+        monitor(n_iter, codes, final=True, converged=converged)
 
     return SparseCodeResult(
         codes=problem.output(codes),
