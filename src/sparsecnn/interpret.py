@@ -9,6 +9,10 @@ For every ``Conv2d``/``Linear`` layer (plain or sparse) with filters ``w_i`` and
 * the prior of each unit (A.4): ``b_i < 0`` proper, ``b_i = 0`` flat (improper), ``b_i > 0``
   anti-sparse (improper), reported as ``improper_prior_fraction`` (``b > 0``) and
   ``flat_prior_fraction`` (``b == 0``);
+* the model's last layer, when no ReLU follows it, is the logistic-regression head (A.7):
+  ``softmax(W z + b)`` is a classifier of the codes ``z``, not a sparse-coding layer, so its bias
+  is a class offset and carries no prior; its row has ``role == "logistic-regression head"``,
+  no prior fractions and no sparse-coding gap;
 * the mutual coherence and the orthogonality gap ``||D^T D - I||_F`` (zero iff the one-shot
   ReLU is the exact sparse code for every input, A.2-A.5);
 * with ``inputs``: the *sparse-coding gap* on the inputs each layer actually receives -- the
@@ -44,6 +48,12 @@ from .nn.lipschitz import KnownLipschitzConvDictionary, conv_lipschitz
 __all__ = ["DeadLayerWarning", "InterpretationReport", "LayerInterpretation", "interpret"]
 
 
+SPARSE_CODING = "sparse coding"
+# docs/theory.md A.7: a CNN is hierarchical sparse coding *plus logistic regression*; the last
+# affine map feeds a softmax, so its bias is a class offset, not an exponential prior.
+LOGISTIC_HEAD = "logistic-regression head"
+
+
 class DeadLayerWarning(UserWarning):
     """A layer's thresholds make every code zero for the given inputs."""
 
@@ -53,6 +63,9 @@ class LayerInterpretation:
     """The sparse-coding reading of one layer (see the module docstring for every quantity).
 
     Energies, gaps and distances are means over the input signals (``None`` without inputs).
+    ``role`` is ``"sparse coding"`` or ``"logistic-regression head"``; the head has no prior
+    (``improper_prior_fraction`` and ``flat_prior_fraction`` are ``None``, ``improper_units`` is
+    empty) and no sparse-coding gap (``gap_status`` says why).
     For a sparse layer with ``n_iter = k > 0``, ``layer_energy_gap`` and ``layer_code_distance``
     compare the layer's own k-step code (its output divided by ``||w||``) with the optimum.
     ``orthogonality_signal_shape`` is the signal ``(C, H, W)`` for which the convolutional
@@ -65,8 +78,8 @@ class LayerInterpretation:
     output_scale: torch.Tensor
     thresholds: torch.Tensor
     biases: torch.Tensor
-    improper_prior_fraction: float
-    flat_prior_fraction: float
+    improper_prior_fraction: float | None
+    flat_prior_fraction: float | None
     improper_units: list[int]
     coherence: float
     orthogonality_gap: float
@@ -86,6 +99,7 @@ class LayerInterpretation:
     layer_n_iter: int = 0
     layer_energy_gap: float | None = None
     layer_code_distance: float | None = None
+    role: str = SPARSE_CODING
     extras: dict = field(default_factory=dict)
 
     @property
@@ -96,6 +110,7 @@ class LayerInterpretation:
         result: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind,
+            "role": self.role,
             "n_units": self.n_units,
             "atom_shape": list(self.dictionary.shape[1:]),
             "improper_prior_fraction": self.improper_prior_fraction,
@@ -140,6 +155,22 @@ def _format(value: float | None, spec: str = ".3g") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f}%"
+
+
+def _gap_cell(layer: LayerInterpretation, value: float | None) -> str:
+    """The number, or in words why there is none (the reason used to be only in the JSON)."""
+    if value is not None:
+        return format(value, ".3g")
+    status = layer.gap_status
+    if layer.role == LOGISTIC_HEAD:
+        return "n/a (head)"
+    if status is None:
+        return "- (no inputs)"
+    return status.split(":")[0].split(" (")[0]
+
+
 @dataclass
 class InterpretationReport:
     """Per-layer sparse-coding reading of a model (:func:`interpret`)."""
@@ -160,8 +191,8 @@ class InterpretationReport:
                 "layers": [layer.to_dict(include_arrays) for layer in self.layers]}
 
     def table(self) -> str:
-        header = ["layer", "kind", "units", "lam mean [min, max]", "b>0", "b=0", "coherence",
-                  "||DtD-I||_F", "energy gap", "rel. code dist."]
+        header = ["layer", "kind", "role", "units", "lam mean [min, max]", "b>0", "b=0",
+                  "coherence", "||DtD-I||_F", "energy gap", "rel. code dist."]
         iterative = any(layer.layer_energy_gap is not None for layer in self.layers)
         if iterative:
             header += ["k", "k-step energy gap", "k-step code dist."]
@@ -169,15 +200,15 @@ class InterpretationReport:
         for layer in self.layers:
             lam = _summary(layer.thresholds)
             rows.append([
-                layer.name, layer.kind, str(layer.n_units),
-                f"{lam['mean']:.3g} [{lam['min']:.3g}, {lam['max']:.3g}]",
-                f"{100 * layer.improper_prior_fraction:.0f}%",
-                f"{100 * layer.flat_prior_fraction:.0f}%",
+                layer.name, layer.kind, layer.role, str(layer.n_units),
+                "n/a (class offsets)" if layer.role == LOGISTIC_HEAD
+                else f"{lam['mean']:.3g} [{lam['min']:.3g}, {lam['max']:.3g}]",
+                _percent(layer.improper_prior_fraction), _percent(layer.flat_prior_fraction),
                 f"{layer.coherence:.3f}", f"{layer.orthogonality_gap:.3g}",
-                _format(layer.energy_gap), _format(layer.code_distance)])
+                _gap_cell(layer, layer.energy_gap), _gap_cell(layer, layer.code_distance)])
             if iterative:
-                rows[-1] += [str(layer.layer_n_iter), _format(layer.layer_energy_gap),
-                             _format(layer.layer_code_distance)]
+                rows[-1] += [str(layer.layer_n_iter), _gap_cell(layer, layer.layer_energy_gap),
+                             _gap_cell(layer, layer.layer_code_distance)]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
                  for row in rows]
@@ -185,7 +216,10 @@ class InterpretationReport:
         note = ("thresholds lam = -b/||w||; b>0: improper anti-sparse prior, b=0: flat prior; "
                 "energy gap = E+(ReLU code) - E+(optimum)"
                 + ("; k-step: the layer's own code after k iterations" if iterative else ""))
-        return "\n".join([*lines, note])
+        reasons = sorted({f"{layer.name}: {layer.gap_status}" for layer in self.layers
+                          if layer.energy_gap is None and layer.gap_status is not None})
+        notes = [note, *(["no energy gap --"] + [f"  {r}" for r in reasons] if reasons else [])]
+        return "\n".join([*lines, *notes])
 
     def __str__(self) -> str:
         return self.table()
@@ -237,7 +271,9 @@ class InterpretationReport:
                 axis.hist(values[values < 0], bins=edges, color="tab:red",
                           label="improper (b > 0)")
             axis.axvline(0.0, color="black", linestyle="--", linewidth=1)
-            axis.set_title(f"{entry.name}: {100 * entry.improper_prior_fraction:.0f}% improper",
+            axis.set_title(f"{entry.name}: logistic-regression head (class offsets, no prior)"
+                           if entry.role == LOGISTIC_HEAD else
+                           f"{entry.name}: {100 * entry.improper_prior_fraction:.0f}% improper",
                            fontsize=8)
             axis.set_xlabel("threshold  -b/||w||", fontsize=8)
             axis.legend(fontsize=6)
@@ -250,7 +286,8 @@ class InterpretationReport:
         optimum; layers whose energy is unbounded below are marked (needs ``inputs``)."""
         from matplotlib.figure import Figure
 
-        measured = [entry for entry in self.layers if entry.gap_status is not None]
+        measured = [entry for entry in self.layers
+                    if entry.gap_status is not None and entry.role != LOGISTIC_HEAD]
         if not measured:
             raise ValueError("figure_gaps needs a report computed with inputs "
                              "(interpret(model, inputs=...)); this one has none")
@@ -287,7 +324,8 @@ class InterpretationReport:
 
     def file_names(self) -> list[str]:
         names = ["report.json", "report.txt", "atoms.png", "thresholds.png"]
-        if any(entry.gap_status is not None for entry in self.layers):
+        if any(entry.gap_status is not None and entry.role != LOGISTIC_HEAD
+               for entry in self.layers):
             names.append("gaps.png")
         return names
 
@@ -396,7 +434,7 @@ def _capture_inputs(model: nn.Module, layers: list[tuple[str, nn.Module]],
 
 def interpret(model: nn.Module, inputs: Any = None, *, input_shape: Sequence[int] | None = None,
               max_samples: int = 32, max_iter: int = 1000, tol: float = 1e-6,
-              model_name: str = "") -> InterpretationReport:
+              model_name: str = "", verbose: bool = False) -> InterpretationReport:
     """Read ``model`` as hierarchical non-negative sparse coding, one entry per conv/linear layer.
 
     Parameters
@@ -409,6 +447,8 @@ def interpret(model: nn.Module, inputs: Any = None, *, input_shape: Sequence[int
         ``inputs`` (a zero input is run through the model).  Without either, a convolutional
         layer's gap is computed on images of ``kernel + 2 * stride`` pixels per side.
     max_iter, tol : budget and tolerance of the FISTA solve for the optimum (float64).
+    verbose : print the progress of each layer's FISTA solve to stderr (``sparse_code``'s
+        ``verbose``); a convolutional layer's optimum can take tens of seconds.
 
     Raises
     ------
@@ -454,6 +494,7 @@ def interpret(model: nn.Module, inputs: Any = None, *, input_shape: Sequence[int
         captured = _capture_inputs(model, layers, probe)
 
     entries = []
+    head_name = layers[-1][0]
     for name, module in layers:
         weight, bias = _layer_weight(module)
         scales = torch.linalg.vector_norm(weight.flatten(1), dim=1)
@@ -481,17 +522,24 @@ def interpret(model: nn.Module, inputs: Any = None, *, input_shape: Sequence[int
             dictionary = DenseDictionary(atoms.T)
             signal_shape = None
             n_atoms = atoms.shape[0]
+        is_head = name == head_name and not followed
         entry = LayerInterpretation(
             name=name or "<model>", kind="conv2d" if is_conv else "linear",
+            role=LOGISTIC_HEAD if is_head else SPARSE_CODING,
             dictionary=atoms, output_scale=scales, thresholds=thresholds, biases=biases,
-            improper_prior_fraction=float((biases > 0).to(torch.float64).mean()),
-            flat_prior_fraction=float((biases == 0).to(torch.float64).mean()),
-            improper_units=torch.nonzero(biases > 0).flatten().tolist(),
+            improper_prior_fraction=None if is_head
+            else float((biases > 0).to(torch.float64).mean()),
+            flat_prior_fraction=None if is_head
+            else float((biases == 0).to(torch.float64).mean()),
+            improper_units=[] if is_head else torch.nonzero(biases > 0).flatten().tolist(),
             coherence=dictionary.coherence(),
             orthogonality_gap=dictionary.orthogonality_gap(signal_shape),
             orthogonality_signal_shape=signal_shape, n_atoms=n_atoms,
             followed_by_relu=followed, **entry_kwargs)
-        if inputs is not None and name in captured:
+        if is_head and inputs is not None:
+            entry.gap_status = ("not a sparse-coding layer: the logistic-regression head "
+                                "softmax(Wz + b) classifies the codes z")
+        elif inputs is not None and name in captured:
             signal = captured[name].to(torch.float64)
             if is_conv:
                 lipschitz = conv_lipschitz(atoms, stride, padding, signal.shape[1:])
@@ -507,15 +555,15 @@ def interpret(model: nn.Module, inputs: Any = None, *, input_shape: Sequence[int
                     layer_output = layer_output.reshape(-1, layer_output.shape[-1])
                 layer_output = layer_output / scales.view(view)
             _sparse_coding_gap(entry, signal, dictionary, thresholds, max_iter, tol,
-                               layer_output)
+                               layer_output, verbose)
         entries.append(entry)
     return InterpretationReport(layers=entries, n_inputs=n_inputs, model_name=model_name)
 
 
 def _sparse_coding_gap(entry: LayerInterpretation, signal: torch.Tensor,
                        dictionary: ConvDictionary | DenseDictionary, thresholds: torch.Tensor,
-                       max_iter: int, tol: float, layer_codes: torch.Tensor | None = None
-                       ) -> None:
+                       max_iter: int, tol: float, layer_codes: torch.Tensor | None = None,
+                       verbose: bool = False) -> None:
     """Fill the energy gap and code distance between ``ReLU(D^T x - lam)`` and the optimum."""
     problem = SparseCodingProblem(signal, dictionary, thresholds, nonneg=True,
                                   allow_negative_lam=True)
@@ -531,7 +579,8 @@ def _sparse_coding_gap(entry: LayerInterpretation, signal: torch.Tensor,
     entry.one_shot_energy = float(one_shot_energy.mean())
     try:
         result = sparse_code(signal, dictionary, thresholds, method="fista", nonneg=True,
-                             max_iter=max_iter, tol=tol, allow_negative_lam=True, warn=False)
+                             max_iter=max_iter, tol=tol, allow_negative_lam=True, warn=False,
+                             verbose=verbose)
     except SolverDivergedError:
         entry.gap_status = ("unbounded: improper priors (b > 0) on a rank-deficient dictionary "
                             "make the energy unbounded below")

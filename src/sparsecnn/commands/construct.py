@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -65,6 +66,12 @@ def command(preset_name: str, world_seed: int, levels: int, n_images: int, seed:
     )
     from ..io import OutputExistsError, atomic_directory, write_bytes, write_json
 
+    started = time.perf_counter()
+
+    def step(text: str) -> None:
+        # the long phases say what they do, on stderr beside the progress bars
+        click.echo(f"[{time.perf_counter() - started:5.1f} s] {text}", err=True)
+
     sizes = list(comma_separated(train_sizes, "--train-sizes", example="100,1000", minimum=1))
     seeds = list(comma_separated(train_seeds, "--seeds", example="0,1", minimum=0))
     out = out or Path("runs") / f"construct-{preset_name}"
@@ -85,7 +92,9 @@ def command(preset_name: str, world_seed: int, levels: int, n_images: int, seed:
         with atomic_directory(out, overwrite=overwrite) as staging:
             network = construct(world)
             sample = world.sample(n_images, seed, progress=True)
+            step(f"certifying the network on {n_images} images")
             certificate = certify(network, world, sample)
+            step("searching the smallest breaking perturbation (200 images)")
             breaking = smallest_breaking_perturbation(network, world, sample[:200])
             report = {
                 "world": repr(world), "assumptions": world.assumptions,
@@ -106,6 +115,8 @@ def command(preset_name: str, world_seed: int, levels: int, n_images: int, seed:
                                                               certificate.radius))
             maps = network.detection_maps(sample.images[:1])[0].float()
             if run_compare:
+                step(f"training the same architecture with Adam: {len(sizes) * len(seeds)} "
+                     f"runs of {steps} steps (sizes {sizes}, seeds {seeds})")
                 result = compare(world, train_sizes=sizes, seeds=seeds, steps=steps,
                                  learning_rate=learning_rate, device=device, progress=True)
                 report["compare"] = result.to_dict()

@@ -10,6 +10,9 @@ seeded Gaussian images otherwise) and writes ``report.json``, ``report.txt``, ``
 trains a small default CNN on the digits for a few seconds and saves it there as well
 (``model.safetensors`` + ``architecture.json``).
 
+``--data NAME|PATH`` picks the input images instead (any dataset
+:func:`sparsecnn.data.load_dataset` reads; its test images must have the model's input shape).
+
 The architecture description is documented in :mod:`sparsecnn.training.architecture`.
 """
 
@@ -25,6 +28,7 @@ import torch
 from ..interpret import interpret
 from ..io import OutputExistsError, atomic_directory, write_json
 from ..training import load_model, load_run, save_model, train_default_model
+from ._data import data_option, load_data_option
 from ._limits import require_memory, require_replaceable
 
 __all__ = ["command"]
@@ -63,6 +67,8 @@ def _check_memory(model: torch.nn.Module, shape: list[int], n_inputs: int) -> No
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON architecture of MODEL (default: safetensors metadata, then "
               "MODEL.json).")
+@data_option(None, " Its test images are the inputs. Default: the run's dataset; for a "
+             "model file, digits for 1x8x8 models, else seeded Gaussian images.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               default=Path("runs/interpret"), show_default=True)
 @click.option("--n-inputs", type=click.IntRange(min=1), default=16, show_default=True,
@@ -75,7 +81,8 @@ def _check_memory(model: torch.nn.Module, shape: list[int], n_inputs: int) -> No
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out directory.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def command(model_path: Path | None, architecture_path: Path | None, out_dir: Path,
+def command(model_path: Path | None, architecture_path: Path | None, data_name: str | None,
+            out_dir: Path,
             n_inputs: int, epochs: int, max_iter: int, seed: int, device: str,
             overwrite: bool, no_progress: bool) -> None:
     """Read a CNN as hierarchical sparse coding: atoms, thresholds -b/||w||, improper priors,
@@ -92,6 +99,8 @@ def command(model_path: Path | None, architecture_path: Path | None, out_dir: Pa
     except RuntimeError as error:
         raise click.BadParameter(f"--device {device!r}: {error}") from None
     run: dict[str, Any] = {"seed": seed, "n_inputs": n_inputs, "max_iter": max_iter}
+    # read --data before any training, so a missing dataset fails at once
+    data = None if data_name is None else load_data_option(data_name, seed=seed)
     if model_path is None:
         model, architecture, accuracy = train_default_model(epochs, seed, not no_progress)
         run.update(model="default CNN trained on digits", epochs=epochs,
@@ -111,15 +120,23 @@ def command(model_path: Path | None, architecture_path: Path | None, out_dir: Pa
         except ValueError as error:
             raise click.ClickException(str(error)) from None
         run.update(model=str(model_path))
-    if model_path is None or not model_path.is_dir():
+    if data is not None:
+        expected = tuple(architecture["input_shape"]) if model_path is None or \
+            not model_path.is_dir() else tuple(inputs.shape[1:])
+        if data.image_shape != expected:
+            raise click.BadParameter(
+                f"the model takes images of shape {list(expected)}; {data_name!r} has "
+                f"{list(data.image_shape)}", param_hint="--data")
+        inputs, description = data.test_images[:n_inputs], f"{data_name} test images"
+    elif model_path is None or not model_path.is_dir():
         _check_memory(model, architecture["input_shape"], n_inputs)
         inputs, description = _inputs(architecture, n_inputs, seed)
     run["inputs"] = description
     model = model.to(torch_device)
     inputs = inputs.to(device=torch_device, dtype=next(model.parameters()).dtype)
     try:
-        report = interpret(model, inputs, max_iter=max_iter,
-                           model_name=run["model"])
+        report = interpret(model, inputs, max_iter=max_iter, model_name=run["model"],
+                           verbose=not no_progress)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     run["layers"] = [layer.name for layer in report.layers]

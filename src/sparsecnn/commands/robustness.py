@@ -2,7 +2,9 @@
 forward pass swapped for k-step sparse inference (docs/theory.md A.8), plus anomaly detection.
 
 The model is a ``sparsecnn train`` run directory (``--run``: ``config.json`` +
-``model.safetensors``) or, by default, a small CNN trained here on scikit-learn's digits.
+``model.safetensors``) or, by default, a small CNN (conv 3x3 8 channels, conv 3x3 stride 2 16
+channels, linear head) trained here on ``--data`` (default scikit-learn's digits).  ``--data``
+also replaces a run's own dataset for the evaluation (same image shape and classes).
 Outputs in ``--out``: ``robustness.json`` (every number), ``corruptions.png``,
 ``attacks.png`` and, with ``--anomaly``, ``anomaly.json`` and ``anomaly_roc.png``.
 """
@@ -17,6 +19,7 @@ import click
 import torch
 
 from ..io import OutputExistsError
+from ._data import data_option, load_data_option
 from ._limits import require_replaceable
 from ._options import comma_separated
 
@@ -26,7 +29,10 @@ __all__ = ["command"]
 @click.command("robustness")
 @click.option("--run", "run_dir", type=click.Path(path_type=Path, file_okay=False),
               default=None, help="A `sparsecnn train` output directory (config.json + "
-              "model.safetensors); default: train a small CNN on digits here.")
+              "model.safetensors); default: train a small CNN on --data here.")
+@data_option(None, " Default: the --run's dataset, else digits.")
+@click.option("--n-train", type=click.IntRange(min=1), default=None,
+              help="Training images used (a seeded stratified subset; default: all).")
 @click.option("--n-iter", "n_iter_list", default="0,2,5,10", show_default=True,
               help="Sparse-inference steps k for the swapped forward passes (from_cnn).")
 @click.option("--method", type=click.Choice(["ista", "fista", "lca"]), default="ista",
@@ -34,7 +40,7 @@ __all__ = ["command"]
 @click.option("--refit-head/--no-refit-head", default=True, show_default=True,
               help="Refit the logistic-regression head on the k-step codes.")
 @click.option("--n-images", type=click.IntRange(min=1), default=300, show_default=True,
-              help="Test images evaluated.")
+              help="Test images evaluated (the first of the test set).")
 @click.option("--pgd-steps", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--epsilons-linf", default="0,0.05,0.1,0.2", show_default=True,
               help="FGSM / PGD L-inf radii (pixels in [0, 1]).")
@@ -43,7 +49,7 @@ __all__ = ["command"]
               help="Images for the median minimal L2 perturbation (0: skip).")
 @click.option("--anomaly/--no-anomaly", default=True, show_default=True,
               help="AUROC / FPR@95TPR of sparse-coding and max-softmax anomaly scores against "
-              "offline out-of-distribution sets.")
+              "offline out-of-distribution sets (on by default; --no-anomaly skips it).")
 @click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True,
               help="Epochs of the CNN trained when --run is not given.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
@@ -52,7 +58,8 @@ __all__ = ["command"]
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out directory.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def command(run_dir: Path | None, n_iter_list: str, method: str, refit_head: bool,
+def command(run_dir: Path | None, data_name: str | None, n_train: int | None, n_iter_list: str,
+            method: str, refit_head: bool,
             n_images: int, pgd_steps: int, epsilons_linf: str, epsilons_l2: str,
             n_minimal: int, anomaly: bool, epochs: int, out_dir: Path, seed: int, device: str,
             overwrite: bool, no_progress: bool) -> None:
@@ -79,7 +86,7 @@ def command(run_dir: Path | None, n_iter_list: str, method: str, refit_head: boo
     from ..nn import UnmappedLayerWarning, from_cnn
     from ..robustness import evaluate_robustness
     from ..robustness.figures import plot_attack_curves, plot_corruption_curves, plot_roc_curves
-    from ..training import load_run, small_cnn, train_classifier
+    from ..training import ConvClassifier, load_run, small_cnn, train_classifier
     from ..training import refit_head as refit
 
     if run_dir is not None:
@@ -88,12 +95,28 @@ def command(run_dir: Path | None, n_iter_list: str, method: str, refit_head: boo
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--run") from None
         model, data, dataset = training_run.model, training_run.data, training_run.config.dataset
+        if data_name is not None:
+            run_shape, run_classes = data.image_shape, data.n_classes
+            data, dataset = load_data_option(data_name, seed=seed, n_train=n_train), data_name
+            if (data.image_shape, data.n_classes) != (run_shape, run_classes):
+                raise click.BadParameter(
+                    f"the run's model takes images {list(run_shape)} with {run_classes} "
+                    f"classes; {data_name!r} has {list(data.image_shape)} with "
+                    f"{data.n_classes}", param_hint="--data")
     else:
-        from ..data import load_digits_split
-
-        data, dataset = load_digits_split(seed=seed), "digits"
-        model = train_classifier(small_cnn(data.n_classes, seed), data.train_images,
-                                 data.train_labels, epochs=epochs, seed=seed)
+        dataset = data_name or "digits"
+        data = load_data_option(dataset, seed=seed, n_train=n_train)
+        if dataset == "digits":
+            network = small_cnn(data.n_classes, seed)
+        else:
+            # small_cnn's layers, sized for this dataset's images
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                channels, height, width = data.image_shape
+                network = ConvClassifier(channels, (height, width), (8, 16), (1, 2),
+                                         data.n_classes)
+        model = train_classifier(network, data.train_images, data.train_labels,
+                                 epochs=epochs, seed=seed)
     model = model.to(torch_device)
     images = data.test_images[:n_images].to(torch_device)
     labels = data.test_labels[:n_images].to(torch_device)

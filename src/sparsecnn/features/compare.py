@@ -199,7 +199,7 @@ def network_metrics(network: ConstructedNetwork, world: FeatureWorld, test: Feat
 
 def _train(template: ConstructedNetwork, images: torch.Tensor, labels: torch.Tensor, *,
            seed: int, steps: int, batch_size: int, learning_rate: float,
-           device: str) -> tuple[ConstructedNetwork, float]:
+           device: str, bar: Any = None) -> tuple[ConstructedNetwork, float]:
     network = copy.deepcopy(template).to(dtype=torch.float32)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -227,8 +227,15 @@ def _train(template: ConstructedNetwork, images: torch.Tensor, labels: torch.Ten
         loss.backward()
         optimizer.step()
         loss_value = float(loss.detach())
+        if bar is not None:
+            bar.update(1)
     network.eval()
     return network.cpu(), loss_value
+
+
+def _describe(bar: Any, text: str) -> None:
+    if bar is not None:
+        bar.set_description_str(text)
 
 
 def compare(world: FeatureWorld, *, train_sizes: Sequence[int] = (100, 300, 1000, 3000),
@@ -241,6 +248,7 @@ def compare(world: FeatureWorld, *, train_sizes: Sequence[int] = (100, 300, 1000
     ``1000 + s`` and its first ``size`` images are used for each size; every run takes
     ``steps`` Adam steps (batch ``batch_size``) from PyTorch's default initialization seeded
     with s.  The test set (``test_size`` images, seed 999) is shared by all runs.
+    ``progress`` shows one bar over all the Adam steps, with the phase in its description.
     """
     if not isinstance(world, FeatureWorld):
         raise TypeError(f"world must be a FeatureWorld; got {type(world).__name__}")
@@ -252,32 +260,39 @@ def compare(world: FeatureWorld, *, train_sizes: Sequence[int] = (100, 300, 1000
         raise ValueError("seeds must not be empty")
     if test_size < 2:
         raise ValueError(f"test_size must be >= 2; got {test_size}")
-    constructed = construct(world)
-    test = world.sample(test_size, seed=999)
-    constructed_metrics, constructed_extra = network_metrics(constructed, world, test)
-    runs: list[RunMetrics] = []
     jobs = [(seed, size) for seed in seeds for size in sizes]
-    iterator: Any = jobs
+    bar: Any = None
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(jobs, desc="training", unit="run", leave=False)
+        # one bar over every Adam step of every run: the runs are what takes the time
+        bar = tqdm(total=len(jobs) * steps, desc="compare: test images", unit="step",
+                   leave=False, dynamic_ncols=True)
+    constructed = construct(world)
+    test = world.sample(test_size, seed=999)
+    _describe(bar, "compare: constructed network metrics")
+    constructed_metrics, constructed_extra = network_metrics(constructed, world, test)
+    runs: list[RunMetrics] = []
     data: dict[int, FeatureSample] = {}
     learned_filters = np.zeros_like(world.templates)
     trained_maps = torch.zeros(0)
-    for seed, size in iterator:
+    for index, (seed, size) in enumerate(jobs):
         if seed not in data:
+            _describe(bar, f"compare: sampling {sizes[-1]} training images (seed {seed})")
             data[seed] = world.sample(sizes[-1], seed=1000 + seed)
         train = data[seed]
+        _describe(bar, f"compare: run {index + 1}/{len(jobs)} ({size} images, seed {seed})")
         network, loss = _train(constructed, train.images[:size], train.labels[:size], seed=seed,
                                steps=steps, batch_size=min(batch_size, size),
-                               learning_rate=learning_rate, device=device)
+                               learning_rate=learning_rate, device=device, bar=bar)
         metrics, extra = network_metrics(network, world, test, train_size=size, seed=seed)
         metrics.final_loss = loss
         runs.append(metrics)
         if seed == seeds[0] and size == sizes[-1]:
             learned_filters = extra["filters"]
             trained_maps = extra["detection"][0, extra["assignment"]].detach()
+    if bar is not None:
+        bar.close()
     return CompareResult(train_sizes=sizes, seeds=seeds, runs=runs,
                          constructed=constructed_metrics, steps=steps,
                          learned_filters=learned_filters, trained_maps=trained_maps,

@@ -1,8 +1,9 @@
 """Ready-made feature worlds: the default binary world, stroke digits, natural textures.
 
 ``"default"`` is docs/theory.md B.3's 28x28 example (6 binary 3x3 templates, 4 classes of 3
-features); ``"stroke-digits"`` draws 10 digit-like glyphs with 8 stroke templates on a 3 x 2 grid
-of stroke cells; ``"natural-textures"`` uses natural image patches as real-valued templates.
+features); ``"stroke-digits"`` draws the digits 0-9 as seven-segment glyphs whose 3 x 2
+junctions are 8 stroke templates (7 x 7: centre plus arms); ``"natural-textures"`` uses
+natural image patches as real-valued templates.
 """
 
 from __future__ import annotations
@@ -15,19 +16,17 @@ import numpy as np
 from .hierarchy import GAP
 from .world import FeatureWorld
 
-__all__ = ["PRESETS", "preset"]
+__all__ = ["PRESETS", "preset", "stroke_templates"]
 
-_STROKES = {
-    "H": [(2, c) for c in range(5)],
-    "V": [(r, 2) for r in range(5)],
-    "TL": [(2, 2), (2, 3), (2, 4), (3, 2), (4, 2)],
-    "TR": [(2, 0), (2, 1), (2, 2), (3, 2), (4, 2)],
-    "BL": [(0, 2), (1, 2), (2, 2), (2, 3), (2, 4)],
-    "BR": [(0, 2), (1, 2), (2, 2), (2, 1), (2, 0)],
-    "LT": [(r, 2) for r in range(5)] + [(2, 3), (2, 4)],
-    "RT": [(r, 2) for r in range(5)] + [(2, 0), (2, 1)],
-}
-# digit-like glyphs on a 3 x 2 grid of stroke cells (seven-segment shapes drawn with corners)
+# Each stroke template is the centre pixel of a 7 x 7 window plus the arms that leave it (left,
+# right, up, down): a seven-segment junction.  Every stroke passes through the centre, so a
+# window shifted off a pasted stroke never reproduces another template (B.1(ii)).
+_STROKE_SIZE = 7
+_STROKES = {"H": "lr", "V": "ud", "TL": "rd", "TR": "ld", "BL": "ur", "BR": "ul",
+            "LT": "udr", "RT": "udl"}
+# Digits on the 3 x 2 grid of seven-segment junctions (rows top/middle/bottom, columns
+# left/right): a segment is the arms of its two junctions, so the glyph reads as a
+# seven-segment digit with one-pixel joints (docs/guide/feature-world.md shows them).
 _GLYPHS = {
     0: {(0, 0): "TL", (0, 1): "TR", (1, 0): "V", (1, 1): "V", (2, 0): "BL", (2, 1): "BR"},
     1: {(0, 1): "V", (1, 1): "V", (2, 1): "V"},
@@ -42,18 +41,36 @@ _GLYPHS = {
 }
 
 
-def _stroke_digits(seed: int, **options: Any) -> FeatureWorld:
+def stroke_templates() -> tuple[list[str], np.ndarray]:
+    """The stroke names and their binary ``7 x 7`` templates (centre plus arms)."""
     names = list(_STROKES)
-    templates = np.zeros((len(names), 5, 5))
+    k, centre = _STROKE_SIZE, _STROKE_SIZE // 2
+    templates = np.zeros((len(names), k, k))
     for index, name in enumerate(names):
-        for row, col in _STROKES[name]:
-            templates[index, row, col] = 1.0
-    settings = {"image_size": 32, "displacement": 1, "noise": 0.015, "distractors": 2}
+        template = templates[index]
+        template[centre, centre] = 1.0
+        for arm in _STROKES[name]:
+            if arm == "l":
+                template[centre, :centre] = 1.0
+            elif arm == "r":
+                template[centre, centre:] = 1.0
+            elif arm == "u":
+                template[:centre, centre] = 1.0
+            else:
+                template[centre:, centre] = 1.0
+    return names, templates
+
+
+def _stroke_digits(seed: int, **options: Any) -> FeatureWorld:
+    names, templates = stroke_templates()
+    # no displacement by default: jittered junctions no longer line up into segments and the
+    # digits stop reading as digits; k^2 noise = 49 * 0.008 = 0.39 < 1/2 (B.1(i))
+    settings = {"image_size": 32, "displacement": 0, "noise": 0.008, "distractors": 2}
     settings.update(options)
     delta = settings["displacement"]
     delta = delta if isinstance(delta, int) else delta[0]
     # the grid spacing of FeatureWorld's drawn configurations: displaced strokes never touch
-    spacing = 5 + 2 * delta + GAP
+    spacing = _STROKE_SIZE + 2 * delta + GAP
     objects = [[(names.index(stroke), (row * spacing, col * spacing))
                 for (row, col), stroke in _GLYPHS[digit].items()] for digit in range(10)]
     world = FeatureWorld.from_templates(templates, objects, seed=seed, **settings)
@@ -84,9 +101,10 @@ PRESETS: dict[str, Callable[..., FeatureWorld]] = {
 
 
 def preset(name: str, seed: int = 0, **options: Any) -> FeatureWorld:
-    """A ready-made world: ``"default"`` (docs/theory.md B.3's 28x28 example), ``"stroke-digits"``
-    (10 digit-like glyphs drawn with 8 stroke templates) or ``"natural-textures"`` (natural
-    image patch templates); ``options`` override the preset's keywords."""
+    """A ready-made world: ``"default"`` (docs/theory.md B.3's 28x28 example),
+    ``"stroke-digits"`` (the digits 0-9 as seven-segment glyphs of 8 stroke templates) or
+    ``"natural-textures"`` (natural image patch templates); ``options`` override the preset's
+    keywords."""
     if name not in PRESETS:
         raise ValueError(f"preset name must be one of {tuple(PRESETS)}; got {name!r}")
     return PRESETS[name](seed, **options)

@@ -16,6 +16,8 @@ relative optimality gap; both ``<= tol`` stops the integration.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .problem import SolverRun, SparseCodingProblem, check_iterate
@@ -26,11 +28,13 @@ __all__ = ["lca"]
 
 def lca(problem: SparseCodingProblem, *, max_iter: int, tol: float | None,
         init: torch.Tensor | None, step_size: float | None, return_history: bool = False,
-        lipschitz: float | None = None) -> SolverRun:
+        lipschitz: float | None = None,
+        monitor: Callable[[int, torch.Tensor], None] | None = None) -> SolverRun:
     """Integrate the LCA dynamics; ``init`` is the initial membrane potential ``u``.
 
     ``tol=None`` runs exactly ``max_iter`` Euler steps with no stopping test (a layer's forward
-    pass); ``lipschitz`` may be given when already known.
+    pass); ``lipschitz`` may be given when already known; ``monitor(iteration, codes)`` is
+    called after every step (progress, :mod:`sparsecnn.inference.progress`).
     """
     if lipschitz is None:
         lipschitz = problem.lipschitz()
@@ -48,6 +52,8 @@ def lca(problem: SparseCodingProblem, *, max_iter: int, tol: float | None,
         previous, codes = codes, problem.threshold(potential)
         if return_history:
             history.append(problem.energy(codes))
+        if monitor is not None:
+            monitor(n_iter, codes)
         if tol is not None and problem.has_converged(
                 _relative_change(codes, previous), codes, lipschitz, tol, "lca", n_iter):
             converged = True

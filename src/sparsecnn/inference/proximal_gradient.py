@@ -24,6 +24,8 @@ the iterations.  With ``tol=None`` the loop runs a fixed number of steps: the fo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .problem import SolverRun, SparseCodingProblem, check_iterate
@@ -53,12 +55,14 @@ def fista_momentum(new_codes: torch.Tensor, codes: torch.Tensor, extrapolated: t
 
 def proximal_gradient(problem: SparseCodingProblem, *, accelerated: bool, restart: bool,
                       max_iter: int, tol: float | None, init: torch.Tensor | None,
-                      step_size: float | None, return_history: bool = False) -> SolverRun:
+                      step_size: float | None, return_history: bool = False,
+                      monitor: Callable[[int, torch.Tensor], None] | None = None) -> SolverRun:
     """Run ISTA (``accelerated=False``) or FISTA from ``init`` (zeros by default); the step
     used is ``1/L`` unless ``step_size`` is given.
 
     ``tol=None`` runs exactly ``max_iter`` steps with no stopping test and no scan of the
-    iterates (the fixed-depth forward pass of a sparse-coding layer).
+    iterates (the fixed-depth forward pass of a sparse-coding layer).  ``monitor(iteration,
+    codes)`` is called after every step (progress, :mod:`sparsecnn.inference.progress`).
     """
     lipschitz = problem.lipschitz() if step_size is None else 1.0 / step_size
     step = 1.0 / lipschitz
@@ -91,6 +95,8 @@ def proximal_gradient(problem: SparseCodingProblem, *, accelerated: bool, restar
         previous, codes = codes, new_codes
         if return_history:
             history.append(problem.energy(codes))
+        if monitor is not None:
+            monitor(n_iter, codes)
         if tol is not None and problem.has_converged(
                 _relative_change(codes, previous), codes, lipschitz, tol, method, n_iter):
             converged = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from .active_set import exact_lipschitz, shrinking_fista, uses_fast_dense_path
 from .homotopy import homotopy_sparse_code
 from .lca import lca
 from .problem import SparseCodeResult, SparseCodingProblem, warn_not_converged
+from .progress import make_monitor
 from .proximal_gradient import proximal_gradient
 
 __all__ = ["CHUNK_ALIGNMENT", "LOW_PRECISION", "MAX_CHUNK_BYTES", "METHODS", "chunk_rows",
@@ -43,7 +45,10 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
                 max_iter: int = 1000, tol: float = 1e-6, *, init: Any = None,
                 step_size: float | None = None, restart: bool = True,
                 return_history: bool = False, allow_negative_lam: bool = False,
-                warn: bool = True) -> SparseCodeResult:
+                warn: bool = True, verbose: bool = False,
+                callback: Callable[[int, dict[str, Any]], Any] | None = None,
+                progress_every: int = 10, progress_interval: float = 2.0
+                ) -> SparseCodeResult:
     """Solve ``min_a 1/2 ||x - D a||^2 + sum_i lam_i |a_i|`` (``a >= 0`` with ``nonneg``).
 
     Parameters
@@ -78,6 +83,16 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
     allow_negative_lam : opt in to the modified model of docs/theory.md A.4 (``nonneg=True`` only),
         where a negative threshold is a positive CNN bias (improper prior).
     warn : emit a :class:`ConvergenceWarning` when the budget runs out.
+    verbose : print progress to stderr, like scikit-learn's ``verbose``: the iteration, the
+        mean energy and the worst relative optimality gap (the stopping rule's), at most every
+        ``progress_interval`` seconds and after the last iteration
+        (:mod:`sparsecnn.inference.progress`).
+    callback : ``callback(iteration, info)`` every ``progress_every`` iterations and after the
+        last one, ``info`` holding ``energy``, ``gap``, ``elapsed`` (seconds), ``final`` and
+        ``converged`` (``None`` until the end).  With ``verbose`` or ``callback``, dense FISTA
+        runs the general loop (same iterates) instead of the fused fast path, whose batch
+        shrinks as signals converge; ``"closed_form"`` and ``"homotopy"`` report once, at the
+        end.
 
     Returns
     -------
@@ -121,22 +136,25 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
         problem = problem.with_dtype(torch.float32)
         init_tensor = None if init_tensor is None else init_tensor.to(torch.float32)
     tol = problem.effective_tol(tol)
+    monitor = make_monitor(problem, method, max_iter, verbose, callback, progress_every,
+                           progress_interval)
 
     orthogonality_gap = None
     if method == "closed_form":
         orthogonality_gap = problem.D.orthogonality_gap(problem.signal_shape[1:])
     n_signals = problem.signal_shape[0]
-    rows = n_signals if return_history else chunk_rows(problem)
-    parts, n_iter, converged, step, history = [], 0, True, None, []
+    # a history or a progress report follows the whole batch's iterations: solved at once
+    rows = n_signals if return_history or monitor is not None else chunk_rows(problem)
+    parts, n_iter, converged, step, history, gap_lipschitz = [], 0, True, None, [], None
     for start in range(0, n_signals, max(rows, 1)):
         chunk = problem if rows >= n_signals else problem.rows(start, start + rows)
         chunk_init = None if init_tensor is None or chunk is problem else \
             init_tensor[start:start + rows]
         part = _solve(chunk, method, max_iter, tol, chunk_init, step_size, restart,
-                      return_history)
+                      return_history, monitor)
         parts.append(part[:3])
         n_iter, converged = max(n_iter, part[3]), converged and part[4]
-        step, history = part[5], part[6]
+        step, history, gap_lipschitz = part[5], part[6], part[7]
     if not parts:  # an empty batch: nothing to solve, like nn.Conv2d on zero images
         empty = torch.zeros(problem.code_shape, dtype=problem.x.dtype, device=problem.x.device)
         values = torch.zeros(0, dtype=problem.x.dtype, device=problem.x.device)
@@ -146,6 +164,9 @@ def sparse_code(x: Any, D: Any, lam: Any, method: str = "fista", nonneg: bool = 
     codes, energies, gap = (torch.cat(column) for column in zip(*parts, strict=True))
     if not converged and warn:
         warn_not_converged(method, max_iter, gap, tol)
+    if monitor is not None:
+        monitor.lipschitz = gap_lipschitz
+        monitor(n_iter, codes, final=True, converged=converged)
 
     return SparseCodeResult(
         codes=problem.output(codes.to(input_dtype)),
@@ -173,15 +194,17 @@ def chunk_rows(problem: SparseCodingProblem) -> int:
 
 def _solve(problem: SparseCodingProblem, method: str, max_iter: int, tol: float,
            init: torch.Tensor | None, step_size: float | None, restart: bool,
-           return_history: bool) -> tuple:
-    """One chunk: ``(codes, energy, gap, n_iter, converged, step, history)``."""
+           return_history: bool, monitor: Any = None) -> tuple:
+    """One chunk: ``(codes, energy, gap, n_iter, converged, step, history, gap_lipschitz)``
+    (``gap_lipschitz``: the ``L`` that scaled the gap, ``None`` for the problem's own)."""
     gap_lipschitz = None
     if method == "closed_form":
         codes = problem.threshold(problem.correlation)
         n_iter, history, step = 0, [problem.energy(codes)] if return_history else [], 1.0
         gap = problem.optimality_gap(codes)
         converged = bool(float(gap.max()) <= tol)
-        return codes, problem.energy(codes), gap.detach(), n_iter, converged, step, history
+        return (codes, problem.energy(codes), gap.detach(), n_iter, converged, step, history,
+                None)
     if method == "homotopy":
         run = homotopy_sparse_code(problem, max_iter=max_iter, tol=tol)
         # no step of its own: L (exact, from the small Gram eigenproblem) scales the gap
@@ -189,9 +212,10 @@ def _solve(problem: SparseCodingProblem, method: str, max_iter: int, tol: float,
         step = 1.0 / gap_lipschitz
     elif method == "lca":
         run = lca(problem, max_iter=max_iter, tol=tol, init=init, step_size=step_size,
-                  return_history=return_history)
+                  return_history=return_history, monitor=monitor)
         step = run.step_size
-    elif method == "fista" and uses_fast_dense_path(problem, init, return_history):
+    elif method == "fista" and monitor is None and uses_fast_dense_path(problem, init,
+                                                                        return_history):
         # same iterates per signal, no autograd graph: screening, shrinking, fused products
         run = shrinking_fista(problem, max_iter=max_iter, tol=tol, init=init,
                               step_size=step_size, restart=restart)
@@ -200,12 +224,13 @@ def _solve(problem: SparseCodingProblem, method: str, max_iter: int, tol: float,
     else:
         run = proximal_gradient(
             problem, accelerated=method == "fista", restart=restart, max_iter=max_iter,
-            tol=tol, init=init, step_size=step_size, return_history=return_history)
+            tol=tol, init=init, step_size=step_size, return_history=return_history,
+            monitor=monitor)
         step = run.step_size
     # the homotopy kernel forms the gap from the active atoms' Gram columns on its own codes
     gap = run.gap if run.gap is not None else problem.optimality_gap(run.codes, gap_lipschitz)
     return (run.codes, problem.energy(run.codes), gap.detach(), run.n_iter, run.converged,
-            step, run.history)
+            step, run.history, gap_lipschitz)
 
 
 def _empty_batch_step(problem: SparseCodingProblem, method: str,

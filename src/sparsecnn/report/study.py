@@ -216,6 +216,11 @@ class Study:
     ``threads``: torch intra-op threads while the study runs (restored afterwards); tiny models
     run faster on one thread, since waiting threads spin on a shared machine.  ``None`` keeps
     the process setting.
+
+    ``cost``: expected seconds ``(quick, full)`` on the reference machine (2 cores); only the
+    ratios between studies matter.  The reproduce progress bar advances by each study's cost,
+    so its ETA after the first study is ``elapsed * remaining cost / done cost`` instead of
+    the first study's time times the number of studies.
     """
 
     name: str
@@ -224,3 +229,16 @@ class Study:
     run: Callable[[StudyContext], StudyOutput]
     order: int = 100
     threads: int | None = None
+    cost: tuple[float, float] = (10.0, 60.0)
+
+    def __post_init__(self) -> None:
+        cost = tuple(self.cost)
+        if len(cost) != 2 or not all(isinstance(c, (int, float)) and not isinstance(c, bool)
+                                     and math.isfinite(c) and c > 0 for c in cost):
+            raise ValueError(f"study {self.name!r}: cost must be (quick, full) expected "
+                             f"seconds, two finite numbers > 0; got {self.cost!r}")
+        self.cost = (float(cost[0]), float(cost[1]))
+
+    def expected_seconds(self, quick: bool) -> float:
+        """The declared cost of a quick or a full run."""
+        return self.cost[0] if quick else self.cost[1]

@@ -168,4 +168,4 @@ def _difference(results: list[dict[str, Any]], first: str, second: str) -> dict[
 
 STUDY = Study(name="paper1_dictlearn", paper=1, order=45,
               title="Dictionary learning on natural images: oriented atoms, heavy-tailed "
-                    "codes (check 25)", run=run, threads=1)
+                    "codes (check 25)", run=run, threads=1, cost=(5, 20))

@@ -247,4 +247,4 @@ def run(context: StudyContext) -> StudyOutput:
 
 STUDY = Study(name="paper1_features", paper=1, order=40,
               title="One-shot thresholding vs sparse inference as features; LISTA "
-                    "(checks 24, 26)", run=run, threads=1)
+                    "(checks 24, 26)", run=run, threads=1, cost=(10, 75))

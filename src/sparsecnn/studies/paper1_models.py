@@ -341,4 +341,5 @@ def run(context: StudyContext) -> StudyOutput:
 
 STUDY = Study(name="paper1_models", paper=1, order=30,
               title="Trained sparse-coding CNNs on digits: complete model, proper priors, "
-                    "ML-ISTA (checks 9, 10, 23)", run=run, threads=1)
+                    "ML-ISTA (checks 9, 10, 23)", run=run, threads=1,
+              cost=(14, 60))

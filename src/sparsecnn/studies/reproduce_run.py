@@ -94,13 +94,19 @@ def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
     timings: dict[str, float] = {}
     with atomic_directory(target, overwrite=overwrite) as staging, \
             tempfile.TemporaryDirectory() as scratch:
-        bar = tqdm(studies, desc="reproduce", dynamic_ncols=True)
-        for study in bar:
+        # advance by declared cost (expected seconds), so the ETA weighs the studies still to
+        # run by their cost rather than by the first study's time
+        bar = tqdm(total=sum(s.expected_seconds(quick) for s in studies), desc="reproduce",
+                   unit="s", dynamic_ncols=True,
+                   bar_format="{l_bar}{bar}| {percentage:.0f}% [{elapsed}<{remaining}{postfix}]")
+        for study in studies:
             bar.set_postfix_str(study.name)
             outputs[study.name], timings[study.name] = _run_one(
                 study, StudyContext(quick=quick, seed=seed, device=device,
                                     scratch_dir=Path(scratch), progress=_progress,
                                     data=str(data), data_subset=subset), errors)
+            bar.update(study.expected_seconds(quick))
+        bar.close()
         meta["duration_s"] = time.perf_counter() - started
         meta["study_seconds"] = timings
         claims = [{**claim.to_dict(), "smoke_test": quick} for s in studies

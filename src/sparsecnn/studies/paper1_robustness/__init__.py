@@ -136,4 +136,4 @@ def _without_scores(seed: dict[str, Any]) -> dict[str, Any]:
 
 STUDY = Study(name="paper1_robustness", paper=1, order=50,
               title="Robustness (corruptions, attacks, certificates) and anomaly "
-                    "identification", run=run)
+                    "identification", run=run, cost=(100, 180))
