@@ -49,8 +49,8 @@ def test_context_default_is_the_embedded_digits_split(tmp_path: Path) -> None:
 def test_training_studies_use_the_given_dataset(tmp_path: Path, monkeypatch) -> None:
     # the wiring is under test, not the models: a budget of a few epochs keeps it fast
     monkeypatch.setattr(paper1_models, "QUICK", paper1_models.Budget(
-        seeds=2, complete_channels=(4, 8), complete_epochs=3, unfold_channels=(4, 8),
-        unfold_epochs=2, unfold_batch=16))
+        seeds=2, complete_channels=(4, 8), complete_epochs=3, unfold=paper1_models.UnfoldBudget(
+            channels=(4, 8), epochs=4, batch=16, learning_rate=1e-2, pilot=2, max_seeds=2)))
     monkeypatch.setattr(paper1_features, "QUICK", paper1_features.Budget(
         seeds=1, n_atoms=16, dictionary_steps=3, lista_steps=5))
     data = _write_idx_dataset(tmp_path / "idx", n_train=32, n_test=16, size=10)

@@ -8,19 +8,24 @@ inconclusive in between.
 
 Claims report their per-seed statistics as :class:`~sparsecnn.report.study.Measurement` rows
 (:func:`tabulate`) and say why when they do not hold or are inconclusive (:func:`spread_reason`).
+
+How many seeds a comparison needs is decided before running by :func:`seeds_for_power`, the
+power of the paired t-test on the per-seed differences (:func:`paired_t_power`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from ..report.study import Claim, Measurement, verdict_with_spread
 
-__all__ = ["is_stats", "mean_sd", "paired", "shifted", "spread_claim", "spread_reason",
-           "spread_rule", "tabulate"]
+__all__ = ["is_stats", "mean_sd", "paired", "paired_t_power", "seeds_for_power", "shifted",
+           "spread_claim", "spread_reason", "spread_rule", "tabulate"]
 
 _STATS_KEYS = frozenset({"mean", "sd", "n_seeds", "values"})
 
@@ -112,3 +117,77 @@ def spread_claim(claim_id: str, statement: str, differences: dict[str, Any], wha
                  verdict=verdict_with_spread(differences["mean"], differences["sd"],
                                              margin=margin),
                  units=units or {}, reason=spread_reason(differences, what, margin))
+
+
+_ALTERNATIVES = ("two-sided", "greater")
+
+
+def _check_power_arguments(sd: float, effect: float, alpha: float, alternative: str) -> None:
+    for name, value in (("sd", sd), ("effect", effect)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise ValueError(f"alpha must be in (0, 1); got {alpha!r}")
+    if alternative not in _ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {_ALTERNATIVES}; got {alternative!r}")
+
+
+def paired_t_power(n: int, sd: float, effect: float, *, alpha: float = 0.05,
+                   alternative: str = "two-sided") -> float:
+    """Power of the paired t-test of ``H0: mean(d) = 0`` with ``n`` pairs whose differences are
+    normal with mean ``effect`` and standard deviation ``sd``.
+
+    The statistic ``t = mean(d) / (s / sqrt(n))`` follows a noncentral t distribution with
+    ``n - 1`` degrees of freedom and noncentrality ``effect sqrt(n) / sd``, so with
+    ``c = t_{1 - alpha/2, n-1}`` (two-sided) the power is
+    ``P(t > c) + P(t < -c) = 1 - F_nct(c) + F_nct(-c)``, and with ``c = t_{1 - alpha, n-1}``
+    (``alternative="greater"``) it is ``1 - F_nct(c)``.
+    """
+    if not (isinstance(n, (int, np.integer)) and n >= 2):
+        raise ValueError(f"n must be an integer >= 2 (a paired t-test needs a spread); got {n!r}")
+    _check_power_arguments(sd, effect, alpha, alternative)
+    df, noncentrality = n - 1, effect * math.sqrt(n) / sd
+    if alternative == "greater":
+        power = stats.nct.sf(stats.t.ppf(1 - alpha, df), df, noncentrality)
+    else:
+        critical = stats.t.ppf(1 - alpha / 2, df)
+        # P(t < -c | ncp) = P(t > c | -ncp): SciPy's nct.cdf returns nan deep in the lower tail
+        # (large ncp, few df), its sf of the mirrored problem does not
+        power = (stats.nct.sf(critical, df, noncentrality)
+                 + stats.nct.sf(critical, df, -noncentrality))
+    if not math.isfinite(power):
+        raise ArithmeticError(f"the noncentral t power is not finite for n={n}, sd={sd!r}, "
+                              f"effect={effect!r}, alpha={alpha!r}")
+    return float(power)
+
+
+def seeds_for_power(sd: float, effect: float, *, alpha: float = 0.05, power: float = 0.8,
+                    alternative: str = "two-sided", max_n: int = 10_000) -> int:
+    """The smallest number of seeds ``n >= 2`` at which the paired t-test (:func:`paired_t_power`)
+    detects a mean per-seed difference ``effect`` with spread ``sd`` with at least ``power``.
+
+    The same ``n`` makes the 95 % interval of the mean difference exclude ``effect`` with
+    probability ``power`` when the true difference is 0 (two-sided ``alpha = 0.05``), so it is
+    also the number of seeds needed to conclude "no effect as large as ``effect``".
+    Power increases with ``n``, so the answer is found by doubling and bisection; a need above
+    ``max_n`` raises (the effect is too small for seeds to resolve).
+    """
+    _check_power_arguments(sd, effect, alpha, alternative)
+    if not (isinstance(power, (int, float)) and 0 < power < 1):
+        raise ValueError(f"power must be in (0, 1); got {power!r}")
+
+    def enough(n: int) -> bool:
+        return paired_t_power(n, sd, effect, alpha=alpha, alternative=alternative) >= power
+
+    if enough(2):
+        return 2
+    low, high = 2, 4  # invariant: not enough(low)
+    while not enough(high):
+        if high >= max_n:
+            raise ValueError(f"more than max_n={max_n} seeds are needed to detect effect="
+                             f"{effect!r} with sd={sd!r} at power {power!r}")
+        low, high = high, min(2 * high, max_n)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high
