@@ -8,10 +8,12 @@ from typing import Any
 import pytest
 import torch
 
+from sparsecnn.report.study import Figure
 from sparsecnn.robustness.masking import CHECKS, MaskingReport
 from sparsecnn.studies.paper2_feature_world import (
     ATTACK_EPSILONS,
     _attack_claim,
+    _attack_figure,
     _robust_accuracy,
 )
 
@@ -54,8 +56,12 @@ def test_robust_accuracy_ignores_pgd_that_failed_the_masking_check() -> None:
 
 def _entry(passed: bool, robust: list[float], clean: float = 1.0) -> dict[str, Any]:
     reasons = [] if passed else ["budget: PGD's mean ||delta||_inf / eps is [0] ..."]
-    return {"masking": {"passed": passed, "reasons": reasons, "zero_gradient_fraction": 0.0},
-            "clean_accuracy": clean, "robust_accuracy": robust}
+    k = len(robust)
+    return {"masking": {"passed": passed, "reasons": reasons, "zero_gradient_fraction": 0.0,
+                        "pgd_accuracy": [1.0] * k, "square_accuracy": [0.9] * k,
+                        "noise_accuracy": [0.95] * k},
+            "clean_accuracy": clean, "robust_accuracy": robust,
+            "structured_accuracy": [0.5] * k}
 
 
 def _attacks(trained_passed: bool = True, bpda_passed: bool = True,
@@ -91,3 +97,12 @@ def test_a_failed_masking_check_makes_the_claim_inconclusive_naming_it(
     assert claim.verdict == "inconclusive"
     assert claim.reason.startswith("broken attack set-up")
     assert named in claim.reason and "constructed_pgd'" not in claim.reason
+
+
+def test_attack_figure_marks_masked_pgd_in_its_legend() -> None:
+    figure = _attack_figure(_attacks(), [0, 1])
+    labels = [[text.get_text() for text in axis.get_legend().get_texts()]
+              for axis in figure.axes]
+    assert "PGD (masked, not judged)" in labels[0] and "BPDA PGD" in labels[0]
+    assert "PGD" in labels[1] and "BPDA PGD" not in labels[1]
+    assert Figure.from_matplotlib("x", "x", figure).png.startswith(b"\x89PNG")
