@@ -15,7 +15,7 @@ from torch import nn
 from sparsecnn.features import construct, preset
 from sparsecnn.robustness.gradient_free import margins
 from sparsecnn.robustness.masking import CHECKS, gradient_masking_report
-from sparsecnn.robustness.surrogate import SurrogateGradientNetwork
+from sparsecnn.robustness.surrogate import SmoothReluSurrogate, SurrogateGradientNetwork
 
 EPSILONS = (0.05, 0.1, 0.2)
 
@@ -106,3 +106,29 @@ def test_bad_masking_input(epsilons, options, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         gradient_masking_report(_linear(), images, torch.tensor([0, 1, 0]), epsilons,
                                 **options)
+
+
+def test_smooth_relu_surrogate_keeps_outputs_and_opens_dead_paths() -> None:
+    """A class predicted when its ReLU unit is off (logit = bias): the exact gradient is 0,
+    the surrogate's is not, and PGD on it changes that label; outputs are unchanged."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 1), nn.ReLU(), nn.Linear(1, 2)).double()
+    with torch.no_grad():
+        model[1].weight.fill_(1.0)
+        model[1].bias.fill_(-3.0)        # unit on iff sum(x) > 3
+        model[3].weight.copy_(torch.tensor([[0.0], [4.0]], dtype=torch.float64))
+        model[3].bias.copy_(torch.tensor([1.0, 0.0], dtype=torch.float64))
+    images = torch.full((5, 1, 2, 2), 0.5, dtype=torch.float64)  # sum 2: unit off, class 0
+    labels = torch.zeros(5, dtype=torch.int64)
+    surrogate = SmoothReluSurrogate(model)
+    assert torch.equal(surrogate(images), model(images))
+    exact = gradient_masking_report(model, images, labels, (0.3, 0.5), steps=10, restarts=0,
+                                    square_queries=5)
+    smooth = gradient_masking_report(surrogate, images, labels, (0.3, 0.5), steps=10,
+                                     restarts=0, square_queries=5)
+    assert exact.zero_gradient_fraction == 1.0 and not exact.checks["gradient"]
+    assert smooth.zero_gradient_fraction == 0.0
+    # eps 0.3: sum <= 3.2, logit_1 = 4 * 0.2 = 0.8 < 1 (still class 0); eps 0.5: 4 * 1 > 1
+    assert smooth.pgd_accuracy == [1.0, 0.0]
+    with pytest.raises(ValueError, match=r"no nn\.ReLU"):
+        SmoothReluSurrogate(nn.Linear(2, 2))

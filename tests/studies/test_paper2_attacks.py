@@ -65,13 +65,15 @@ def _entry(passed: bool, robust: list[float], clean: float = 1.0) -> dict[str, A
 
 
 def _attacks(trained_passed: bool = True, bpda_passed: bool = True,
-             constructed: float = 0.3, trained: tuple[float, float] = (0.9, 0.85)
-             ) -> dict[str, Any]:
+             trained_bpda_passed: bool = True, constructed: float = 0.3,
+             trained: tuple[float, float] = (0.9, 0.85)) -> dict[str, Any]:
     k = len(ATTACK_EPSILONS)
     return {"constructed": _entry(False, [constructed] * k),
             "constructed_bpda": _entry(bpda_passed, [constructed] * k),
             "trained_seed0": _entry(trained_passed, [trained[0]] * k, 0.98),
-            "trained_seed1": _entry(True, [trained[1]] * k, 0.99)}
+            "trained_seed0_bpda": _entry(trained_bpda_passed, [trained[0]] * k, 0.98),
+            "trained_seed1": _entry(True, [trained[1]] * k, 0.99),
+            "trained_seed1_bpda": _entry(True, [trained[1]] * k, 0.99)}
 
 
 def test_attack_claim_is_judged_from_trusted_attacks() -> None:
@@ -87,8 +89,15 @@ def test_attack_claim_is_judged_from_trusted_attacks() -> None:
     assert better.verdict == "holds" and better.reason == ""
 
 
+def test_one_trusted_pgd_per_trained_network_is_enough() -> None:
+    """A trained net whose own PGD is masked but whose BPDA PGD passes is still judged."""
+    assert _attack_claim(_attacks(trained_passed=False), [0, 1], 60).verdict == "does not hold"
+    assert _attack_claim(_attacks(trained_bpda_passed=False), [0, 1],
+                         60).verdict == "does not hold"
+
+
 @pytest.mark.parametrize(("options", "named"), [
-    ({"trained_passed": False}, "trained_seed0_pgd"),
+    ({"trained_passed": False, "trained_bpda_passed": False}, "trained_seed0_bpda_pgd"),
     ({"bpda_passed": False}, "constructed_bpda_pgd"),
 ])
 def test_a_failed_masking_check_makes_the_claim_inconclusive_naming_it(
@@ -104,5 +113,8 @@ def test_attack_figure_marks_masked_pgd_in_its_legend() -> None:
     labels = [[text.get_text() for text in axis.get_legend().get_texts()]
               for axis in figure.axes]
     assert "PGD (masked, not judged)" in labels[0] and "BPDA PGD" in labels[0]
-    assert "PGD" in labels[1] and "BPDA PGD" not in labels[1]
+    assert "PGD" in labels[1] and "BPDA PGD" in labels[1]
+    masked = _attack_figure(_attacks(trained_bpda_passed=False), [0, 1])
+    assert "BPDA PGD (masked, not judged)" in [t.get_text()
+                                               for t in masked.axes[1].get_legend().get_texts()]
     assert Figure.from_matplotlib("x", "x", figure).png.startswith(b"\x89PNG")

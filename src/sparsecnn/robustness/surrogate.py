@@ -18,12 +18,41 @@ the label of an image whose own object it has erased.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
 from ..features.construct import ConstructedNetwork, _apply
 
-__all__ = ["SurrogateGradientNetwork"]
+__all__ = ["SmoothReluSurrogate", "SurrogateGradientNetwork"]
+
+
+def _smooth_relu_hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...],
+                      output: torch.Tensor) -> torch.Tensor:
+    """``relu(x)`` forward, ``sigmoid(4x)`` backward (the derivative of ``softplus(4x) / 4``)."""
+    smooth = torch.nn.functional.softplus(4 * inputs[0]) / 4
+    return smooth + (output - smooth).detach()
+
+
+class SmoothReluSurrogate(nn.Module):
+    """BPDA for any ReLU network: a copy of ``model`` whose every ``nn.ReLU`` keeps its exact
+    output but passes the gradient ``sigmoid(4x)``, so units that are off for an input (a dead
+    path, e.g. a class predicted when no detector fires) still carry a gradient."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        self.model = copy.deepcopy(model)
+        relus = [m for m in self.model.modules() if isinstance(m, nn.ReLU)]
+        if not relus:
+            raise ValueError("model has no nn.ReLU module to give a surrogate gradient")
+        for module in relus:
+            module.register_forward_hook(_smooth_relu_hook)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
 
 
 class SurrogateGradientNetwork(nn.Module):
