@@ -400,7 +400,7 @@ def run(context: StudyContext) -> StudyOutput:
              "hold if both >= 0.9, inconclusive in between",
         verdict=_review_verdict(largest), reason=_review_reason(largest)))
     # --- B.7 under attack: the masking check first, then only attacks that pass it
-    attack_sample = default_sample[:24 if quick else 60]
+    attack_sample = default_sample[:20 if quick else 60]
     trained_networks = {seed: comparison.networks[(max(sizes), seed)] for seed in seeds}
     attacks = _attack_comparison(default_world, attack_sample, trained_networks,
                                  square_queries=100 if quick else 200, seed=context.seed)
