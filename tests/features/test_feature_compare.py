@@ -61,6 +61,13 @@ def test_compare_runs_and_reports(world: FeatureWorld) -> None:
         assert all(-1 - 1e-9 <= s <= 1 + 1e-9 for s in run.filter_similarity)
         assert 0 <= run.binarity <= 1
         assert 0 <= run.localization_exact <= run.localization_within_one <= 1
+    # the kept networks are the ones measured: same test accuracy on the same test set
+    assert set(result.networks) == {(40, 0), (80, 0)}
+    test = world.sample(60, seed=999)
+    for run in result.runs:
+        with torch.no_grad():
+            predictions = result.networks[(run.train_size, run.seed)](test.images).argmax(1)
+        assert float((predictions == test.labels).float().mean()) == run.accuracy
     summary = result.to_dict()["summary"]
     assert set(summary["by_train_size"]) == {"40", "80"}
     assert result.accuracy_table().shape == (2, 1)

@@ -75,6 +75,9 @@ class CompareResult:
     constructed_maps: torch.Tensor
     example_image: torch.Tensor
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the trained networks by (train_size, seed), kept for further evaluation (not serialized)
+    networks: dict[tuple[int, int], ConstructedNetwork] = field(default_factory=dict,
+                                                                repr=False)
 
     def accuracy_table(self) -> np.ndarray:
         """(sizes, seeds) test accuracies."""
@@ -276,6 +279,7 @@ def compare(world: FeatureWorld, *, train_sizes: Sequence[int] = (100, 300, 1000
     data: dict[int, FeatureSample] = {}
     learned_filters = np.zeros_like(world.templates)
     trained_maps = torch.zeros(0)
+    networks: dict[tuple[int, int], ConstructedNetwork] = {}
     for index, (seed, size) in enumerate(jobs):
         if seed not in data:
             _describe(bar, f"compare: sampling {sizes[-1]} training images (seed {seed})")
@@ -288,6 +292,7 @@ def compare(world: FeatureWorld, *, train_sizes: Sequence[int] = (100, 300, 1000
         metrics, extra = network_metrics(network, world, test, train_size=size, seed=seed)
         metrics.final_loss = loss
         runs.append(metrics)
+        networks[(size, seed)] = network
         if seed == seeds[0] and size == sizes[-1]:
             learned_filters = extra["filters"]
             trained_maps = extra["detection"][0, extra["assignment"]].detach()
@@ -297,4 +302,4 @@ def compare(world: FeatureWorld, *, train_sizes: Sequence[int] = (100, 300, 1000
                          constructed=constructed_metrics, steps=steps,
                          learned_filters=learned_filters, trained_maps=trained_maps,
                          constructed_maps=constructed_extra["detection"][0].detach(),
-                         example_image=test.images[0, 0])
+                         example_image=test.images[0, 0], networks=networks)

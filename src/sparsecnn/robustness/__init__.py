@@ -10,6 +10,10 @@ ends (C9, C10).  This package gives the measurements, in pure batched PyTorch:
   clean image), seeded and nested across severities;
 * :mod:`.attacks`: FGSM, PGD (L-infinity, L2, untargeted or targeted) and the minimal L2
   perturbation that flips a label;
+* :mod:`.gradient_free`: the Square Attack (L-inf) and random-noise attack, which need no
+  gradient; :mod:`.masking`: :func:`gradient_masking_report`, the checklist run before any
+  gradient-attack number is believed; :mod:`.surrogate`: a BPDA surrogate gradient for the
+  constructed network of docs/theory.md B.3;
 * :mod:`.evaluation`: accuracy clean, along each corruption ladder and under each attack, all at
   once in :func:`evaluate_robustness`;
 * :mod:`.figures`: the plots of those curves and of anomaly ROC curves (matplotlib, imported
@@ -25,17 +29,22 @@ from .attacks import (
     fgsm,
     minimal_l2_perturbation,
     pgd,
+    pgd_restarts,
     project_l2,
     project_linf,
     random_targets,
 )
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt, corruption_parameter, gaussian_kernel
 from .evaluation import accuracy, attack_curve, corruption_curves, evaluate_robustness
+from .gradient_free import BlackBoxResult, margins, random_noise_attack, square_attack_linf
+from .masking import MaskingReport, gradient_masking_report
 
 __all__ = [
     "ATTACKS",
     "CORRUPTIONS",
     "SEVERITIES",
+    "BlackBoxResult",
+    "MaskingReport",
     "MinimalPerturbation",
     "accuracy",
     "attack",
@@ -46,10 +55,15 @@ __all__ = [
     "evaluate_robustness",
     "fgsm",
     "gaussian_kernel",
+    "gradient_masking_report",
+    "margins",
     "minimal_l2_perturbation",
     "pgd",
+    "pgd_restarts",
     "project_l2",
     "project_linf",
+    "random_noise_attack",
     "random_targets",
+    "square_attack_linf",
 ]
 

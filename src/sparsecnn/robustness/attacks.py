@@ -27,7 +27,7 @@ from .._checks import check_batch, check_choice, check_positive_float, check_pos
 from ._checks import Bounds, as_model_dtype, check_bounds, check_labels, check_seed, clip
 
 __all__ = ["ATTACKS", "MinimalPerturbation", "attack", "fgsm", "minimal_l2_perturbation", "pgd",
-           "project_l2", "project_linf", "random_targets"]
+           "pgd_restarts", "project_l2", "project_linf", "random_targets"]
 
 ATTACKS = ("fgsm", "pgd_linf", "pgd_l2")
 
@@ -139,6 +139,40 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         delta = project(delta + alpha * direction, radius)
         delta = clip(images + delta, bounds) - images
     return (images + delta).detach()
+
+
+def pgd_restarts(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 epsilon: float, *, norm: str = "linf", steps: int = 50, restarts: int = 1,
+                 step_size: float | None = None, seed: int = 0, bounds: Bounds = (0.0, 1.0)
+                 ) -> torch.Tensor:
+    """Untargeted :func:`pgd` from ``delta = 0`` and then from ``restarts`` random starts (seeds
+    ``seed, seed + 1, ...``); per image the result of the first run that fools the model, else
+    the run of largest cross-entropy (Madry et al. 2018 use restarts because one PGD run can
+    stall in a local maximum of the loss)."""
+    restarts = check_positive_int(restarts, "restarts", minimum=0)
+    best = pgd(model, images, labels, epsilon, norm=norm, steps=steps, step_size=step_size,
+               bounds=bounds)
+    labels = check_labels(labels, best.shape[0])
+    best_loss, fooled = _loss_and_success(model, best, labels)
+    for restart in range(restarts):
+        if bool(fooled.all()):
+            break
+        candidate = pgd(model, images, labels, epsilon, norm=norm, steps=steps,
+                        step_size=step_size, random_start=True, seed=seed + restart,
+                        bounds=bounds)
+        loss, success = _loss_and_success(model, candidate, labels)
+        better = ~fooled & (success | (loss > best_loss))
+        best[better] = candidate[better]
+        best_loss = torch.where(better, loss, best_loss)
+        fooled = fooled | success
+    return best
+
+
+def _loss_and_success(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        logits = model(inputs)
+    return (F.cross_entropy(logits, labels, reduction="none"), logits.argmax(1) != labels)
 
 
 def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, name: str,
