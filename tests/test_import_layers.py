@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("priors", "dictionary", "features"),
     ("inference",),
     ("nn", "dictlearn", "sklearn"),
-    ("data", "training", "interpret", "anomaly", "robustness"),
+    ("data", "training", "interpret", "interpretation_report", "anomaly", "robustness"),
     ("report",),
     ("studies",),
     ("commands",),
