@@ -1,4 +1,4 @@
-"""The two benchmark problems of issue #2, section 5.
+"""The two benchmark problems.
 
 P1: 20,000 mean-removed 8x8 grayscale patches of scikit-learn's sample images, coded over 256
 unit-norm atoms learned once by ``MiniBatchDictionaryLearning``; ``lam`` is chosen (by

@@ -1,4 +1,4 @@
-"""Side-by-side speed benchmark of sparsecnn against its peers (issue #2, section 5).
+"""Side-by-side speed benchmark of sparsecnn against its peers.
 
 Usage::
 

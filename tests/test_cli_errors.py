@@ -1,4 +1,4 @@
-"""The ``sparsecnn`` command on bad input (issue 12, sections 5 and 6): one ``Error:`` line
+"""The ``sparsecnn`` command on bad input: one ``Error:`` line
 and exit code 2 (a command line that cannot work) or 1 (a failure), never a traceback unless
 ``--debug``; checks made before any work; ``--overwrite`` never deletes a user's files."""
 

@@ -1,4 +1,4 @@
-"""Fuzzing every ``sparsecnn`` sub-command's options (issue 12 section 7): whatever the values,
+"""Fuzzing every ``sparsecnn`` sub-command's options: whatever the values,
 of the right type or not, the only outcomes are exit 0 or one ``Error:`` line with exit 1 or
 2 -- never a traceback, an internal error, a crash or a hang.
 

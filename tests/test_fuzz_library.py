@@ -1,4 +1,4 @@
-"""Fuzzing the public library entry points (issue 12 section 7): for any arguments, of the
+"""Fuzzing the public library entry points: for any arguments, of the
 right type or not, ``sparse_code``, ``ConvDictionary``, ``DenseDictionary``, ``SparseConv2d``,
 ``SparseLinear``, ``bias_to_lambda`` and ``lambda_to_bias`` either succeed or raise an error
 of a documented type (``ValueError``, ``TypeError``; ``SolverDivergedError`` for a solver

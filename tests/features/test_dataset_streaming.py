@@ -1,4 +1,4 @@
-"""Streaming dataset files (issue 12 section 6): ``write_dataset`` writes part by part with
+"""Streaming dataset files: ``write_dataset`` writes part by part with
 bounded memory; the images, labels, ground truth and rejection counts do not depend on the
 part size and equal the in-memory draw; the older single-file layout is still read; a
 manifest cannot make the reader open files outside the dataset directory."""

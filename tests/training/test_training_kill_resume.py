@@ -1,4 +1,4 @@
-"""Kill and resume (issue 12 section 7): a real training process is killed with SIGKILL at
+"""Kill and resume: a real training process is killed with SIGKILL at
 chosen and at random points, several times, including inside checkpoint and metrics writes,
 and resumed each time.  After every kill the latest checkpoint must load (never a damaged one
 as the latest); at the end the weights must be bit-identical to an uninterrupted run's, the

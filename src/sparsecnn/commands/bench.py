@@ -71,7 +71,7 @@ SUITES: dict[str, Suite] = {
     "throughput": Suite("bench_throughput.py",
                         "images/s of the Fashion-MNIST study's models: training and PGD",
                         quick=("--quick",)),
-    # written in benchmarks/bench_multilayer.py (issue 14, section 1); listed when present.
+    # written in benchmarks/bench_multilayer.py; listed when present.
     # Its options were not known when this list was written: give it quick arguments here
     # once it has them (it then runs its full size under --quick).
     "multilayer": Suite("bench_multilayer.py", "HierarchicalSparseCoding against ML-ISTA",

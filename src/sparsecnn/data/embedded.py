@@ -1,4 +1,4 @@
-"""Embedded datasets: nothing is downloaded (DESIGN.md, "Embedded data"; docs/theory.md Part C).
+"""Embedded datasets: nothing is downloaded (docs/theory.md Part C).
 
 * :func:`load_digits_split` -- scikit-learn's 1797 handwritten digits (8x8, 10 classes),
   scaled to ``[0, 1]`` and split into stratified train/test halves, as ``(n, 1, 8, 8)`` tensors.
