@@ -4,6 +4,8 @@ because pytest's rootdir-relative import inserts the first directory without an
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from hypothesis import strategies as st
@@ -67,3 +69,16 @@ def draw_dense_problem(n_features: int, n_atoms: int, batch: int, seed: int
     D = D / torch.linalg.vector_norm(D, dim=0)
     x = torch.randn(batch, n_features, generator=generator, dtype=torch.float64) * 2
     return D, x
+
+
+def quick_study_run(directory: Path, study: str, seed: int) -> Path:
+    """``sparsecnn reproduce --quick --only study`` into ``directory / study``; the output."""
+    from click.testing import CliRunner
+
+    from sparsecnn.cli import cli
+
+    out = directory / study
+    result = CliRunner().invoke(cli, ["reproduce", "--quick", "--only", study, "--out",
+                                      str(out), "--seed", str(seed)])
+    assert result.exit_code == 0, result.output
+    return out

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import quick_study_run
 
-from sparsecnn.cli import cli
 from sparsecnn.data import load_digits_split
 from sparsecnn.studies.paper1_robustness import refit_head, small_cnn, train_classifier
 from sparsecnn.training import hidden_bias_parameters
@@ -20,11 +19,7 @@ VERDICTS = {"holds", "does not hold", "inconclusive"}
 
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "robustness"
-    result = CliRunner().invoke(cli, ["reproduce", "--quick", "--only", "paper1_robustness",
-                                      "--out", str(out), "--seed", "0"])
-    assert result.exit_code == 0, result.output
-    return out
+    return quick_study_run(tmp_path_factory.mktemp("runs"), "paper1_robustness", seed=0)
 
 
 def _claims(run: Path) -> dict[str, dict]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import quick_study_run
 
 from sparsecnn.cli import cli
 from sparsecnn.report.study import Study, StudyOutput
@@ -19,11 +20,7 @@ VERDICTS = {"holds", "does not hold", "inconclusive"}
 
 @pytest.fixture(scope="module")
 def identities_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "identities"
-    result = CliRunner().invoke(cli, ["reproduce", "--quick", "--only", "paper1_identities",
-                                      "--out", str(out), "--seed", "3"])
-    assert result.exit_code == 0, result.output
-    return out
+    return quick_study_run(tmp_path_factory.mktemp("runs"), "paper1_identities", seed=3)
 
 
 def test_results_json_has_claims_with_computed_verdicts(identities_run: Path) -> None:
