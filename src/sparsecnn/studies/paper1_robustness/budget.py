@@ -37,11 +37,13 @@ class Budget:
     world_train: int = 400
     world_epochs: int = 10
     world_eval: int = 60
+    check27_images: int = 100  # test images of check 27's minimal-perturbation search
 
 
 QUICK = Budget(seeds=1, epochs=6, n_eval=100, n_minimal=30, pgd_steps=3, lca_steps=30,
                dictionary_steps=15, n_ood=100, n_feature_world=80, tolerance=0.05,
-               swap_steps=(0, 10), world_train=300, world_epochs=8, world_eval=40)
+               swap_steps=(0, 10), world_train=300, world_epochs=8, world_eval=40,
+               check27_images=40)
 FULL = Budget(seeds=5, epochs=12, n_eval=250, n_minimal=50, pgd_steps=6, lca_steps=30,
               dictionary_steps=30, n_ood=250, n_feature_world=200, tolerance=0.03)
 
