@@ -7,13 +7,10 @@ from dataclasses import dataclass
 
 from ...robustness.evaluation import EPSILONS_L2, EPSILONS_LINF
 
-__all__ = ["CLEAN_BUDGET", "EPSILONS_L2", "EPSILONS_LINF", "FRONT_END_ATOMS", "FRONT_END_LAMBDA",
-           "FULL", "NOISE_SEVERITY", "QUICK", "WORLD_BATCH_SIZE", "WORLD_LEARNING_RATE",
+__all__ = ["CLEAN_BUDGET", "EPSILONS_L2", "EPSILONS_LINF", "FULL", "NOISE_SEVERITY", "QUICK", "WORLD_BATCH_SIZE", "WORLD_LEARNING_RATE",
            "Budget"]
 
 NOISE_SEVERITY = 4  # gaussian_noise severity 4 is sigma = 0.3 (docs/theory.md check 27)
-FRONT_END_ATOMS = 64
-FRONT_END_LAMBDA = 0.5
 WORLD_LEARNING_RATE = 1e-2  # Adam on the feature world (B.3 architecture)
 WORLD_BATCH_SIZE = 16
 CLEAN_BUDGET = 0.05  # variants more than 5 pts below the baseline's clean accuracy: inconclusive
