@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from ...robustness.evaluation import EPSILONS_L2, EPSILONS_LINF
 
-__all__ = ["CLEAN_BUDGET", "EPSILONS_L2", "EPSILONS_LINF", "FULL", "NOISE_SEVERITY", "QUICK", "WORLD_BATCH_SIZE", "WORLD_LEARNING_RATE",
-           "Budget"]
+__all__ = ["CLEAN_BUDGET", "EPSILONS_L2", "EPSILONS_LINF", "FULL", "NOISE_SEVERITY", "QUICK",
+           "WORLD_BATCH_SIZE", "WORLD_LEARNING_RATE", "Budget"]
 
 NOISE_SEVERITY = 4  # gaussian_noise severity 4 is sigma = 0.3 (docs/theory.md check 27)
 WORLD_LEARNING_RATE = 1e-2  # Adam on the feature world (B.3 architecture)
