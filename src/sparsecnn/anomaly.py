@@ -11,7 +11,15 @@ Read as hierarchical sparse coding (docs/theory.md A.6), every layer ``l`` of a 
 
 with ``a_l = Gamma_l / ||w||`` the layer's code (one-shot ReLU or k-step inference).  An input
 that the dictionaries do not explain (out of distribution) should score high.  The baseline is
-the maximum softmax probability (Hendrycks & Gimpel 2017): score ``-max_c p(c | x)``.
+the maximum softmax probability (Hendrycks & Gimpel 2017): score ``-max_c p(c | x)``; beside it
+the energy score ``-logsumexp_c f_c(x)`` (Liu et al. 2020) and the Mahalanobis score
+``min_c (z - mu_c)^T Sigma^{-1} (z - mu_c)`` on penultimate features ``z`` with class means
+``mu_c`` and one shared covariance ``Sigma`` fitted on training data (Lee et al. 2018).
+
+With true inference (:func:`inference_scores`) the code is the minimiser
+``a*(x) = argmin_{a >= 0} 1/2 ||x - D a||^2 + lam sum a`` of a learned dictionary instead of
+a layer's one-shot code, and the scores are the energy ``E(x, a*)`` and the relative error
+``||x - D a*||^2 / ||x||^2`` (docs/theory.md A.1, A.3).
 
 Every score here is "higher = more anomalous".  Detection quality is summarised by the AUROC
 (the probability that an out-of-distribution input scores above an in-distribution one, ties
@@ -43,7 +51,11 @@ __all__ = [
     "anomaly_scores",
     "auroc",
     "detection_table",
+    "energy_scores",
+    "fit_mahalanobis",
     "fpr_at_tpr",
+    "inference_scores",
+    "mahalanobis_scores",
     "max_softmax_scores",
     "out_of_distribution_sets",
     "roc_curve",
@@ -69,6 +81,76 @@ def max_softmax_scores(model: nn.Module, images: torch.Tensor, batch_size: int =
         parts = [torch.softmax(model(images[i:i + batch_size]), dim=1).max(1).values
                  for i in range(0, images.shape[0], batch_size)]
     return -torch.cat(parts) if parts else torch.zeros(0, dtype=images.dtype)
+
+
+def energy_scores(model: nn.Module, images: torch.Tensor, batch_size: int = 1024
+                  ) -> torch.Tensor:
+    """Energy score ``-logsumexp_c f_c(x)`` per image (temperature 1; higher = more
+    anomalous)."""
+    images = _as_model_input(model, check_batch(images))
+    batch_size = check_positive_int(batch_size, "batch_size")
+    with torch.no_grad():
+        parts = [-torch.logsumexp(model(images[i:i + batch_size]), dim=1)
+                 for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=images.dtype)
+
+
+def fit_mahalanobis(features: torch.Tensor, labels: torch.Tensor, *, ridge: float = 1e-6
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class means ``mu_c`` ``(n_classes, d)`` and the precision ``(Sigma + r I)^{-1}`` of the
+    shared covariance ``Sigma = 1/n sum_i (z_i - mu_{y_i})(z_i - mu_{y_i})^T`` of training
+    features ``z`` ``(n, d)``; ``r = ridge * tr(Sigma)/d`` keeps it invertible."""
+    features = check_batch(features, "features").flatten(1).to(torch.float64)
+    labels = torch.as_tensor(labels)
+    if labels.shape != (features.shape[0],) or labels.dtype.is_floating_point:
+        raise ValueError(f"labels must be integer class indices of shape ({features.shape[0]},)"
+                         f"; got dtype {labels.dtype} and shape {tuple(labels.shape)}")
+    ridge = check_positive_float(ridge, "ridge")
+    classes = torch.unique(labels)
+    if classes.min() < 0 or len(classes) != int(classes.max()) + 1:
+        raise ValueError(f"labels must use every class 0..C-1 at least once; got classes "
+                         f"{classes.tolist()}")
+    means = torch.stack([features[labels == c].mean(0) for c in classes])
+    centred = features - means[labels]
+    covariance = centred.T @ centred / features.shape[0]
+    shift = ridge * float(torch.trace(covariance)) / covariance.shape[0]
+    precision = torch.linalg.inv(covariance + shift * torch.eye(covariance.shape[0],
+                                                                 dtype=torch.float64))
+    return means, precision
+
+
+def mahalanobis_scores(features: torch.Tensor, means: torch.Tensor, precision: torch.Tensor
+                       ) -> torch.Tensor:
+    """``min_c (z - mu_c)^T P (z - mu_c)`` per row of ``features`` (higher = more anomalous),
+    ``means`` and ``P`` from :func:`fit_mahalanobis`."""
+    features = check_batch(features, "features").flatten(1).to(torch.float64)
+    if features.shape[1] != means.shape[1]:
+        raise ValueError(f"features must have {means.shape[1]} columns like the fitted means; "
+                         f"got {features.shape[1]}")
+    difference = features[:, None, :] - means[None, :, :]
+    distances = torch.einsum("ncd,de,nce->nc", difference, precision, difference)
+    return distances.min(1).values
+
+
+def inference_scores(dictionary: torch.Tensor, lam: float, signals: torch.Tensor
+                     ) -> dict[str, torch.Tensor]:
+    """``"energy"`` ``1/2 ||x - D a*||^2 + lam sum a*`` and ``"relative_reconstruction_error"``
+    ``||x - D a*||^2 / ||x||^2`` (0/0 counts as 0) of the exact non-negative lasso codes
+    ``a*`` of ``signals`` ``(n, d)`` on ``dictionary`` ``(d, n_atoms)`` (homotopy, the
+    LARS-lasso path; docs/theory.md A.3)."""
+    from .inference import sparse_code
+
+    signals = check_batch(signals, "signals").flatten(1).to(torch.float64)
+    lam = check_positive_float(lam, "lam")
+    dictionary = torch.as_tensor(dictionary, dtype=torch.float64)
+    result = sparse_code(signals, dictionary, lam, method="homotopy", nonneg=True,
+                         max_iter=1000, tol=1e-8, warn=True)
+    residual = signals - result.codes @ dictionary.T
+    error = residual.pow(2).sum(1)
+    power = signals.pow(2).sum(1)
+    return {"energy": 0.5 * error + lam * result.codes.sum(1),
+            "relative_reconstruction_error": error / power.clamp_min(torch.finfo(
+                power.dtype).tiny)}
 
 
 def _sparse_layers(model: nn.Module) -> list[tuple[str, SparseConv2d | SparseLinear]]:

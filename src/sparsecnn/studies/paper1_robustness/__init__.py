@@ -11,10 +11,11 @@ On scikit-learn's digits, per seed (docs/theory.md Part C protocol: 50/50 strati
   the dictionaries and thresholds are the CNN's);
 * the same architecture trained with proper priors (every hidden bias projected onto b <= 0
   after every step, A.8.1);
-* a ReLU front end ``ReLU(D^T x - lam)`` and an LCA front end (``n_iter`` LCA steps, the same
-  dictionary ``D`` and threshold ``lam``), each with its own logistic-regression head
-  (docs/theory.md check 27).  ``D`` is learned by online sparse coding on the training digits of the
-  in-distribution classes of the anomaly study (unsupervised);
+* a ReLU front end ``ReLU(D^T (x - m) - lam)`` and an LCA front end at its fixed point (the
+  exact non-negative lasso codes) on the same 2x overcomplete dictionary ``D`` learned without
+  labels on the centred training digits of the anomaly study's in-distribution classes, ``lam``
+  by a declared sparsity rule, each with its own logistic-regression head (docs/theory.md check
+  27; :mod:`.check27`);
 
 each evaluated under the five corruptions at severities 0..5, FGSM / PGD (L-inf, L2) and, for
 the two front ends, the median minimal *targeted* L2 perturbation (bisection over PGD-L2,
@@ -29,17 +30,19 @@ ISTA on the convertible layers, head refit for k > 0) and trained with proper pr
 under the five corruptions and PGD L-inf; the constructed network is evaluated on the same
 images.  Their claims use the digits rules (paired seed differences, same-clean-accuracy guard).
 
-Anomaly identification: a CNN trained on 9 digit classes; scores from the per-layer
-sparse-coding reconstruction error and energy of the CNN and of the LCA front end, against the
-max-softmax baseline; AUROC and FPR at 95 % TPR against feature-world images, noise images,
-inverted digits and the held-out class.
+Anomaly identification (:mod:`.anomaly_protocol`): the declared score is the relative
+reconstruction error under true sparse inference on check 27's dictionary, against max-softmax,
+the energy score and Mahalanobis on a CNN trained on 9 digit classes; AUROC and FPR at 95 % TPR
+against the held-out class, feature-world images, noise images, inverted digits and corrupted
+digits.
 
 Verdicts are computed from paired differences over seeds by the rule in each claim (mean
 difference against its standard deviation across seeds, :func:`verdict_with_spread`; with one
 seed the standard deviation is 0 and the sign of the difference decides).
 
 The package: :mod:`.budget` (work per mode), :mod:`.models` (the models and their fitting),
-:mod:`.experiment` (one seed, the aggregate over seeds), :mod:`.claims`, :mod:`.figures`; the
+:mod:`.check27`, :mod:`.anomaly_protocol`, :mod:`.experiment` (one seed, the aggregate over
+seeds), :mod:`.claims` and :mod:`.anomaly_claims`, :mod:`.figures`; the
 study itself (:data:`STUDY`, :func:`run`) is here.
 """
 

@@ -7,13 +7,10 @@ from dataclasses import dataclass
 
 from ...robustness.evaluation import EPSILONS_L2, EPSILONS_LINF
 
-__all__ = ["CLEAN_BUDGET", "EPSILONS_L2", "EPSILONS_LINF", "FRONT_END_ATOMS", "FRONT_END_LAMBDA",
-           "FULL", "NOISE_SEVERITY", "QUICK", "WORLD_BATCH_SIZE", "WORLD_LEARNING_RATE",
-           "Budget"]
+__all__ = ["CLEAN_BUDGET", "EPSILONS_L2", "EPSILONS_LINF", "FULL", "NOISE_SEVERITY", "QUICK",
+           "WORLD_BATCH_SIZE", "WORLD_LEARNING_RATE", "Budget"]
 
 NOISE_SEVERITY = 4  # gaussian_noise severity 4 is sigma = 0.3 (docs/theory.md check 27)
-FRONT_END_ATOMS = 64
-FRONT_END_LAMBDA = 0.5
 WORLD_LEARNING_RATE = 1e-2  # Adam on the feature world (B.3 architecture)
 WORLD_BATCH_SIZE = 16
 CLEAN_BUDGET = 0.05  # variants more than 5 pts below the baseline's clean accuracy: inconclusive
@@ -37,11 +34,13 @@ class Budget:
     world_train: int = 400
     world_epochs: int = 10
     world_eval: int = 60
+    check27_images: int = 100  # test images of check 27's minimal-perturbation search
 
 
 QUICK = Budget(seeds=1, epochs=6, n_eval=100, n_minimal=30, pgd_steps=3, lca_steps=30,
                dictionary_steps=15, n_ood=100, n_feature_world=80, tolerance=0.05,
-               swap_steps=(0, 10), world_train=300, world_epochs=8, world_eval=40)
+               swap_steps=(0, 10), world_train=300, world_epochs=8, world_eval=40,
+               check27_images=40)
 FULL = Budget(seeds=5, epochs=12, n_eval=250, n_minimal=50, pgd_steps=6, lca_steps=30,
               dictionary_steps=30, n_ood=250, n_feature_world=200, tolerance=0.03)
 

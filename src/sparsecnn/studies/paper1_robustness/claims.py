@@ -10,7 +10,9 @@ import numpy as np
 
 from ...report.study import Claim, verdict
 from .._paper1_common import mean_sd, paired, spread_claim, tabulate
+from .anomaly_claims import anomaly_claims
 from .budget import CLEAN_BUDGET
+from .check27 import SPARSE_RANGE, front_end_problem
 
 __all__ = ["build_claims"]
 
@@ -42,6 +44,18 @@ def _spread_claim(claim_id: str, paper: int, statement: str, differences: dict[s
         verdict=claim.verdict if budget_ok else "inconclusive", reason=reason)
 
 
+def _in_regime(claim: Claim, problem: str) -> Claim:
+    """Check 27's declared regime (:func:`.check27.front_end_problem`) in the rule; a set-up
+    out of it makes the claim inconclusive with the problem as its reason."""
+    rule = (claim.rule + f"; inconclusive whenever a front end's zero fraction on test digits "
+            f"is outside [{SPARSE_RANGE[0]}, {SPARSE_RANGE[1]}], dictionary learning has not "
+            "converged or LCA has not reached its tolerance (not the claim's regime)")
+    if not problem:
+        return dataclasses.replace(claim, rule=rule)
+    return dataclasses.replace(claim, rule=rule, verdict="inconclusive",
+                               reason=f"check 27's set-up is out of its regime: {problem}.")
+
+
 def build_claims(seeds: list[dict[str, Any]]) -> list[Claim]:
     def values(model: str, key: str) -> list[float]:
         return [s["models"][model][key] for s in seeds]
@@ -56,7 +70,19 @@ def build_claims(seeds: list[dict[str, Any]]) -> list[Claim]:
     front_gap = front_clean["lca_front_end"] - front_clean["relu_front_end"]
     relu_median = [f["relu_front_end"]["median_minimal_targeted_l2"] for f in front]
     lca_median = [f["lca_front_end"]["median_minimal_targeted_l2"] for f in front]
-    claims.append(_spread_claim(
+    problem = front_end_problem(front)
+    regime = {"relu_zero_fraction": mean_sd([f["relu_front_end"]["zero_fraction"]
+                                             for f in front]),
+              "lca_zero_fraction": mean_sd([f["lca_front_end"]["zero_fraction"]
+                                            for f in front]),
+              "lca_iterations_to_tolerance": mean_sd([f["lca"]["n_iter"] for f in front]),
+              "dictionary_energy_change_last_50": mean_sd(
+                  [f["dictionary_learning"]["relative_change_last_50"] for f in front]),
+              "n_atoms": front[0]["n_atoms"], "n_pixels": front[0]["n_pixels"],
+              "lambda": mean_sd([f["lambda"] for f in front]),
+              "lambda_rule": front[0]["lambda_rule"],
+              "minimal_search": front[0]["minimal_search"]}
+    claims.append(_in_regime(_spread_claim(
         "P1-C9-lca-targeted-l2", 1,
         "Check 27 (C9, Paiton et al. 2020): on digits the median minimal targeted L2 "
         "perturbation is larger for an LCA front end than for ReLU(W^T x + b) with the same "
@@ -66,19 +92,22 @@ def build_claims(seeds: list[dict[str, Any]]) -> list[Claim]:
          "lca_clean_accuracy": mean_sd([f["lca_front_end"]["clean_accuracy"] for f in front]),
          "relu_clean_accuracy": mean_sd([f["relu_front_end"]["clean_accuracy"]
                                           for f in front]),
-         "images_per_seed": [f["n_attacked"] for f in front]},
+         "images_per_seed": [f["n_attacked"] for f in front],
+         "lca_success_rate": mean_sd([f["lca_front_end"]["success_rate"] for f in front]),
+         "relu_success_rate": mean_sd([f["relu_front_end"]["success_rate"] for f in front]),
+         **regime},
         units={"lca_median_l2": "L2 norm of the image perturbation (pixels in [0, 1])"},
-        clean_gap=front_gap))
+        clean_gap=front_gap), problem))
     relu_drop = [f["relu_front_end"]["noise_drop"] for f in front]
     lca_drop = [f["lca_front_end"]["noise_drop"] for f in front]
-    claims.append(_spread_claim(
+    claims.append(_in_regime(_spread_claim(
         "P1-C10-lca-noise-drop", 1,
         "Check 27 (C10, Teti et al. 2022): under additive Gaussian noise sigma = 0.3 the LCA "
         "front end's accuracy drop is <= the ReLU front end's (same dictionary).",
         paired(relu_drop, lca_drop),
         "accuracy drop (ReLU) - accuracy drop (LCA)",
-        {"lca_drop": mean_sd(lca_drop), "relu_drop": mean_sd(relu_drop)},
-        units={"lca_drop": "accuracy points (fraction)"}, clean_gap=front_gap))
+        {"lca_drop": mean_sd(lca_drop), "relu_drop": mean_sd(relu_drop), **regime},
+        units={"lca_drop": "accuracy points (fraction)"}, clean_gap=front_gap), problem))
 
     baseline_clean = float(np.mean(values("cnn_k0", "clean_accuracy")))
     for k in [k for k in (2, 5, 10) if f"cnn_k{k}" in seeds[0]["models"]]:
@@ -167,46 +196,7 @@ def build_claims(seeds: list[dict[str, Any]]) -> list[Claim]:
             f"{all(w['well_posed'] and w['error_rate'] == 0 for w in worlds)}."),
         units=radius_units))
 
-    tables = [s["anomaly"]["table"] for s in seeds]
-    ood_sets = list(tables[0])
-    primary = "cnn.layer1.reconstruction_error"
-
-    def mean_auroc(score: str) -> list[float]:
-        return [float(np.mean([t[o][score]["auroc"] for o in ood_sets])) for t in tables]
-
-    per_set = {o: mean_sd([t[o][primary]["auroc"] for t in tables]) for o in ood_sets}
-    above_chance = all(v["mean"] - 0.5 >= v["sd"] and v["mean"] > 0.5 for v in per_set.values())
-    failing = {o: v for o, v in per_set.items()
-               if not (v["mean"] - 0.5 >= v["sd"] and v["mean"] > 0.5)}
-    claims.append(Claim(
-        id="P1-anomaly-reconstruction", paper=1,
-        statement="Paper 1 (abstract): reading the CNN as sparse coding identifies anomalies: "
-                  "the first layer's reconstruction error ||x - D a||^2 separates every "
-                  "out-of-distribution set from held-in digits better than chance.",
-        **tabulate({"auroc_per_set": per_set, "score": primary,
-                    "in_distribution_median_relative_error": {
-                        name: mean_sd([s["anomaly"]["in_distribution_median_relative_error"][
-                            name] for s in seeds])
-                        for name in seeds[0]["anomaly"][
-                            "in_distribution_median_relative_error"]}}),
-        rule="holds iff for every OOD set the mean AUROC over seeds exceeds 0.5 by at least "
-             "its sd; does not hold otherwise",
-        verdict=verdict(above_chance),
-        reason="" if above_chance else (
-            "AUROC not above chance by one sd on "
-            + ", ".join(f"{o.replace('_', ' ')} ({v['mean']:.3f} +- {v['sd']:.3f})"
-                        for o, v in failing.items())
-            + f" over {len(seeds)} seed(s).")))
-    claims.append(_spread_claim(
-        "P1-anomaly-vs-softmax", 1,
-        "The CNN's first-layer sparse-coding reconstruction error detects anomalies at least as"
-        " well as the max-softmax baseline (mean AUROC over the OOD sets).",
-        paired(mean_auroc(primary), mean_auroc("max_softmax")),
-        "mean AUROC (reconstruction error) - mean AUROC (max softmax)",
-        {"auroc_reconstruction": mean_sd(mean_auroc(primary)),
-         "auroc_max_softmax": mean_sd(mean_auroc("max_softmax")),
-         "auroc_lca_dictionary_reconstruction": mean_sd(
-             mean_auroc("lca_dictionary.reconstruction_error"))}))
+    claims += anomaly_claims([s["anomaly"] for s in seeds])
     return claims
 
 

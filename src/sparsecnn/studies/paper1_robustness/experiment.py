@@ -3,7 +3,6 @@ anomaly identification) and the aggregate over seeds."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,37 +10,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...anomaly import (
-    anomaly_scores,
-    detection_table,
-    out_of_distribution_sets,
-    sparse_coding_scores,
-)
 from ...data import DatasetSplit, load_digits_split
 from ...robustness import (
     CORRUPTIONS,
     accuracy,
     attack_curve,
-    corrupt,
     corruption_curves,
-    minimal_l2_perturbation,
     pgd,
-    random_targets,
 )
 from ...training import hidden_bias_parameters
 from .._paper1_common import mean_sd
 from .._seeding import seeded_generator
+from .anomaly_protocol import anomaly_experiment
 from .budget import (
     EPSILONS_L2,
     EPSILONS_LINF,
-    FRONT_END_ATOMS,
-    FRONT_END_LAMBDA,
-    NOISE_SEVERITY,
     WORLD_BATCH_SIZE,
     WORLD_LEARNING_RATE,
     Budget,
 )
-from .models import front_ends, refit_head, small_cnn, swap, train_classifier
+from .check27 import check27
+from .models import refit_head, small_cnn, swap, train_classifier
 
 __all__ = ["aggregate", "one_seed"]
 
@@ -172,7 +161,6 @@ def _feature_world_cnns(seed: int, budget: Budget) -> dict[str, Any]:
 
 
 def one_seed(seed: int, budget: Budget, progress: Callable[..., Any]) -> dict[str, Any]:
-    from ...dictlearn import learn_dictionary
 
     data = load_digits_split(seed=seed, dtype=torch.float32)
     images, labels = data.test_images[:budget.n_eval], data.test_labels[:budget.n_eval]
@@ -203,12 +191,8 @@ def one_seed(seed: int, budget: Budget, progress: Callable[..., Any]) -> dict[st
                                                 for b in hidden_bias_parameters(proper))
             result["models"]["cnn_proper_prior"] = evaluation
         elif step == "front":
-            signals = nine.train_images.flatten(1)
-            dictionary = learn_dictionary(signals, FRONT_END_ATOMS, FRONT_END_LAMBDA,
-                                          nonneg=True, n_steps=budget.dictionary_steps,
-                                          inference_iter=50, seed=seed).dictionary
-            fronts = front_ends(dictionary, FRONT_END_LAMBDA, budget.lca_steps, data, seed)
-            result["front_end"] = _check27(fronts, data, images, labels, budget, seed)
+            result["front_end"], fronts = check27(nine, data, images, labels,
+                                                  budget.check27_images, seed)
             for name, model in fronts.items():
                 result["models"][name] = _evaluate(model, images, labels, budget, seed)
         elif step == "world":
@@ -216,65 +200,11 @@ def one_seed(seed: int, budget: Budget, progress: Callable[..., Any]) -> dict[st
         elif step == "world_cnn":
             result["feature_world"]["models"] = _feature_world_cnns(seed, budget)
         else:
-            result["anomaly"] = _anomaly(nine, held_images, fronts["lca_front_end"], budget,
-                                         seed)
+            coder = fronts["lca_front_end"].features
+            result["anomaly"] = anomaly_experiment(nine, held_images, coder.dictionary,
+                                                   coder.mean, coder.lam, budget.epochs,
+                                                   budget.n_ood, seed)
     return result
-
-
-def _check27(fronts: dict[str, nn.Module], data: DatasetSplit, images: torch.Tensor,
-             labels: torch.Tensor, budget: Budget, seed: int) -> dict[str, Any]:
-    both = torch.ones(len(data.test_labels), dtype=torch.bool)
-    for model in fronts.values():
-        with torch.no_grad():
-            both &= model(data.test_images).argmax(1) == data.test_labels
-    chosen = torch.nonzero(both).flatten()[:budget.n_minimal]
-    subset, subset_labels = data.test_images[chosen], data.test_labels[chosen]
-    targets = random_targets(subset_labels, data.n_classes, seed=seed)
-    noisy = corrupt(images, "gaussian_noise", NOISE_SEVERITY, seed=seed)
-    out: dict[str, Any] = {"n_attacked": len(chosen), "lambda": FRONT_END_LAMBDA,
-                           "n_atoms": FRONT_END_ATOMS, "lca_steps": budget.lca_steps}
-    for name, model in fronts.items():
-        minimal = minimal_l2_perturbation(model, subset, subset_labels, targets=targets,
-                                          max_epsilon=6.0, tolerance=budget.tolerance,
-                                          steps=budget.pgd_steps * 2)
-        clean = accuracy(model, images, labels)
-        with torch.no_grad():
-            codes = model.features(data.test_images)
-        censored = not math.isfinite(minimal.median)  # over half not fooled at max_epsilon
-        out[name] = {"median_minimal_targeted_l2": minimal.max_epsilon if censored
-                     else minimal.median, "median_censored_at_max_epsilon": censored,
-                     "success_rate": minimal.success_rate, "clean_accuracy": clean,
-                     "noisy_accuracy_sigma_0.3": accuracy(model, noisy, labels),
-                     "zero_fraction": float((codes == 0).double().mean())}
-        out[name]["noise_drop"] = clean - out[name]["noisy_accuracy_sigma_0.3"]
-    return out
-
-
-def _anomaly(nine: DatasetSplit, held_images: torch.Tensor, lca_front: nn.Module,
-             budget: Budget, seed: int) -> dict[str, Any]:
-    model = train_classifier(small_cnn(nine.n_classes, seed), nine.train_images,
-                             nine.train_labels, epochs=budget.epochs, seed=seed)
-    inside = nine.test_images[:budget.n_ood]
-    sets = out_of_distribution_sets(inside, n=budget.n_ood, seed=seed, held_out=held_images)
-    coder = nn.Sequential(*lca_front.features)
-
-    def scores(images: torch.Tensor) -> dict[str, torch.Tensor]:
-        values = {f"cnn.{k}": v for k, v in anomaly_scores(model, images).items()}
-        values["max_softmax"] = values.pop("cnn.max_softmax")
-        values.update({f"lca_dictionary.{k.split('.', 1)[1]}": v
-                       for k, v in sparse_coding_scores(coder, images).items()})
-        return values
-
-    in_scores = scores(inside)
-    out_scores = {name: scores(images) for name, images in sets.items()}
-    relative = {name: float(values.median()) for name, values in in_scores.items()
-                if name.endswith("relative_reconstruction_error")}
-    return {"clean_accuracy": accuracy(model, nine.test_images, nine.test_labels),
-            "in_distribution_median_relative_error": relative,
-            "table": detection_table(in_scores, out_scores),
-            "in_scores": {k: v.tolist() for k, v in in_scores.items()},
-            "out_scores": {s: {k: v.tolist() for k, v in d.items()}
-                           for s, d in out_scores.items()}}
 
 
 # -- over seeds --------------------------------------------------------------------------------
