@@ -92,12 +92,21 @@ def build_model(config: TrainingConfig, image_shape: tuple[int, ...], n_classes:
     return model.to(DTYPES[config.dtype])
 
 
-def small_cnn(n_classes: int, seed: int) -> ConvClassifier:
+def small_cnn(n_classes: int, seed: int, image_size: tuple[int, int] = (8, 8),
+              in_channels: int = 1) -> ConvClassifier:
     """The robustness experiments' CNN: conv 3x3 (8 channels) -> conv 3x3 stride 2 (16) ->
-    linear head, on 8x8 digits, initialised from ``seed``."""
+    linear head, on ``in_channels`` x ``image_size`` images (8x8 digits by default),
+    initialised from ``seed``."""
+    if (not isinstance(image_size, tuple) or len(image_size) != 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+                       for n in image_size)):
+        raise ValueError(f"image_size must be a (height, width) tuple of positive ints; got "
+                         f"{image_size!r}")
+    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive int; got {in_channels!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return ConvClassifier(1, (8, 8), (8, 16), (1, 2), n_classes)
+        return ConvClassifier(in_channels, image_size, (8, 16), (1, 2), n_classes)
 
 
 def hidden_bias_parameters(model: nn.Module) -> list[torch.Tensor]:
