@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from ...robustness.evaluation import EPSILONS_L2, EPSILONS_LINF
 
-__all__ = ["CLEAN_BUDGET", "EPSILONS_L2", "EPSILONS_LINF", "FRONT_END_ATOMS", "FRONT_END_LAMBDA",
-           "FULL", "NOISE_SEVERITY", "QUICK", "WORLD_BATCH_SIZE", "WORLD_LEARNING_RATE",
+__all__ = ["CLEAN_BUDGET", "EPSILONS_L2", "EPSILONS_LINF", "FINETUNE_LEARNING_RATE",
+           "FRONT_END_ATOMS", "FRONT_END_LAMBDA", "FULL", "JUDGED_EPSILON", "NOISE_SEVERITY",
+           "QUICK", "STRONG_EPSILONS_LINF", "WORLD_BATCH_SIZE", "WORLD_LEARNING_RATE",
            "Budget"]
 
 NOISE_SEVERITY = 4  # gaussian_noise severity 4 is sigma = 0.3 (docs/theory.md check 27)
@@ -16,6 +17,10 @@ FRONT_END_ATOMS = 64
 FRONT_END_LAMBDA = 0.5
 WORLD_LEARNING_RATE = 1e-2  # Adam on the feature world (B.3 architecture)
 WORLD_BATCH_SIZE = 16
+FINETUNE_LEARNING_RATE = 1e-2  # Adam, every k-step variant (k = 0 too): kstep.py
+#: PGD radii of the k-step claims (eps = 0 is the clean accuracy, reported apart)
+STRONG_EPSILONS_LINF = (0.05, 0.1, 0.2)
+JUDGED_EPSILON = 0.1  # the k-step PGD claims judge accuracy at this radius
 CLEAN_BUDGET = 0.05  # variants more than 5 pts below the baseline's clean accuracy: inconclusive
 
 
@@ -37,11 +42,19 @@ class Budget:
     world_train: int = 400
     world_epochs: int = 10
     world_eval: int = 60
+    # the k-step swap (kstep.py): fine-tuning epochs after the swap, and the strong PGD
+    finetune_epochs: int = 6
+    world_finetune_epochs: int = 2
+    n_attack: int = 100
+    strong_pgd_steps: int = 50
+    pgd_restarts: int = 2
 
 
 QUICK = Budget(seeds=1, epochs=6, n_eval=100, n_minimal=30, pgd_steps=3, lca_steps=30,
                dictionary_steps=15, n_ood=100, n_feature_world=80, tolerance=0.05,
-               swap_steps=(0, 10), world_train=300, world_epochs=8, world_eval=40)
+               swap_steps=(0, 10), world_train=600, world_epochs=4, world_eval=40,
+               finetune_epochs=3, world_finetune_epochs=1, n_attack=30, pgd_restarts=1)
 FULL = Budget(seeds=5, epochs=12, n_eval=250, n_minimal=50, pgd_steps=6, lca_steps=30,
-              dictionary_steps=30, n_ood=250, n_feature_world=200, tolerance=0.03)
+              dictionary_steps=30, n_ood=250, n_feature_world=200, tolerance=0.03,
+              world_train=1500, world_epochs=4)
 
