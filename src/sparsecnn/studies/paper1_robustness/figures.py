@@ -14,6 +14,7 @@ from ...robustness.corruptions import CORRUPTIONS
 from ...robustness.evaluation import EPSILONS_L2, EPSILONS_LINF
 from ...robustness.figures import MODEL_LABELS, plot_roc_curves, pyplot
 from .budget import FRONT_END_ATOMS, FRONT_END_LAMBDA, Budget
+from .kstep_figures import kstep_figures
 
 __all__ = ["study_figures"]
 
@@ -160,10 +161,11 @@ def study_figures(seeds: list[dict[str, Any]], aggregate: dict[str, Any],
         Figure.from_matplotlib(
             "robustness_feature_world_models", "Feature world (default preset): test accuracy "
             "vs corruption severity (0 = clean) for the trained B.3-architecture CNN, its k-step "
-            "sparse-inference swaps (head refit), the proper-prior CNN and the constructed "
+            "sparse-inference swaps (fine-tuned), the proper-prior CNN and the constructed "
             f"network, one row per model against the trained one-shot CNN (grey, dashed), mean "
             f"+- sd over {budget.seeds} seed(s).",
             _corruption_panels(aggregate["feature_world"]["corruption_curves"]), paper=2),
+        *kstep_figures(seeds, budget),
         Figure.from_matplotlib(
             "anomaly_roc", f"Anomaly identification (seed {seeds[0]['seed']}, held-out digit "
             f"{seeds[0]['held_out_class']}): ROC curves per out-of-distribution set; AUROC in "
