@@ -45,15 +45,17 @@ class Budget:
     # the k-step swap (kstep.py): fine-tuning epochs after the swap, and the strong PGD
     finetune_epochs: int = 6
     world_finetune_epochs: int = 2
-    n_attack: int = 100
+    n_attack: int = 60
     strong_pgd_steps: int = 50
-    pgd_restarts: int = 2
+    pgd_restarts: int = 1
+    # the world judges the largest k only: its sweep is the reference and the judged k
+    world_swap_steps: tuple[int, ...] = (0, 10)
 
 
 QUICK = Budget(seeds=1, epochs=6, n_eval=100, n_minimal=30, pgd_steps=3, lca_steps=30,
                dictionary_steps=15, n_ood=100, n_feature_world=80, tolerance=0.05,
                swap_steps=(0, 10), world_train=600, world_epochs=4, world_eval=40,
-               finetune_epochs=3, world_finetune_epochs=1, n_attack=30, pgd_restarts=1)
+               finetune_epochs=3, world_finetune_epochs=1, n_attack=30)
 FULL = Budget(seeds=5, epochs=12, n_eval=250, n_minimal=50, pgd_steps=6, lca_steps=30,
               dictionary_steps=30, n_ood=250, n_feature_world=200, tolerance=0.03,
               world_train=1500, world_epochs=4)

@@ -93,7 +93,7 @@ def kstep_claims(per_seed: list[dict[str, Any]], *, world: bool) -> list[Claim]:
     attack = per_seed[0][ref]["strong_pgd_linf"]
     measured: dict[str, Any] = {
         f"pgd_accuracy_k{k}_eps{eps:g}": mean_sd(pgd_at(f"cnn_k{k}_tuned", i))
-        for k in steps for i, eps in enumerate(STRONG_EPSILONS_LINF)}
+        for k in (0, judged) for i, eps in enumerate(STRONG_EPSILONS_LINF)}
     measured.update({f"pgd_mean_loss_k{k}_eps{eps:g}": mean_sd(
         [s[f"cnn_k{k}_tuned"]["strong_pgd_linf"]["mean_loss"][i] for s in per_seed])
         for k in (0, judged) for i, eps in enumerate(STRONG_EPSILONS_LINF)})
