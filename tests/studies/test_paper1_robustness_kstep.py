@@ -66,6 +66,19 @@ def test_masking_check_fails_when_the_input_gradient_is_zero() -> None:
     assert result["accuracy"] == [1.0] * len(STRONG_EPSILONS_LINF)  # the masked artefact
 
 
+def test_masking_check_fails_on_a_constant_network() -> None:
+    # a dead network: constant logits, the random start moves the input but the loss is flat
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2), nn.ReLU())
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.fill_(-1.0)
+    _, images, labels = _linear(0)
+    result = strong_pgd(model, images, labels, STRONG_EPSILONS_LINF, steps=3, restarts=1,
+                        seed=0)
+    assert all(d > 0 for d in result["max_abs_delta"])
+    assert not result["loss_increases_with_eps"] and not result["masking_check_passed"]
+
+
 def test_strong_pgd_rejects_negative_restarts() -> None:
     model, images, labels = _linear(0)
     with pytest.raises(ValueError, match="restarts must be >= 0; got -1"):

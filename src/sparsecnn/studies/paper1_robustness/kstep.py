@@ -19,7 +19,8 @@ fine-tuning that follows may undo it.
 PGD (L-inf): ``steps`` steps from zero and from ``restarts`` seeded random starts; an image
 counts as robust only if it is classified correctly after every run, and its loss is the
 largest cross-entropy over the runs.  Masking check (Athalye et al. 2018; Carlini et al. 2019):
-the mean attacked loss must not decrease with eps and the attack must move the input
+the mean attacked loss must not decrease with eps and must grow from the smallest to the
+largest eps, and the attack must move the input
 (``max |delta| > 0`` at every eps > 0).
 """
 
@@ -65,7 +66,9 @@ def strong_pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         losses.append(float(worst.mean()))
         moved.append(largest)
     # a masked gradient shows as a loss that stops growing with eps or an input that never moves
-    loss_increases = all(b >= a - 1e-6 for a, b in itertools.pairwise(losses))
+    # (a flat loss, e.g. a dead network's constant logits, is no evidence the attack works)
+    loss_increases = (all(b >= a - 1e-6 for a, b in itertools.pairwise(losses))
+                      and losses[-1] > losses[0] + 1e-6)
     return {"epsilons": list(epsilons), "accuracy": accuracies, "mean_loss": losses,
             "max_abs_delta": moved, "steps": steps, "restarts": restarts,
             "n_images": len(labels),
