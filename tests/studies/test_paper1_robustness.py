@@ -48,6 +48,8 @@ def test_spread_verdicts_follow_from_the_measured_differences(study_run: Path) -
         if not _numbers(claim).get("same_clean_accuracy_budget", True) or \
                 "out of its regime" in claim["reason"]:
             expected = "inconclusive"
+        if claim["reason"].startswith("broken set-up: "):  # the k-step guards name themselves
+            expected = "inconclusive"
         assert claim["verdict"] == expected, claim["id"]
         # a finding that is not established says why; the clean-accuracy guard names itself
         assert bool(claim["reason"]) == (claim["verdict"] != "holds"), claim["id"]
@@ -132,7 +134,7 @@ def test_feature_world_claims_are_reported_with_their_differences(study_run: Pat
     assert measured["difference"]["mean"] == pytest.approx(
         measured["pgd_accuracy_constructed"]["mean"] - measured["pgd_accuracy_trained"]["mean"],
         abs=1e-12)
-    measured = _numbers(claims["P1-A8-world-k10-corruptions"])
+    measured = _numbers(claims["P1-A8-world-k10-corruptions"])  # both fine-tuned alike
     assert measured["difference"]["mean"] == pytest.approx(
         measured["drop_k0"]["mean"] - measured["drop_k10"]["mean"], abs=1e-12)
     for claim_id in world:  # same rule as the digits claims: sign of mean vs sd, budget guard
@@ -141,8 +143,36 @@ def test_feature_world_claims_are_reported_with_their_differences(study_run: Pat
         expected = "holds" if mean >= sd else "does not hold" if mean <= -sd else "inconclusive"
         if not _numbers(claim)["same_clean_accuracy_budget"]:
             expected = "inconclusive"
+        if claim["reason"].startswith("broken set-up: "):
+            expected = "inconclusive"
         assert claim["verdict"] == expected, claim_id
     assert (study_run / "figures" / "robustness_feature_world_models.png").exists()
+
+
+@pytest.mark.parametrize("claim_id", [
+    "P1-A8-k10-pgd",
+    # known open: after the swap the world network is still under-trained or dead (quick: plain
+    # 0.575, k=10 0.45 with 3/4 head inputs dead; full seed 0: k=10 dead, 0.283); strict, so
+    # the fix of that set-up turns this into a failure that asks for the marker's removal
+    pytest.param("P1-A8-world-k10-pgd", marks=pytest.mark.xfail(
+        strict=True, reason="feature-world k-step set-up not fixed yet (issue 13, A.8)"))])
+def test_kstep_setup_is_alive_and_its_pgd_is_not_masked(study_run: Path, claim_id: str) -> None:
+    # the set-up the guards watch is fixed: no compared network is dead (the swapped world
+    # network once had constant logits), fine-tuning lifts the swap-only clean accuracy, and
+    # the attack passes the masking check (the guard did not fire)
+    claim = _claims(study_run)[claim_id]
+    numbers = _numbers(claim)
+    assert not claim["reason"].startswith("broken set-up"), claim["reason"]
+    assert numbers["pgd_steps"] >= 50 and numbers["pgd_restarts"] >= 1
+    for k in (0, 10):
+        assert numbers[f"clean_accuracy_k{k}"]["mean"] >= 0.8
+    assert numbers["clean_accuracy_k10"]["mean"] > numbers["clean_accuracy_k10_swap_only"]["mean"]
+    results = json.loads((study_run / "results.json").read_text())
+    seed = results["studies"]["paper1_robustness"]["results"]["per_seed"][0]
+    models = seed["feature_world"]["models"] if "world" in claim_id else seed["models"]
+    for k in (0, 10):
+        assert models[f"cnn_k{k}_tuned"]["dead_fraction"] < 1.0
+        assert models[f"cnn_k{k}_tuned"]["strong_pgd_linf"]["masking_check_passed"]
 
 
 def test_swap_with_zero_steps_reproduces_the_feature_world_cnn_exactly() -> None:

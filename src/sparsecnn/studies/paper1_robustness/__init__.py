@@ -6,9 +6,9 @@ On scikit-learn's digits, per seed (docs/theory.md Part C protocol: 50/50 strati
 * a plain CNN (conv 3x3 + ReLU, two layers, linear head: layered thresholding + logistic
   regression, A.6-A.7);
 * the same CNN with its forward pass swapped by ``from_cnn(model, n_iter=k)`` (k-step ISTA on
-  every layer's non-negative sparse-coding energy, A.8.2), k in {0, 2, 5, 10}, its linear head
-  refit on the k-step codes so that the clean-accuracy budget is comparable (the head alone;
-  the dictionaries and thresholds are the CNN's);
+  every layer's non-negative sparse-coding energy, A.8.2), k in {0, 2, 5, 10}, each fine-tuned
+  end to end from the one-shot CNN with one declared budget (:mod:`.kstep`; ``k = 0`` tuned
+  alike is the reference), under PGD L-inf with 50 steps, restarts and a masking check;
 * the same architecture trained with proper priors (every hidden bias projected onto b <= 0
   after every step, A.8.1);
 * a ReLU front end ``ReLU(D^T (x - m) - lam)`` and an LCA front end at its fixed point (the
@@ -26,7 +26,8 @@ certified L-inf radius beside its accuracy under the structured worst-case pertu
 sign noise and PGD, and the smallest structured perturbation that flips an image.
 Beside it, on the same world per seed, the B.3 architecture trained by Adam
 (:mod:`._feature_world_models`): plain, with its forward pass swapped by ``from_cnn`` (k-step
-ISTA on the convertible layers, head refit for k > 0) and trained with proper priors, each
+ISTA on the convertible layers, calibrated and fine-tuned, :mod:`.kstep`; the fraction of dead
+head inputs reported) and trained with proper priors, each
 under the five corruptions and PGD L-inf; the constructed network is evaluated on the same
 images.  Their claims use the digits rules (paired seed differences, same-clean-accuracy guard).
 
@@ -42,7 +43,8 @@ seed the standard deviation is 0 and the sign of the difference decides).
 
 The package: :mod:`.budget` (work per mode), :mod:`.models` (the models and their fitting),
 :mod:`.check27`, :mod:`.anomaly_protocol`, :mod:`.experiment` (one seed, the aggregate over
-seeds), :mod:`.claims` and :mod:`.anomaly_claims`, :mod:`.figures`; the
+seeds), :mod:`.kstep` (the k-step swap), :mod:`.claims` (:mod:`.anomaly_claims`,
+:mod:`.kstep_claims`), :mod:`.figures` (:mod:`.kstep_figures`); the
 study itself (:data:`STUDY`, :func:`run`) is here.
 """
 

@@ -7,12 +7,17 @@ from dataclasses import dataclass
 
 from ...robustness.evaluation import EPSILONS_L2, EPSILONS_LINF
 
-__all__ = ["CLEAN_BUDGET", "EPSILONS_L2", "EPSILONS_LINF", "FULL", "NOISE_SEVERITY", "QUICK",
+__all__ = ["CLEAN_BUDGET", "EPSILONS_L2", "EPSILONS_LINF", "FINETUNE_LEARNING_RATE", "FULL",
+           "JUDGED_EPSILON", "NOISE_SEVERITY", "QUICK", "STRONG_EPSILONS_LINF",
            "WORLD_BATCH_SIZE", "WORLD_LEARNING_RATE", "Budget"]
 
 NOISE_SEVERITY = 4  # gaussian_noise severity 4 is sigma = 0.3 (docs/theory.md check 27)
 WORLD_LEARNING_RATE = 1e-2  # Adam on the feature world (B.3 architecture)
 WORLD_BATCH_SIZE = 16
+FINETUNE_LEARNING_RATE = 1e-2  # Adam, every k-step variant (k = 0 too): kstep.py
+#: PGD radii of the k-step claims (eps = 0 is the clean accuracy, reported apart)
+STRONG_EPSILONS_LINF = (0.05, 0.1, 0.2)
+JUDGED_EPSILON = 0.1  # the k-step PGD claims judge accuracy at this radius
 CLEAN_BUDGET = 0.05  # variants more than 5 pts below the baseline's clean accuracy: inconclusive
 
 
@@ -35,12 +40,21 @@ class Budget:
     world_epochs: int = 10
     world_eval: int = 60
     check27_images: int = 100  # test images of check 27's minimal-perturbation search
+    # the k-step swap (kstep.py): fine-tuning epochs after the swap, and the strong PGD
+    finetune_epochs: int = 6
+    world_finetune_epochs: int = 2
+    n_attack: int = 60
+    strong_pgd_steps: int = 50
+    pgd_restarts: int = 1
+    # the world judges the largest k only: its sweep is the reference and the judged k
+    world_swap_steps: tuple[int, ...] = (0, 10)
 
 
 QUICK = Budget(seeds=1, epochs=6, n_eval=100, n_minimal=30, pgd_steps=3, lca_steps=30,
                dictionary_steps=15, n_ood=100, n_feature_world=80, tolerance=0.05,
-               swap_steps=(0, 10), world_train=300, world_epochs=8, world_eval=40,
-               check27_images=40)
+               swap_steps=(0, 10), world_train=600, world_epochs=4, world_eval=40,
+               finetune_epochs=3, world_finetune_epochs=1, n_attack=30, check27_images=40)
 FULL = Budget(seeds=5, epochs=12, n_eval=250, n_minimal=50, pgd_steps=6, lca_steps=30,
-              dictionary_steps=30, n_ood=250, n_feature_world=200, tolerance=0.03)
+              dictionary_steps=30, n_ood=250, n_feature_world=200, tolerance=0.03,
+              world_train=1500, world_epochs=4)
 

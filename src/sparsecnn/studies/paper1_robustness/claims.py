@@ -13,6 +13,7 @@ from .._paper1_common import mean_sd, paired, spread_claim, tabulate
 from .anomaly_claims import anomaly_claims
 from .budget import CLEAN_BUDGET
 from .check27 import SPARSE_RANGE, front_end_problem
+from .kstep_claims import kstep_claims
 
 __all__ = ["build_claims"]
 
@@ -60,9 +61,6 @@ def build_claims(seeds: list[dict[str, Any]]) -> list[Claim]:
     def values(model: str, key: str) -> list[float]:
         return [s["models"][model][key] for s in seeds]
 
-    def attack_at(model: str, attack: str, index: int) -> list[float]:
-        return [s["models"][model]["attacks"][attack][index] for s in seeds]
-
     claims = []
     front = [s["front_end"] for s in seeds]
     front_clean = {name: float(np.mean([f[name]["clean_accuracy"] for f in front]))
@@ -109,39 +107,8 @@ def build_claims(seeds: list[dict[str, Any]]) -> list[Claim]:
         {"lca_drop": mean_sd(lca_drop), "relu_drop": mean_sd(relu_drop), **regime},
         units={"lca_drop": "accuracy points (fraction)"}, clean_gap=front_gap), problem))
 
+    claims += kstep_claims([s["models"] for s in seeds], world=False)
     baseline_clean = float(np.mean(values("cnn_k0", "clean_accuracy")))
-    for k in [k for k in (2, 5, 10) if f"cnn_k{k}" in seeds[0]["models"]]:
-        name = f"cnn_k{k}"
-        clean = float(np.mean(values(name, "clean_accuracy")))
-        drop_k = [c - m for c, m in zip(values(name, "clean_accuracy"),
-                                        values(name, "mean_corruption_accuracy"), strict=True)]
-        drop_0 = [c - m for c, m in zip(values("cnn_k0", "clean_accuracy"),
-                                        values("cnn_k0", "mean_corruption_accuracy"),
-                                        strict=True)]
-        if k == max(s for s in (2, 5, 10) if f"cnn_k{s}" in seeds[0]["models"]):
-            claims.append(_spread_claim(
-                f"P1-A8-k{k}-corruptions", 1,
-                f"A.8.2: the CNN's forward pass replaced by {k}-step sparse inference (same "
-                "dictionaries and thresholds, head refit) is more robust to common corruptions:"
-                " smaller mean accuracy drop over 5 corruptions x 5 severities.",
-                paired(drop_0, drop_k),
-                f"mean corruption drop (k=0) - (k={k})",
-                {"clean_accuracy_k0": mean_sd(values("cnn_k0", "clean_accuracy")),
-                 f"clean_accuracy_k{k}": mean_sd(values(name, "clean_accuracy")),
-                 f"clean_accuracy_k{k}_without_refit": mean_sd(
-                     values(name, "clean_accuracy_without_refit")),
-                 "drop_k0": mean_sd(drop_0), f"drop_k{k}": mean_sd(drop_k)},
-                clean_gap=clean - baseline_clean))
-            claims.append(_spread_claim(
-                f"P1-A8-k{k}-pgd", 1,
-                f"A.8.2: {k}-step sparse inference raises accuracy under a white-box PGD L-inf "
-                "attack (eps = 0.1, through the unrolled iterations).",
-                paired(attack_at(name, "pgd_linf", 2),
-                        attack_at("cnn_k0", "pgd_linf", 2)),
-                f"PGD accuracy (k={k}) - (k=0)",
-                {"pgd_accuracy_k0": mean_sd(attack_at("cnn_k0", "pgd_linf", 2)),
-                 f"pgd_accuracy_k{k}": mean_sd(attack_at(name, "pgd_linf", 2))},
-                clean_gap=clean - baseline_clean))
     proper_clean = float(np.mean(values("cnn_proper_prior", "clean_accuracy")))
     drop_p = [c - m for c, m in zip(values("cnn_proper_prior", "clean_accuracy"),
                                     values("cnn_proper_prior", "mean_corruption_accuracy"),
@@ -161,6 +128,7 @@ def build_claims(seeds: list[dict[str, Any]]) -> list[Claim]:
                                        for s in seeds)},
         clean_gap=proper_clean - baseline_clean))
 
+    claims += kstep_claims([s["feature_world"]["models"] for s in seeds], world=True)
     claims += _world_claims([s["feature_world"]["models"] for s in seeds])
 
     worlds = [s["feature_world"] for s in seeds]
@@ -202,8 +170,8 @@ def build_claims(seeds: list[dict[str, Any]]) -> list[Claim]:
 
 def _world_claims(per_seed: list[dict[str, Any]]) -> list[Claim]:
     """The digits comparisons repeated on the feature world (same rules, same budget guard):
-    k-step swap vs the one-shot CNN, proper priors vs plain, and the constructed network vs
-    the trained CNN, by paired seed differences."""
+    proper priors vs plain and the constructed network vs the trained CNN, by paired seed
+    differences (the k-step swap: :mod:`.kstep_claims`)."""
     def values(model: str, key: str) -> list[float]:
         return [m[model][key] for m in per_seed]
 
@@ -221,30 +189,6 @@ def _world_claims(per_seed: list[dict[str, Any]]) -> list[Claim]:
         return clean(model) - clean("cnn_k0")
 
     claims = []
-    k = max(int(name[5:]) for name in per_seed[0] if name.startswith("cnn_k"))
-    swapped = f"cnn_k{k}"
-    claims.append(_spread_claim(
-        f"P1-A8-world-k{k}-corruptions", 1,
-        f"A.8.2 on the feature world: the trained B.3-architecture CNN with its forward pass "
-        f"replaced by {k}-step sparse inference (head refit) has a smaller mean accuracy drop "
-        "over 5 corruptions x 5 severities.",
-        paired(drop("cnn_k0"), drop(swapped)),
-        f"mean corruption drop (k=0) - (k={k})",
-        {"clean_accuracy_k0": mean_sd(values("cnn_k0", "clean_accuracy")),
-         f"clean_accuracy_k{k}": mean_sd(values(swapped, "clean_accuracy")),
-         f"clean_accuracy_k{k}_without_refit": mean_sd(
-             values(swapped, "clean_accuracy_without_refit")),
-         "drop_k0": mean_sd(drop("cnn_k0")), f"drop_k{k}": mean_sd(drop(swapped))},
-        clean_gap=gap(swapped)))
-    claims.append(_spread_claim(
-        f"P1-A8-world-k{k}-pgd", 1,
-        f"A.8.2 on the feature world: {k}-step sparse inference raises accuracy under white-box "
-        "PGD L-inf (eps = 0.1).",
-        paired(pgd_at(swapped), pgd_at("cnn_k0")),
-        f"PGD accuracy (k={k}) - (k=0)",
-        {"pgd_accuracy_k0": mean_sd(pgd_at("cnn_k0")),
-         f"pgd_accuracy_k{k}": mean_sd(pgd_at(swapped))},
-        clean_gap=gap(swapped)))
     claims.append(_spread_claim(
         "P1-A8-world-proper-prior-corruptions", 1,
         "A.8.1 on the feature world: the CNN trained with proper priors (every hidden bias <= 0)"

@@ -13,7 +13,6 @@ from torch import nn
 from ...data import DatasetSplit, load_digits_split
 from ...robustness import (
     CORRUPTIONS,
-    accuracy,
     attack_curve,
     corruption_curves,
     pgd,
@@ -30,7 +29,8 @@ from .budget import (
     Budget,
 )
 from .check27 import check27
-from .models import refit_head, small_cnn, swap, train_classifier
+from .kstep import dead_fraction, fine_tuned_swaps
+from .models import small_cnn, train_classifier
 
 __all__ = ["aggregate", "one_seed"]
 
@@ -129,9 +129,10 @@ def _evaluate_world(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
 def _feature_world_cnns(seed: int, budget: Budget) -> dict[str, Any]:
     """On the seed's ``"default"`` feature world: the B.3 architecture trained by Adam (plain
     and with proper priors), and the plain one with its forward pass swapped by
-    ``from_cnn(n_iter=k)`` (head refit for k > 0), each under corruptions and PGD L-inf."""
+    ``from_cnn(n_iter=k)``, calibrated and fine-tuned (:mod:`.kstep`), each under corruptions
+    and PGD L-inf."""
     from ...features import construct, preset
-    from .._feature_world_models import feature_world_cnn, swap_forward
+    from .._feature_world_models import feature_world_cnn
 
     world = preset("default", seed=seed)
     train = world.sample(budget.world_train, seed=seed + 2)
@@ -140,14 +141,12 @@ def _feature_world_cnns(seed: int, budget: Budget) -> dict[str, Any]:
     plain = train_classifier(feature_world_cnn(world, seed), train.images, train.labels,
                              epochs=budget.world_epochs, seed=seed, batch_size=WORLD_BATCH_SIZE,
                              learning_rate=WORLD_LEARNING_RATE)
-    for k in budget.swap_steps:
-        swapped = swap_forward(plain, k)
-        without_refit = accuracy(swapped, test.images, test.labels)
-        if k > 0:
-            refit_head(swapped, train.images, train.labels)
-        evaluation = _evaluate_world(swapped, test.images, test.labels, budget, seed)
-        evaluation["clean_accuracy_without_refit"] = without_refit
-        models[f"cnn_k{k}"] = evaluation
+    models["cnn_k0"] = _evaluate_world(plain, test.images, test.labels, budget, seed)
+    models["cnn_k0"]["dead_fraction"] = dead_fraction(plain, test.images)
+    models.update(fine_tuned_swaps(
+        plain, train.images, train.labels, test.images, test.labels, budget, seed,
+        lambda model: _evaluate_world(model, test.images, test.labels, budget, seed),
+        world=True))
     proper = train_classifier(feature_world_cnn(world, seed), train.images, train.labels,
                               epochs=budget.world_epochs, seed=seed, batch_size=WORLD_BATCH_SIZE,
                               learning_rate=WORLD_LEARNING_RATE, proper_prior=True)
@@ -174,14 +173,10 @@ def one_seed(seed: int, budget: Budget, progress: Callable[..., Any]) -> dict[st
             plain = train_classifier(small_cnn(10, seed), data.train_images,
                                      data.train_labels, epochs=budget.epochs, seed=seed)
         elif step == "swap":
-            for k in budget.swap_steps:
-                swapped = swap(plain, k)
-                without_refit = accuracy(swapped, images, labels)
-                if k > 0:
-                    refit_head(swapped, data.train_images, data.train_labels)
-                evaluation = _evaluate(swapped, images, labels, budget, seed)
-                evaluation["clean_accuracy_without_refit"] = without_refit
-                result["models"][f"cnn_k{k}"] = evaluation
+            result["models"]["cnn_k0"] = _evaluate(plain, images, labels, budget, seed)
+            result["models"].update(fine_tuned_swaps(
+                plain, data.train_images, data.train_labels, images, labels, budget, seed,
+                lambda model: _evaluate(model, images, labels, budget, seed)))
         elif step == "proper":
             proper = train_classifier(small_cnn(10, seed), data.train_images,
                                       data.train_labels, epochs=budget.epochs, seed=seed,

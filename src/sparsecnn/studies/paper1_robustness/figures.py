@@ -16,6 +16,7 @@ from ...robustness.figures import MODEL_LABELS, plot_roc_curves, pyplot
 from .anomaly_protocol import BASELINES, SCORE
 from .budget import Budget
 from .check27 import ATOMS, LAMBDA_QUANTILE
+from .kstep_figures import kstep_figures
 
 __all__ = ["study_figures"]
 
@@ -177,10 +178,11 @@ def study_figures(seeds: list[dict[str, Any]], aggregate: dict[str, Any],
         Figure.from_matplotlib(
             "robustness_feature_world_models", "Feature world (default preset): test accuracy "
             "vs corruption severity (0 = clean) for the trained B.3-architecture CNN, its k-step "
-            "sparse-inference swaps (head refit), the proper-prior CNN and the constructed "
+            "sparse-inference swaps (fine-tuned), the proper-prior CNN and the constructed "
             f"network, one row per model against the trained one-shot CNN (grey, dashed), mean "
             f"+- sd over {budget.seeds} seed(s).",
             _corruption_panels(aggregate["feature_world"]["corruption_curves"]), paper=2),
+        *kstep_figures(seeds, budget),
         Figure.from_matplotlib(
             "anomaly_roc", f"Anomaly identification (seed {seeds[0]['seed']}, held-out digit "
             f"{seeds[0]['held_out_class']}): ROC curves per out-of-distribution set; AUROC in "
