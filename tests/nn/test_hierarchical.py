@@ -110,8 +110,8 @@ def test_ml_fista_matches_numpy_reference(steps):
         s2 = dense.output_scales().numpy()
         l1 = np.repeat(conv.thresholds().numpy(), 9)
         l2 = dense.thresholds().numpy()
-    e1, e2 = (1 / np.linalg.norm(d1, 2) ** 2, 1 / np.linalg.norm(d2, 2) ** 2) if steps is None \
-        else steps
+    e1, e2 = (1 / grid_point(np.linalg.norm(d1, 2) ** 2),
+              1 / grid_point(np.linalg.norm(d2, 2) ** 2)) if steps is None else steps
     for signal, result in zip(x.flatten(1).numpy(), output, strict=True):
         a1 = np.maximum(d1.T @ signal - l1, 0)
         a2 = np.maximum(d2.T @ (s1 * a1) - l2, 0)
@@ -162,7 +162,17 @@ def test_learned_step_size_gets_a_gradient_and_equals_the_fixed_step():
         learned(x)
 
 
-def test_default_step_is_one_over_each_layers_lipschitz_constant():
+def grid_point(value: float) -> float:
+    """The smallest power of 2**(1/16) at or above ``value`` (docs/theory.md A.8, certified
+    step), by exact integer powers."""
+    k = math.floor(16 * math.log2(value)) - 2
+    while 2.0 ** (k / 16) < value * (1 - 1e-13):
+        k += 1
+    return 2.0 ** (k / 16)
+
+
+def test_default_step_is_one_over_each_layers_lipschitz_constant_on_the_grid():
+    """The default step is 1/L with L the smallest grid point above ||D_l||_2^2 (exact here)."""
     generator = torch.Generator().manual_seed(2)
     model = HierarchicalSparseCoding.convolutional((2, 3, 4), 3, padding=1,
                                                    inference="ml_ista", n_unfold=3,
@@ -171,10 +181,10 @@ def test_default_step_is_one_over_each_layers_lipschitz_constant():
     first, second = model.sparse_layers
     x = torch.randn(2, 2, 7, 7, generator=generator, dtype=DTYPE)
     explicit = HierarchicalSparseCoding(first, second, inference="ml_ista", n_unfold=3,
-                                        step_size=[1 / first.lipschitz((2, 7, 7)),
-                                                   1 / second.lipschitz((3, 7, 7))])
+                                        step_size=[1 / grid_point(first.lipschitz((2, 7, 7))),
+                                                   1 / grid_point(second.lipschitz((3, 7, 7)))])
     with torch.no_grad():
-        assert torch.equal(model(x), explicit(x))
+        torch.testing.assert_close(model(x), explicit(x), rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize(("build", "message"), [

@@ -26,15 +26,27 @@ a norm at least as large), and on which of two methods computes it:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 
 from ..dictionary import ConvDictionary, fourier_lipschitz_bound
 
-__all__ = ["EXPLICIT_LIMIT", "KnownLipschitzConvDictionary", "LipschitzCache", "conv_lipschitz",
-           "dense_lipschitz", "explicit_synthesis_matrix", "fourier_lipschitz_bound",
-           "lipschitz_method"]
+__all__ = [
+    "EXPLICIT_LIMIT",
+    "GRID_RATIO",
+    "KnownLipschitzConvDictionary",
+    "LipschitzCache",
+    "conv_lipschitz",
+    "dense_lipschitz",
+    "explicit_synthesis_matrix",
+    "fourier_lipschitz_bound",
+    "grid_index",
+    "grid_lipschitz",
+    "lipschitz_method",
+    "schur_norm_bound",
+]
 
 EXPLICIT_LIMIT = 1 << 20
 
@@ -133,6 +145,9 @@ class LipschitzCache:
 
     def __init__(self) -> None:
         self._values: dict[tuple, tuple[list[torch.Tensor], float]] = {}
+        self._anchors: dict[tuple, _Anchor] = {}
+        #: how many :meth:`grid` values were computed in full (the others were bracketed)
+        self.full_computations = 0
 
     @staticmethod
     def key(parameters: Sequence[torch.Tensor], signal_shape: Sequence[int]) -> tuple:
@@ -165,3 +180,175 @@ class LipschitzCache:
     def dense(self, parameters: Sequence[torch.Tensor], atoms: Callable[[], torch.Tensor]
               ) -> float:
         return self._lookup(parameters, (), lambda: dense_lipschitz(atoms()))
+
+    def grid(self, parameters: Sequence[torch.Tensor], atoms: Callable[[], torch.Tensor],
+             stride: tuple[int, int] | None, padding: tuple[int, int] | None,
+             signal_shape: Sequence[int]) -> float:
+        """The certified grid value :func:`grid_lipschitz` for the current weights (``stride
+        None``: a dense layer), bracketed from this cache's anchor (its own entries, apart
+        from those of :meth:`conv` and :meth:`dense`)."""
+        shape = (-1, *(int(s) for s in signal_shape))  # -1: apart from the conv entries
+        key = self.key(parameters, shape)
+
+        def compute() -> float:
+            value, anchor, full = grid_lipschitz(atoms(), stride, padding, signal_shape,
+                                                 self._anchors.get(key))
+            if len(self._anchors) > 32:
+                self._anchors.clear()
+            self._anchors[key] = anchor
+            self.full_computations += int(full)
+            return value
+        return self._lookup(parameters, shape, compute)
+
+
+# ------------------------------------------------------------------------------------------
+# The certified step-size constant of the joint ML-ISTA/ML-FISTA modes
+# ------------------------------------------------------------------------------------------
+
+#: ratio of consecutive points of the grid on which :func:`grid_lipschitz` reports ``L``
+GRID_RATIO = 2.0 ** (1.0 / 16.0)
+_LOG_GRID = math.log(GRID_RATIO)
+
+
+def grid_index(value: float) -> int:
+    """The ``k`` with ``GRID_RATIO**(k-1) < value <= GRID_RATIO**k`` (``value > 0``)."""
+    k = math.ceil(math.log(value) / _LOG_GRID)
+    # the logarithm rounds: settle the integer on the grid points themselves
+    while GRID_RATIO ** k < value:
+        k += 1
+    while GRID_RATIO ** (k - 1) >= value:
+        k -= 1
+    return k
+
+
+def schur_norm_bound(filters: torch.Tensor) -> float:
+    """``sqrt(max_k ||f_k||_1 * max_c sum_k ||f_{k,c}||_1)`` for filters ``(K, C, ...)``: an
+    upper bound on the spectral norm of the (strided, cropped or circular) correlation with
+    them, and of the dense matrix ``(K, C)``.  Schur's test: ``||M||_2^2 <= ||M||_1
+    ||M||_inf``; a column of the operator holds one filter, a row at most every tap of every
+    filter on one input channel."""
+    absolute = filters.abs().reshape(filters.shape[0], filters.shape[1], -1).sum(-1)
+    return math.sqrt(float(absolute.sum(1).max()) * float(absolute.sum(0).max()))
+
+
+def _polyphase_response(atoms: torch.Tensor, stride: tuple[int, int],
+                        grid: tuple[int, int]) -> torch.Tensor:
+    """``P_hat(omega)`` of :func:`fourier_lipschitz_bound` on the ``grid``: ``(N_h N_w, K, C
+    s_h s_w)`` complex."""
+    n_filters, channels, kh, kw = atoms.shape
+    sh, sw = stride
+    ph, pw = math.ceil(kh / sh), math.ceil(kw / sw)
+    polyphase = atoms.new_zeros((n_filters, channels, sh, sw, ph, pw))
+    for u in range(sh):
+        for v in range(sw):
+            part = atoms[:, :, u::sh, v::sw]
+            polyphase[:, :, u, v, :part.shape[2], :part.shape[3]] = part
+    polyphase = polyphase.reshape(n_filters, channels * sh * sw, ph, pw)
+    response = torch.fft.fft2(polyphase, s=grid)
+    return response.permute(2, 3, 0, 1).reshape(grid[0] * grid[1], n_filters, -1)
+
+
+class _Anchor:
+    """The last weights whose value ``V`` was computed in full, and the power-iteration
+    vectors that give the lower bounds."""
+
+    def __init__(self, atoms: torch.Tensor, value: float, vectors: torch.Tensor) -> None:
+        self.atoms, self.value, self.vectors = atoms, value, vectors
+
+
+def grid_lipschitz(atoms: torch.Tensor, stride: tuple[int, int] | None,
+                   padding: tuple[int, int] | None, signal_shape: Sequence[int],
+                   anchor: _Anchor | None, power_steps: int = 4
+                   ) -> tuple[float, _Anchor, bool]:
+    """``L = GRID_RATIO**k``, the smallest grid point ``>= V``, with ``V`` the value of
+    :func:`conv_lipschitz` (``stride=None``: :func:`dense_lipschitz`) for the unit-norm
+    ``atoms``: an upper bound on ``||D||_2^2``, within a factor ``GRID_RATIO`` (4.4 %) of
+    ``V``, and a function of the weights alone (docs/theory.md A.8, "certified step").
+
+    ``V`` is the largest eigenvalue of ``A^H A`` for one operator ``A``: the dictionary itself
+    (exact method) or the circulant polyphase operator, block-diagonal in frequency (Fourier
+    method).  Rather than computing it, the step brackets it between two bounds and stops when
+    both round up to the same grid point:
+
+    * below, ``||A v||^2/||v||^2`` after ``power_steps`` power iterations from the previous
+      call's vectors (any ``v`` gives a lower bound; warm starting makes it tight);
+    * above, ``(sqrt(V_0) + ||A - A_0||_2)^2`` (triangle inequality) with ``V_0`` the value
+      at the anchor weights, computed in full, and ``||A - A_0||_2`` bounded by Schur's test
+      on the filter differences (:func:`schur_norm_bound`).
+
+    Only when the bracket straddles a grid point (the weights drifted far from the anchor or
+    ``V`` sits near a grid point) is ``V`` computed in full and the weights become the anchor.
+    The anchor changes the cost, never the value (up to rounding within 1e-12 of a grid
+    point).  Returns ``(L, anchor, computed_in_full)``."""
+    with torch.no_grad():
+        atoms = atoms.detach().to(torch.float64)
+        dense = stride is None
+        if dense:
+            method = "exact"
+        else:
+            shape = ConvDictionary(atoms, stride, padding).check_signal_shape(signal_shape)
+            shape = shape[-3:] if len(shape) >= 3 else (atoms.shape[1], *shape)
+            method = lipschitz_method(atoms.shape, stride, padding, shape)
+            _, out_h, out_w = ConvDictionary(atoms, stride, padding).code_shape(shape)
+        if method == "fourier":
+            kh, kw = atoms.shape[-2:]
+            grid = (out_h + math.ceil(kh / stride[0]) - 1, out_w + math.ceil(kw / stride[1]) - 1)
+            response = _polyphase_response(atoms, stride, grid)
+
+            def gram(v: torch.Tensor) -> torch.Tensor:  # per frequency
+                return response.conj().transpose(1, 2) @ (response @ v)
+
+            def rayleigh(v: torch.Tensor) -> float:
+                image = response @ v
+                return float(((image.abs() ** 2).sum((1, 2)) / (v.abs() ** 2).sum((1, 2)))
+                             .max())
+            fresh_shape = (response.shape[0], response.shape[2], 1)
+        elif dense:
+            matrix = atoms  # (K, n): rows are atoms, D = matrix^T
+
+            def gram(v: torch.Tensor) -> torch.Tensor:
+                return matrix @ (matrix.T @ v)
+
+            def rayleigh(v: torch.Tensor) -> float:
+                return float((matrix.T @ v).square().sum() / v.square().sum())
+            fresh_shape = (atoms.shape[0], 1)
+        else:
+            extra = (shape[1] + 2 * padding[0] - atoms.shape[2] - (out_h - 1) * stride[0],
+                     shape[2] + 2 * padding[1] - atoms.shape[3] - (out_w - 1) * stride[1])
+
+            def synth(v: torch.Tensor) -> torch.Tensor:
+                return torch.nn.functional.conv_transpose2d(v, atoms, None, stride, padding,
+                                                            extra)
+
+            def gram(v: torch.Tensor) -> torch.Tensor:
+                return torch.nn.functional.conv2d(synth(v), atoms, None, stride, padding)
+
+            def rayleigh(v: torch.Tensor) -> float:
+                return float(synth(v).square().sum() / v.square().sum())
+            fresh_shape = (1, atoms.shape[0], out_h, out_w)
+
+        if anchor is None or anchor.atoms.shape != atoms.shape or \
+                tuple(anchor.vectors.shape) != fresh_shape:
+            generator = torch.Generator().manual_seed(0)
+            vectors = torch.rand(fresh_shape, generator=generator, dtype=torch.float64) + 0.5
+            if method == "fourier":
+                vectors = vectors.to(torch.complex128)
+            anchor = None
+        else:
+            vectors = anchor.vectors
+        for _ in range(power_steps):
+            vectors = gram(vectors)
+            # normalise per frequency (Fourier) or as a whole; a zero vector cannot occur
+            # for unit-norm atoms unless v is orthogonal to everything
+            norm = vectors.abs().square().sum(tuple(range(1, vectors.ndim)), keepdim=True) \
+                .sqrt() if method == "fourier" else vectors.norm()
+            vectors = vectors / norm
+        lower = rayleigh(vectors)
+        if anchor is not None:
+            upper = (math.sqrt(anchor.value) + schur_norm_bound(atoms - anchor.atoms)) ** 2
+            k = grid_index(upper)
+            if lower > 0.0 and grid_index(lower) == k:
+                return GRID_RATIO ** k, _Anchor(anchor.atoms, anchor.value, vectors), False
+        value = dense_lipschitz(atoms) if dense else \
+            conv_lipschitz(atoms, stride, padding, shape, method)
+        return GRID_RATIO ** grid_index(value), _Anchor(atoms.clone(), value, vectors), True

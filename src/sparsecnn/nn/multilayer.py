@@ -162,9 +162,15 @@ class Stage:
 
 
 def _lipschitz(layer: SparseConv2d | SparseLinear, signal_shape: tuple[int, ...]) -> float:
+    """The certified step constant of the joint modes: the smallest point of a geometric grid
+    above the layer's ``L`` (:func:`~sparsecnn.nn.lipschitz.grid_lipschitz`), which a few
+    warm-started power iterations and a perturbation bound certify after an optimizer step
+    without recomputing ``L``."""
+    parameters = layer._lipschitz_parameters()
     if isinstance(layer, SparseConv2d):
-        return layer.lipschitz(signal_shape[1:])
-    return layer.lipschitz()
+        return layer._lipschitz.grid(parameters, layer.atoms, layer.stride, layer.padding,
+                                     signal_shape[1:])
+    return layer._lipschitz.grid(parameters, layer.atoms, None, None, ())
 
 
 def prepare_stages(modules: Sequence[nn.Module], x: torch.Tensor,
