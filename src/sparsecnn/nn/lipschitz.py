@@ -231,10 +231,24 @@ def schur_norm_bound(filters: torch.Tensor) -> float:
     return math.sqrt(float(absolute.sum(1).max()) * float(absolute.sum(0).max()))
 
 
-def _polyphase_response(atoms: torch.Tensor, stride: tuple[int, int],
-                        grid: tuple[int, int]) -> torch.Tensor:
-    """``P_hat(omega)`` of :func:`fourier_lipschitz_bound` on the ``grid``: ``(N_h N_w, K, C
-    s_h s_w)`` complex."""
+def tap_norm_bound(filters: torch.Tensor, stride: tuple[int, int] | None) -> float:
+    """``sum_(i,j) ||P[:, :, i, j]||_F`` over the taps of the polyphase filters ``P``
+    (:func:`fourier_lipschitz_bound`; a dense ``(K, n)`` matrix is one tap): an upper bound on
+    the spectral norm of the correlation with ``filters``, a sum over taps of shifted ``K x C
+    s^2`` blocks (triangle inequality, ``||.||_2 <= ||.||_F``; cropping and circular wrapping
+    only restrict the shifts)."""
+    if stride is None:
+        return float(torch.linalg.vector_norm(filters))
+    n_filters, channels, kh, kw = filters.shape
+    sh, sw = stride
+    ph, pw = math.ceil(kh / sh), math.ceil(kw / sw)
+    padded = torch.nn.functional.pad(filters, (0, pw * sw - kw, 0, ph * sh - kh))
+    blocks = padded.reshape(n_filters, channels, ph, sh, pw, sw).square().sum((0, 1, 3, 5))
+    return float(blocks.sqrt().sum())
+
+
+def _polyphase(atoms: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+    """``P (K, C s_h s_w, ceil(kh/s_h), ceil(kw/s_w))`` of :func:`fourier_lipschitz_bound`."""
     n_filters, channels, kh, kw = atoms.shape
     sh, sw = stride
     ph, pw = math.ceil(kh / sh), math.ceil(kw / sw)
@@ -243,112 +257,130 @@ def _polyphase_response(atoms: torch.Tensor, stride: tuple[int, int],
         for v in range(sw):
             part = atoms[:, :, u::sh, v::sw]
             polyphase[:, :, u, v, :part.shape[2], :part.shape[3]] = part
-    polyphase = polyphase.reshape(n_filters, channels * sh * sw, ph, pw)
-    response = torch.fft.fft2(polyphase, s=grid)
-    return response.permute(2, 3, 0, 1).reshape(grid[0] * grid[1], n_filters, -1)
+    return polyphase.reshape(n_filters, channels * sh * sw, ph, pw)
+
+
+def _response_at(polyphase: torch.Tensor, grid: tuple[int, int], frequency: int
+                 ) -> torch.Tensor:
+    """``P_hat(omega)`` ``(K, C s^2)`` at one point (``frequency = omega_h N_w + omega_w``) of
+    the grid, with the sign convention of ``torch.fft.fft2``."""
+    ph, pw = polyphase.shape[-2:]
+    omega_h, omega_w = divmod(frequency, grid[1])
+    taps_h = torch.arange(ph, dtype=torch.float64) * (omega_h / grid[0])
+    taps_w = torch.arange(pw, dtype=torch.float64) * (omega_w / grid[1])
+    angles = -2.0 * math.pi * (taps_h.view(-1, 1) + taps_w.view(1, -1))
+    phases = torch.polar(torch.ones_like(angles), angles).reshape(-1)
+    return polyphase.reshape(*polyphase.shape[:2], -1).to(torch.complex128) @ phases
 
 
 class _Anchor:
-    """The last weights whose value ``V`` was computed in full, and the power-iteration
-    vectors that give the lower bounds."""
+    """The last weights whose value ``V`` was computed in full, with the top singular vector
+    (and, for the Fourier method, the frequency) that give the lower bounds."""
 
-    def __init__(self, atoms: torch.Tensor, value: float, vectors: torch.Tensor) -> None:
-        self.atoms, self.value, self.vectors = atoms, value, vectors
+    def __init__(self, kind: str, atoms: torch.Tensor, value: float, vector: torch.Tensor,
+                 frequency: int = 0) -> None:
+        self.kind, self.atoms, self.value = kind, atoms, value
+        self.vector, self.frequency = vector, frequency
 
 
 def grid_lipschitz(atoms: torch.Tensor, stride: tuple[int, int] | None,
                    padding: tuple[int, int] | None, signal_shape: Sequence[int],
-                   anchor: _Anchor | None, power_steps: int = 4
+                   anchor: _Anchor | None, power_steps: int = 3
                    ) -> tuple[float, _Anchor, bool]:
-    """``L = GRID_RATIO**k``, the smallest grid point ``>= V``, with ``V`` the value of
-    :func:`conv_lipschitz` (``stride=None``: :func:`dense_lipschitz`) for the unit-norm
-    ``atoms``: an upper bound on ``||D||_2^2``, within a factor ``GRID_RATIO`` (4.4 %) of
-    ``V``, and a function of the weights alone (docs/theory.md A.8, "certified step").
+    """``L = GRID_RATIO**k``, the smallest grid point ``>= V``, for the unit-norm ``atoms``:
+    ``V = ||D||_2^2`` exactly for a dense layer (``stride=None``), else ``V`` is the value of
+    :func:`conv_lipschitz` (exact, or the Fourier bound of the circulant polyphase operator).
+    ``L`` is an upper bound on ``||D||_2^2``, within a factor ``GRID_RATIO`` (4.4 %) of ``V``,
+    and a function of the weights alone (docs/theory.md A.8, "certified step").
 
-    ``V`` is the largest eigenvalue of ``A^H A`` for one operator ``A``: the dictionary itself
-    (exact method) or the circulant polyphase operator, block-diagonal in frequency (Fourier
-    method).  Rather than computing it, the step brackets it between two bounds and stops when
-    both round up to the same grid point:
+    ``V`` is ``||A||_2^2`` for one linear function ``A`` of the atoms (the dictionary, or the
+    circulant operator, block-diagonal in frequency).  Rather than computing it after every
+    optimizer step, the step brackets it and stops when both ends round up to the same grid
+    point:
 
-    * below, ``||A v||^2/||v||^2`` after ``power_steps`` power iterations from the previous
-      call's vectors (any ``v`` gives a lower bound; warm starting makes it tight);
-    * above, ``(sqrt(V_0) + ||A - A_0||_2)^2`` (triangle inequality) with ``V_0`` the value
-      at the anchor weights, computed in full, and ``||A - A_0||_2`` bounded by Schur's test
-      on the filter differences (:func:`schur_norm_bound`).
+    * below, ``||A v||^2/||v||^2`` after ``power_steps`` power iterations from the anchor's top
+      singular vector (for the Fourier method on the anchor's maximising frequency only, whose
+      norm is at most ``V``): any ``v`` gives a lower bound, warm starting makes it tight;
+    * above, ``(sqrt(V_0) + ||A - A_0||_2)^2`` (triangle inequality) with ``V_0`` the value at
+      the anchor weights ``A_0``, computed in full, and ``||A - A_0||_2`` bounded by the smaller
+      of Schur's test (:func:`schur_norm_bound`) and the sum of the taps' Frobenius norms
+      (:func:`tap_norm_bound`).
 
-    Only when the bracket straddles a grid point (the weights drifted far from the anchor or
-    ``V`` sits near a grid point) is ``V`` computed in full and the weights become the anchor.
-    The anchor changes the cost, never the value (up to rounding within 1e-12 of a grid
+    Only when the bracket straddles a grid point (the weights drifted far from the anchor, or
+    ``V`` sits near a grid point) is ``V`` computed in full, and the weights become the anchor:
+    the anchor changes the cost, never the value (up to rounding within about 1e-13 of a grid
     point).  Returns ``(L, anchor, computed_in_full)``."""
     with torch.no_grad():
         atoms = atoms.detach().to(torch.float64)
-        dense = stride is None
-        if dense:
-            method = "exact"
+        if stride is None:
+            kind = "dense"
         else:
-            shape = ConvDictionary(atoms, stride, padding).check_signal_shape(signal_shape)
+            operator = ConvDictionary(atoms, stride, padding)
+            shape = operator.check_signal_shape(signal_shape)
             shape = shape[-3:] if len(shape) >= 3 else (atoms.shape[1], *shape)
-            method = lipschitz_method(atoms.shape, stride, padding, shape)
-            _, out_h, out_w = ConvDictionary(atoms, stride, padding).code_shape(shape)
-        if method == "fourier":
-            kh, kw = atoms.shape[-2:]
-            grid = (out_h + math.ceil(kh / stride[0]) - 1, out_w + math.ceil(kw / stride[1]) - 1)
-            response = _polyphase_response(atoms, stride, grid)
-
-            def gram(v: torch.Tensor) -> torch.Tensor:  # per frequency
-                return response.conj().transpose(1, 2) @ (response @ v)
-
-            def rayleigh(v: torch.Tensor) -> float:
-                image = response @ v
-                return float(((image.abs() ** 2).sum((1, 2)) / (v.abs() ** 2).sum((1, 2)))
-                             .max())
-            fresh_shape = (response.shape[0], response.shape[2], 1)
-        elif dense:
-            matrix = atoms  # (K, n): rows are atoms, D = matrix^T
-
-            def gram(v: torch.Tensor) -> torch.Tensor:
-                return matrix @ (matrix.T @ v)
-
-            def rayleigh(v: torch.Tensor) -> float:
-                return float((matrix.T @ v).square().sum() / v.square().sum())
-            fresh_shape = (atoms.shape[0], 1)
-        else:
+            kind = "conv" if lipschitz_method(atoms.shape, stride, padding, shape) == "exact" \
+                else "fourier"
+            _, out_h, out_w = operator.code_shape(shape)
             extra = (shape[1] + 2 * padding[0] - atoms.shape[2] - (out_h - 1) * stride[0],
                      shape[2] + 2 * padding[1] - atoms.shape[3] - (out_w - 1) * stride[1])
+        polyphase = _polyphase(atoms, stride) if kind == "fourier" else None
+        grid = (out_h + polyphase.shape[2] - 1, out_w + polyphase.shape[3] - 1) \
+            if kind == "fourier" else (0, 0)
 
-            def synth(v: torch.Tensor) -> torch.Tensor:
-                return torch.nn.functional.conv_transpose2d(v, atoms, None, stride, padding,
-                                                            extra)
+        def operator_of(frequency: int):  # v -> A v, and A^H
+            if kind == "dense":
+                return (lambda v: atoms.T @ v), (lambda y: atoms @ y)
+            if kind == "conv":
+                return (lambda v: torch.nn.functional.conv_transpose2d(
+                    v, atoms, None, stride, padding, extra)), \
+                    (lambda y: torch.nn.functional.conv2d(y, atoms, None, stride, padding))
+            response = _response_at(polyphase, grid, frequency)
+            adjoint = response.conj().T.contiguous()
+            return (lambda v: response @ v), (lambda y: adjoint @ y)
 
-            def gram(v: torch.Tensor) -> torch.Tensor:
-                return torch.nn.functional.conv2d(synth(v), atoms, None, stride, padding)
+        def power(vector: torch.Tensor, frequency: int, steps: int) -> tuple[torch.Tensor,
+                                                                              float]:
+            forward, adjoint = operator_of(frequency)
+            for _ in range(steps):
+                vector = adjoint(forward(vector))
+                vector = vector / torch.linalg.vector_norm(vector)
+            return vector, float(torch.linalg.vector_norm(forward(vector)) ** 2)
 
-            def rayleigh(v: torch.Tensor) -> float:
-                return float(synth(v).square().sum() / v.square().sum())
-            fresh_shape = (1, atoms.shape[0], out_h, out_w)
-
-        if anchor is None or anchor.atoms.shape != atoms.shape or \
-                tuple(anchor.vectors.shape) != fresh_shape:
-            generator = torch.Generator().manual_seed(0)
-            vectors = torch.rand(fresh_shape, generator=generator, dtype=torch.float64) + 0.5
-            if method == "fourier":
-                vectors = vectors.to(torch.complex128)
-            anchor = None
-        else:
-            vectors = anchor.vectors
-        for _ in range(power_steps):
-            vectors = gram(vectors)
-            # normalise per frequency (Fourier) or as a whole; a zero vector cannot occur
-            # for unit-norm atoms unless v is orthogonal to everything
-            norm = vectors.abs().square().sum(tuple(range(1, vectors.ndim)), keepdim=True) \
-                .sqrt() if method == "fourier" else vectors.norm()
-            vectors = vectors / norm
-        lower = rayleigh(vectors)
-        if anchor is not None:
-            upper = (math.sqrt(anchor.value) + schur_norm_bound(atoms - anchor.atoms)) ** 2
+        usable = anchor is not None and anchor.kind == kind and \
+            anchor.atoms.shape == atoms.shape
+        if usable:
+            vector, lower = power(anchor.vector, anchor.frequency, power_steps)
+            change = atoms - anchor.atoms
+            upper = (math.sqrt(anchor.value) + min(schur_norm_bound(change),
+                                                   tap_norm_bound(change, stride))) ** 2
             k = grid_index(upper)
             if lower > 0.0 and grid_index(lower) == k:
-                return GRID_RATIO ** k, _Anchor(anchor.atoms, anchor.value, vectors), False
-        value = dense_lipschitz(atoms) if dense else \
-            conv_lipschitz(atoms, stride, padding, shape, method)
-        return GRID_RATIO ** grid_index(value), _Anchor(atoms.clone(), value, vectors), True
+                return GRID_RATIO ** k, _Anchor(kind, anchor.atoms, anchor.value, vector,
+                                                anchor.frequency), False
+        frequency = 0
+        if kind == "dense":
+            wide = atoms.shape[0] <= atoms.shape[1]
+            gram = atoms @ atoms.T if wide else atoms.T @ atoms
+            values, vectors = torch.linalg.eigh(gram)
+            value = float(values[-1])
+            vector = vectors[:, -1] if wide else atoms @ vectors[:, -1]
+        elif kind == "fourier":
+            response = torch.fft.fft2(polyphase, s=grid).permute(2, 3, 0, 1) \
+                .reshape(grid[0] * grid[1], *polyphase.shape[:2])
+            small_side = response.shape[2] <= response.shape[1]
+            gram = response.conj().transpose(1, 2) @ response if small_side else \
+                response @ response.conj().transpose(1, 2)
+            values, vectors = torch.linalg.eigh(gram)
+            frequency = int(values[:, -1].argmax())
+            value = float(values[frequency, -1])
+            vector = vectors[frequency, :, -1]
+            if not small_side:
+                vector = response[frequency].conj().T @ vector
+        else:
+            value = conv_lipschitz(atoms, stride, padding, shape, "exact")
+            generator = torch.Generator().manual_seed(0)
+            start = anchor.vector if usable else torch.rand(
+                (1, atoms.shape[0], out_h, out_w), generator=generator, dtype=torch.float64)
+            vector, _ = power(start, 0, 30)
+        return GRID_RATIO ** grid_index(value), _Anchor(kind, atoms.clone(), value, vector,
+                                                        frequency), True

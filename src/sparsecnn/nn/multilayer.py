@@ -167,6 +167,11 @@ def _lipschitz(layer: SparseConv2d | SparseLinear, signal_shape: tuple[int, ...]
     warm-started power iterations and a perturbation bound certify after an optimizer step
     without recomputing ``L``."""
     parameters = layer._lipschitz_parameters()
+    if isinstance(layer, SparseConv2d) and conv_form(layer, signal_shape) == "full":
+        # a kernel covering the unpadded input: the dictionary is the dense matrix of the
+        # flattened filters, whose exact norm is cheap (the Fourier bound is loose here)
+        return layer._lipschitz.grid(parameters, lambda: layer.atoms().flatten(1), None, None,
+                                     signal_shape[1:])
     if isinstance(layer, SparseConv2d):
         return layer._lipschitz.grid(parameters, layer.atoms, layer.stride, layer.padding,
                                      signal_shape[1:])
