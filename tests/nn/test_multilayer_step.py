@@ -13,9 +13,15 @@ import torch
 import torch.nn.functional as F
 
 from sparsecnn.nn import SparseConv2d
-from sparsecnn.nn.lipschitz import (GRID_RATIO, fourier_lipschitz_bound, grid_index,
-                                    grid_lipschitz, lipschitz_method, schur_norm_bound,
-                                    tap_norm_bound)
+from sparsecnn.nn.lipschitz import (
+    GRID_RATIO,
+    fourier_lipschitz_bound,
+    grid_index,
+    grid_lipschitz,
+    lipschitz_method,
+    schur_norm_bound,
+    tap_norm_bound,
+)
 from sparsecnn.nn.multilayer import Stage, conv_form
 
 DTYPE = torch.float64
