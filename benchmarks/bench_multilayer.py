@@ -14,8 +14,10 @@ with the same, unit-norm, filters and the same head:
 
 * ``step 1``: ``step_size=1.0``, the same function as the reference (checked in float64 before
   timing: max |delta log p| is printed);
-* ``1/L``: the default step ``1/L_l`` per layer, a provably valid step, recomputed after every
-  optimizer step (the L of the cached weights is reused while the weights do not change).
+* ``1/L``: the default step ``1/L_l`` per layer, provably valid: ``L_l`` on the grid
+  ``2^(k/16)`` above the layer's Lipschitz bound, certified after every optimizer step by
+  warm-started power iteration and a perturbation bound, recomputed in full only when those
+  disagree on the grid point (docs/theory.md A.8.3).
 
 Timed, batch 64, float32, ``--threads`` threads, wall clock: "forward" (``torch.no_grad``),
 "forward+backward" (NLL loss of the log-probabilities, ``backward``), "train step" (``zero_grad``,

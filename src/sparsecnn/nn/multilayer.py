@@ -1,5 +1,5 @@
 """Joint multi-layer ISTA and FISTA (Sulam, Aberdam, Beck, Elad 2020, arXiv 1806.00701,
-Algorithms ML-ISTA and ML-FISTA; docs/theory.md A.6-A.8) for
+Algorithms ML-ISTA and ML-FISTA; docs/theory.md A.6-A.8.3) for
 :class:`~sparsecnn.nn.HierarchicalSparseCoding`.
 
 In unit-atom coordinates (``D_l = W_l/||w_l||``, ``lam_l = -b_l/||w_l||``, ``Gamma_l = ||w_l||
@@ -22,6 +22,14 @@ synthesis and one analysis convolution, the bias rides on the convolution, and t
 ``conv_transpose(Gamma_hat_l, .)`` of layer ``l >= 2`` is the top-down estimate
 ``Gamma_hat_{l-1}`` already computed (one transposed convolution per layer and unfolding fewer
 than the recurrence as written in the paper's code).
+
+Each stage evaluates its two operators in the fastest exact form (:func:`conv_form`): a kernel
+covering the input is a matrix product, a stride dividing kernel and input a stride-1
+convolution of the polyphase components; the filters are converted once per forward pass.  The
+default step ``eta_l = 1/L_l`` takes ``L_l`` on a geometric grid above the layer's Lipschitz
+bound, certified after an optimizer step by warm-started power iteration (from below) and a
+perturbation bound (from above) instead of recomputing it
+(:func:`~sparsecnn.nn.lipschitz.grid_lipschitz`; docs/theory.md A.8.3).
 
 Relation to Sulam et al.'s ``ML_ISTA_NET``: their unfolding is ``Gamma_l^+ = ReLU(Gamma_hat_l -
 W_l^T (W_l Gamma_hat_l - Gamma_{l-1}^+) + b_l)`` with ``Gamma_hat_{l-1} = W_l Gamma_hat_l``, which
