@@ -24,8 +24,8 @@ ML-FISTA), in unit-atom coordinates (``D_l = W_l/||w_l||``, ``lam_l = -b_l/||w_l
 initialisation is one step of size 1 from zero with threshold ``lam_l`` (the CNN forward pass);
 the unfoldings take steps ``eta_l`` with thresholds ``eta_l lam_l``: ``eta_l = 1/L_l`` by default,
 ``L_l`` the smallest point of the grid ``2^(k/16)`` at or above the layer's
-``SparseConv2d.lipschitz`` for its input size (an upper bound on ``||D_l||_2^2`` certified after each optimizer step without
-recomputing it; :func:`~sparsecnn.nn.lipschitz.grid_lipschitz`, docs/theory.md A.8.3), or the
+``SparseConv2d.lipschitz`` for its input size (an upper bound on ``||D_l||_2^2`` certified
+after each optimizer step without recomputing it; :func:`~sparsecnn.nn.lipschitz.grid_lipschitz`, docs/theory.md A.8.3), or the
 model's ``step_size`` (one float, one per sparse layer, or a tensor of them -- an
 ``nn.Parameter`` is learned, as Sulam et al.'s ``c_l``).  Sulam et al.'s ``ML_ISTA_NET``
 recurrence ``Gamma_l^+ = ReLU(Gamma_hat_l - W_l^T(W_l Gamma_hat_l - Gamma_{l-1}^+) + b_l)`` is the
