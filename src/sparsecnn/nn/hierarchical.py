@@ -25,9 +25,10 @@ initialisation is one step of size 1 from zero with threshold ``lam_l`` (the CNN
 the unfoldings take steps ``eta_l`` with thresholds ``eta_l lam_l``: ``eta_l = 1/L_l`` by default,
 ``L_l`` the smallest point of the grid ``2^(k/16)`` at or above the layer's
 ``SparseConv2d.lipschitz`` for its input size (an upper bound on ``||D_l||_2^2`` certified
-after each optimizer step without recomputing it; :func:`~sparsecnn.nn.lipschitz.grid_lipschitz`, docs/theory.md A.8.3), or the
-model's ``step_size`` (one float, one per sparse layer, or a tensor of them -- an
-``nn.Parameter`` is learned, as Sulam et al.'s ``c_l``).  Sulam et al.'s ``ML_ISTA_NET``
+after each optimizer step without recomputing it;
+:func:`~sparsecnn.nn.lipschitz.grid_lipschitz`, docs/theory.md A.8.3), or the model's
+``step_size`` (one float, one per sparse layer, or a tensor of them -- an ``nn.Parameter`` is
+learned, as Sulam et al.'s ``c_l``).  Sulam et al.'s ``ML_ISTA_NET``
 recurrence ``Gamma_l^+ = ReLU(Gamma_hat_l - W_l^T(W_l Gamma_hat_l - Gamma_{l-1}^+) + b_l)`` is the
 case of unit-norm filters and ``step_size=1``.  In the joint modes the layers' own ``n_iter``
 must be 0 (the joint iteration replaces them; a layer with ``n_iter > 0`` is an error, not
