@@ -44,7 +44,7 @@ def grid_point(value: float) -> float:
 
 @pytest.mark.parametrize(("channels", "kernel", "stride", "padding", "size", "form"), [
     (3, 4, 1, 0, 4, "full"), (2, 6, 2, 0, 12, "polyphase"), (1, 6, 3, 0, 12, "polyphase"),
-    (2, 3, 2, 1, 7, "conv"), (2, 3, 1, 1, 5, "conv")])
+    (2, 3, 2, 1, 7, "conv"), (2, 3, 1, 1, 5, "conv"), (8, 4, 2, 0, 8, "conv")])
 def test_stage_forms_are_the_convolution_and_its_adjoint(channels, kernel, stride, padding,
                                                          size, form):
     generator = torch.Generator().manual_seed(kernel * 10 + stride)

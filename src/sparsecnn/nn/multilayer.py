@@ -57,6 +57,13 @@ __all__ = ["INFERENCES", "Stage", "conv_form", "multi_layer_codes", "polyphase_f
 INFERENCES = ("layered", "ml_ista", "ml_fista")
 
 
+#: the polyphase form is used up to this many polyphase channels ``C s^2``: measured (batch 64,
+#: 2 threads, forward+backward) it is 2x faster than the strided convolution for the 1-channel
+#: 28x28 input of the benchmark's first layer, but 1.3-1.4x slower for its 32-channel second
+#: layer, where the strided kernels' backward is the better one
+POLYPHASE_MAX_CHANNELS = 16
+
+
 def conv_form(layer: SparseConv2d, signal_shape: tuple[int, ...]) -> str:
     """How a convolutional stage runs its two operators (results equal to rounding):
 
@@ -64,10 +71,11 @@ def conv_form(layer: SparseConv2d, signal_shape: tuple[int, ...]) -> str:
       correlation is the dense product with the flattened filters (``linear``/``matmul``:
       about 3x faster than ``conv2d``/``conv_transpose2d`` on CPU);
     * ``"polyphase"``: stride ``s`` in both directions, no padding, ``s`` dividing the kernel
-      and the input size: with ``P[k, (c, u, v), i, j] = W[k, c, s i + u, s j + v]`` the strided
-      correlation is ``conv2d(pixel_unshuffle(x, s), P)`` (stride 1) and its adjoint is
+      and the input size, at most :data:`POLYPHASE_MAX_CHANNELS` channels ``C s^2``: with
+      ``P[k, (c, u, v), i, j] = W[k, c, s i + u, s j + v]`` the strided correlation is
+      ``conv2d(pixel_unshuffle(x, s), P)`` (stride 1) and its adjoint is
       ``pixel_shuffle(conv_transpose2d(a, P), s)``: 2-4x faster on CPU than the strided
-      ``conv2d``/``conv_transpose2d``, whose backends handle a stride poorly;
+      ``conv2d``/``conv_transpose2d`` for few input channels;
     * ``"conv"``: ``conv2d``/``conv_transpose2d`` as given.
     """
     height, width = signal_shape[-2:]
@@ -76,7 +84,8 @@ def conv_form(layer: SparseConv2d, signal_shape: tuple[int, ...]) -> str:
     if (ph, pw) == (0, 0) and (kh, kw) == (height, width):
         return "full"
     if (ph, pw) == (0, 0) and sh == sw > 1 and kh % sh == 0 and kw % sw == 0 \
-            and height % sh == 0 and width % sw == 0:
+            and height % sh == 0 and width % sw == 0 \
+            and signal_shape[-3] * sh * sw <= POLYPHASE_MAX_CHANNELS:
         return "polyphase"
     return "conv"
 
