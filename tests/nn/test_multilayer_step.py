@@ -131,3 +131,39 @@ def test_grid_step_is_certified_and_history_free_along_a_training_run(
         norm2 = np.linalg.norm(explicit_matrix(atoms, stride[0], padding[0], signal), 2) ** 2
         assert value >= norm2
     assert grid_lipschitz(atoms, stride, padding, signal, None)[0] == value
+
+
+@pytest.mark.parametrize("step", [None, 0.8])
+def test_joint_model_gradients_match_finite_differences(step):
+    """gradcheck (float64) of the unrolled ML-ISTA output w.r.t. the input and every weight and
+    bias, through the matrix-product, polyphase and strided-convolution forms (the step 1/L is
+    a constant of the weights, as in docs/theory.md A.8.3)."""
+    from torch.func import functional_call
+
+    from sparsecnn.nn import HierarchicalSparseCoding
+
+    generator = torch.Generator().manual_seed(11)
+    model = HierarchicalSparseCoding(
+        SparseConv2d(1, 3, 4, stride=2, dtype=DTYPE, generator=generator),
+        SparseConv2d(3, 4, 2, stride=2, padding=1, dtype=DTYPE, generator=generator),
+        SparseConv2d(4, 5, 2, dtype=DTYPE, generator=generator),
+        inference="ml_ista", n_unfold=2, step_size=step)
+    x = torch.rand(2, 1, 8, 8, generator=generator, dtype=DTYPE)
+    forms = [conv_form(layer, shape) for layer, shape in zip(
+        model.sparse_layers, [(2, 1, 8, 8), (2, 3, 3, 3), (2, 4, 2, 2)], strict=True)]
+    assert forms == ["polyphase", "conv", "full"]
+    names = [name for name, _ in model.named_parameters()]
+    with torch.no_grad():  # biases below zero so that some codes are active, some not
+        for name, value in model.named_parameters():
+            if name.endswith("bias"):
+                value.copy_(-0.05 * torch.rand(value.shape, generator=generator, dtype=DTYPE))
+    params = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    if step is None:
+        model(x)  # L of these weights, computed once: held constant below
+
+    def run(inputs, *values):
+        return functional_call(model, dict(zip(names, values, strict=True)), (inputs,))
+
+    assert float(run(x, *params).detach().abs().sum()) > 0
+    assert torch.autograd.gradcheck(run, (x.clone().requires_grad_(), *params), eps=1e-6,
+                                    atol=1e-7, fast_mode=True)

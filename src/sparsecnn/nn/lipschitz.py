@@ -266,8 +266,8 @@ def _response_at(polyphase: torch.Tensor, grid: tuple[int, int], frequency: int
     the grid, with the sign convention of ``torch.fft.fft2``."""
     ph, pw = polyphase.shape[-2:]
     omega_h, omega_w = divmod(frequency, grid[1])
-    taps_h = torch.arange(ph, dtype=torch.float64) * (omega_h / grid[0])
-    taps_w = torch.arange(pw, dtype=torch.float64) * (omega_w / grid[1])
+    taps_h = torch.arange(ph, dtype=torch.float64, device=polyphase.device) * (omega_h / grid[0])
+    taps_w = torch.arange(pw, dtype=torch.float64, device=polyphase.device) * (omega_w / grid[1])
     angles = -2.0 * math.pi * (taps_h.view(-1, 1) + taps_w.view(1, -1))
     phases = torch.polar(torch.ones_like(angles), angles).reshape(-1)
     return polyphase.reshape(*polyphase.shape[:2], -1).to(torch.complex128) @ phases
@@ -379,8 +379,9 @@ def grid_lipschitz(atoms: torch.Tensor, stride: tuple[int, int] | None,
         else:
             value = conv_lipschitz(atoms, stride, padding, shape, "exact")
             generator = torch.Generator().manual_seed(0)
-            start = anchor.vector if usable else torch.rand(
-                (1, atoms.shape[0], out_h, out_w), generator=generator, dtype=torch.float64)
+            start = vector if usable else torch.rand(
+                (1, atoms.shape[0], out_h, out_w), generator=generator,
+                dtype=torch.float64).to(atoms.device)
             vector, _ = power(start, 0, 30)
         return GRID_RATIO ** grid_index(value), _Anchor(kind, atoms.clone(), value, vector,
                                                         frequency), True
