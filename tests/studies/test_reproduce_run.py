@@ -109,7 +109,9 @@ def test_interrupted_run_leaves_no_report(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(KeyboardInterrupt):
         reproduce_run.run_reproduce(out, quick=True)
     assert not out.exists()
-    assert list(tmp_path.iterdir()) == []
+    # only the unit store is left, for a resumed run; no staging directory, no report
+    assert [p.name for p in tmp_path.iterdir()] == ["run.units"]
+    assert [p.name for p in (tmp_path / "run.units").iterdir()] == ["fingerprint.json"]
 
 
 def test_every_study_module_is_discovered() -> None:

@@ -39,25 +39,70 @@ class _ReproduceCommand(click.Command):
 @click.option("--data", default="digits", show_default=True,
               help="Dataset of the studies that train classifiers: digits (embedded), mnist, "
                    "fashion-mnist, kmnist, or a dataset directory.")
+@click.option("--shard", type=click.IntRange(min=0), default=None, metavar="I",
+              help="Compute only the units of shard I of --n-shards into --out (no report); "
+                   "run again to resume it.")
+@click.option("--n-shards", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Number of shards (with --shard).")
+@click.option("--merge", "merge", multiple=True, metavar="SHARD_DIR",
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Build the report from these shards' units (repeatable), computing any "
+                   "unit none of them has.")
+@click.option("--keep-units", is_flag=True,
+              help="Keep the finished units (<out>.units/) after the report is written.")
 def command(quick: bool, out_dir: Path | None, name: str | None, seed: int, device: str,
-            only: tuple[str, ...], overwrite: bool, data: str) -> None:
+            only: tuple[str, ...], overwrite: bool, data: str, shard: int | None,
+            n_shards: int | None, merge: tuple[Path, ...], keep_units: bool) -> None:
     """Run the reproduction study of both papers and write runs/<name>/report.html and
-    results.json (every claim beside its measured numbers and verdict)."""
-    from ..studies.reproduce_run import run_reproduce
+    results.json (every claim beside its measured numbers and verdict).
 
+    Finished units (one study x seed each) are kept in <out>.units/ until the report is
+    written: after an interruption, the same command with the same --out resumes."""
+    from ..studies.reproduce_run import run_reproduce, units_directory
+
+    if (shard is None) != (n_shards is None):
+        raise click.UsageError("--shard and --n-shards go together")
+    if shard is not None and shard >= n_shards:
+        raise click.BadParameter(f"must be in [0, {n_shards - 1}] for --n-shards "
+                                 f"{n_shards}, got {shard}", param_hint="--shard")
+    if shard is not None and (out_dir is None or merge):
+        raise click.UsageError("--shard needs --out (the shard's directory) and excludes "
+                               "--merge")
     if name is None:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         name = f"{stamp}-{'quick' if quick else 'full'}"
     target = out_dir if out_dir is not None else Path("runs") / name
-    require_replaceable(target, overwrite)
+    # a shard directory is resumed by running the shard again; anything else is an output
+    if shard is None or not _is_shard_directory(target):
+        require_replaceable(target, overwrite)
     try:
         summary = run_reproduce(target, quick=quick, seed=seed, device=device,
                                 overwrite=overwrite, only=list(only) or None, name=name,
-                                data=data)
+                                data=data, shard=None if shard is None else (shard, n_shards),
+                                merge=list(merge), keep_units=keep_units)
+    except KeyboardInterrupt:
+        store = target / "units" if shard is not None else units_directory(target)
+        kept = len(list(store.glob("*/*.json"))) if store.is_dir() else 0
+        click.echo(f"interrupted: {kept} finished unit(s) kept in {store}; resume with the "
+                   f"same command and --out {target}", err=True)
+        raise SystemExit(130) from None
     except (OutputExistsError, ValueError) as error:
         raise click.UsageError(str(error)) from None
-    counts = ", ".join(f"{n} {v}" for v, n in sorted(summary.verdicts.items()))
-    click.echo(f"{summary.n_claims} claims ({counts}) -> {summary.out_dir / 'report.html'}")
+    if shard is not None:
+        deferred = ", ".join(summary.deferred or []) or "none"
+        click.echo(f"shard {shard}/{n_shards}: {summary.units_computed} unit(s) computed, "
+                   f"{summary.units_loaded} already there -> {target} (studies left to the "
+                   f"merge: {deferred})")
+    else:
+        counts = ", ".join(f"{n} {v}" for v, n in sorted(summary.verdicts.items()))
+        click.echo(f"{summary.n_claims} claims ({counts}) -> {summary.out_dir / 'report.html'}")
     if summary.failed:
         click.echo(f"failed studies: {', '.join(summary.failed)}", err=True)
         raise SystemExit(1)
+
+
+def _is_shard_directory(path: Path) -> bool:
+    """An earlier (possibly interrupted) run of a shard: only ``units/`` and ``shard.json``."""
+    return path.is_dir() and not path.is_symlink() and \
+        {p.name for p in path.iterdir()} <= {"units", "shard.json"} and \
+        (path / "units" / "fingerprint.json").is_file()

@@ -197,6 +197,19 @@ class StudyContext:
     progress: Callable[..., Iterable] = field(default=lambda iterable, **_: iterable)
     data: str = "digits"
     data_subset: tuple[int, int] | None = None
+    units: Any = None  # a report.units.UnitRunner, set by the reproduce run
+
+    def unit(self, key: str, compute: Callable[[], Any]) -> Any:
+        """The result of ``compute()``: one resumable unit of the study (usually one seed),
+        which must return data (see :mod:`sparsecnn.report.units`).  A reproduce run keeps
+        finished units on disk and reads them back when resumed, and a shard computes only the
+        units it owns; without a run the value is still passed through the same exact
+        encode/decode round trip, so the code after a unit sees the same types either way."""
+        if self.units is None:
+            from .units import round_trip
+
+            return round_trip(compute(), f"unit {key!r}")
+        return self.units(key, compute)
 
     def classification_split(self, seed: int, dtype: Any = None) -> Any:
         """The ``seed``-th split of :attr:`data` (a :class:`sparsecnn.data.DatasetSplit`)."""
@@ -221,6 +234,10 @@ class Study:
     ratios between studies matter.  The reproduce progress bar advances by each study's cost,
     so its ETA after the first study is ``elapsed * remaining cost / done cost`` instead of
     the first study's time times the number of studies.
+
+    ``has_units``: whether the study splits its work into resumable units (one per seed,
+    :meth:`StudyContext.unit`); a study that does not is run whole by the merge step of a
+    sharded run and again by a resumed one.
     """
 
     name: str
@@ -230,6 +247,9 @@ class Study:
     order: int = 100
     threads: int | None = None
     cost: tuple[float, float] = (10.0, 60.0)
+    #: False for a study without units (``context.unit``): a shard skips it, the merge step
+    #: and a resumed run compute it whole
+    has_units: bool = True
 
     def __post_init__(self) -> None:
         cost = tuple(self.cost)

@@ -102,7 +102,8 @@ def measure_natural_image_dictionary(seed: int, budget: Budget) -> dict[str, Any
 def run(context: StudyContext) -> StudyOutput:
     budget = QUICK if context.quick else FULL
     seeds = study_seeds(context.seed, budget.seeds)
-    results = [measure_natural_image_dictionary(seed, budget)
+    results = [context.unit(f"seed{seed}",
+                            lambda seed=seed: measure_natural_image_dictionary(seed, budget))
                for seed in context.progress(seeds, desc="check 25: natural-image atoms")]
     first = results[0]
     dictionary, pca = first["dictionary"], first["pca"]

@@ -190,7 +190,7 @@ def _figure(results: list[dict[str, Any]]) -> Figure:
 def run(context: StudyContext) -> StudyOutput:
     budget = QUICK if context.quick else FULL
     seeds = study_seeds(context.seed, budget.seeds)
-    results = [_one_seed(budget, seed, context)
+    results = [context.unit(f"seed{seed}", lambda seed=seed: _one_seed(budget, seed, context))
                for seed in context.progress(seeds, desc=f"checks 24/26: {context.data} "
                                                         "dictionary")]
     dictionary = results[0].pop("dictionary")

@@ -253,4 +253,4 @@ def _gap_figure(image: torch.Tensor, theta: float, generator: torch.Generator,
 
 STUDY = Study(name="paper1_identities", paper=1, order=10,
               title="The sparse-coding identities behind a ReLU layer (A.2-A.8)", run=run,
-              cost=(25, 30))
+              cost=(25, 30), has_units=False)

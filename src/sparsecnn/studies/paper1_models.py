@@ -226,13 +226,16 @@ def _run_unfolded(budget: UnfoldBudget, context: StudyContext
     """Check 23's seeds: the internal pilot, then as many more as the power analysis asks for
     (at most ``budget.max_seeds``); returns the per-seed results and the number needed."""
     seeds = study_seeds(context.seed, budget.max_seeds)
-    unfolded = [train_unfolded(budget, seed, context) for seed in
-                context.progress(seeds[:budget.pilot], desc="check 23: ML-ISTA pilot")]
+    unfolded = [context.unit(f"check23-seed{seed}",
+                             lambda seed=seed: train_unfolded(budget, seed, context))
+                for seed in context.progress(seeds[:budget.pilot],
+                                             desc="check 23: ML-ISTA pilot")]
     n_test = int(context.classification_split(seeds[0]).test_labels.shape[0])
     n_needed = seeds_needed([u[f"T{budget.n_unfold}_accuracy"] - u["T0_accuracy"]
                              for u in unfolded], n_test)
     more = seeds[budget.pilot:max(budget.pilot, min(n_needed, budget.max_seeds))]
-    unfolded += [train_unfolded(budget, seed, context)
+    unfolded += [context.unit(f"check23-seed{seed}",
+                              lambda seed=seed: train_unfolded(budget, seed, context))
                  for seed in context.progress(more, desc="check 23: ML-ISTA")]
     return unfolded, n_needed
 
@@ -241,7 +244,7 @@ def run(context: StudyContext) -> StudyOutput:
     budget = QUICK if context.quick else FULL
     seeds = study_seeds(context.seed, budget.seeds)
     data_name = context.data
-    pairs = [_train_pair(budget, seed, context)
+    pairs = [context.unit(f"seed{seed}", lambda seed=seed: _train_pair(budget, seed, context))
              for seed in context.progress(seeds, desc="checks 9/10: complete model")]
     unfolded, n_needed = _run_unfolded(budget.unfold, context)
     claims: list[Claim] = []

@@ -474,4 +474,4 @@ def run(context: StudyContext) -> StudyOutput:
 STUDY = Study(name="paper2_feature_world", paper=2,
               title="Feature world: constructed zero-error CNN, certificate, trained vs "
                     "constructed", run=run, order=10, threads=1,
-              cost=(15, 45))
+              cost=(15, 45), has_units=False)

@@ -9,11 +9,24 @@ This module sits above the studies and the report: it finds the studies
 The output directory is assembled in a temporary sibling and renamed into place at the end,
 so an interrupted run leaves no half-written report.  A study that raises is recorded as
 failed (with its traceback) and the others still run.
+
+Resuming and sharding (:mod:`sparsecnn.report.units`): every finished unit of a study (one
+seed, as the study declares with ``context.unit``) is kept in ``<out>.units/`` while the run
+lasts, so running the same command again after an interruption computes only the missing
+units; the store is removed once the report is written (``keep_units`` keeps it).  With
+``shard=(i, n)`` the run computes only the units shard ``i`` of ``n`` owns, into
+``<out>/units/`` with ``<out>/shard.json``, and writes no report; a run with ``merge=[shard
+directories]`` imports their units, computes whatever none of them had, and writes the report,
+which is the report of a one-process run (the units are deterministic functions of the
+configuration, which every shard's fingerprint must match).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
+import shutil
 import tempfile
 import time
 import traceback
@@ -30,9 +43,11 @@ from ..io import atomic_directory, to_json, write_bytes, write_json, write_text
 from ..report.html import SMOKE_TEST, claims_missing_reason, render_report
 from ..report.metadata import git_commit, machine, package_versions
 from ..report.study import KINDS, Study, StudyContext, StudyOutput
+from ..report.units import ShardPlan, UnitDeferred, UnitRunner, UnitStore
 from . import discover_studies
 
-__all__ = ["QUICK_SUBSET", "ReproduceSummary", "run_reproduce"]
+__all__ = ["QUICK_SUBSET", "ReproduceSummary", "run_fingerprint", "run_reproduce",
+           "units_directory"]
 
 #: (training, test) images a ``--quick`` run keeps of a dataset other than the embedded digits
 QUICK_SUBSET = (2000, 1000)
@@ -47,6 +62,9 @@ class ReproduceSummary:
     n_claims: int
     verdicts: dict[str, int]
     failed: list[str]
+    units_loaded: int = 0
+    units_computed: int = 0
+    deferred: list[str] | None = None  # a shard: the studies left to the merge step
 
 
 def _progress(iterable: Any, **kwargs: Any) -> Any:
@@ -55,23 +73,85 @@ def _progress(iterable: Any, **kwargs: Any) -> Any:
     return tqdm(iterable, **kwargs)
 
 
+def units_directory(out_dir: str | Path) -> Path:
+    """Where a run writing ``out_dir`` keeps its finished units: ``<out_dir>.units``."""
+    target = Path(out_dir)
+    return target.with_name(f"{target.name}.units")
+
+
+def _source_hash() -> str:
+    """SHA-256 over the package's source files: units from other code are never reused."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in {".py", ".cpp"}):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def run_fingerprint(*, quick: bool, seed: int, device: str, data: str, loaded: Any,
+                    subset: tuple[int, int] | None) -> dict[str, Any]:
+    """What makes a unit of one run reusable by another: mode, seed, device, dataset (name
+    and a SHA-256 of its arrays), package version and source hash."""
+    digest = hashlib.sha256()
+    for name in ("train_images", "train_labels", "test_images", "test_labels"):
+        tensor = getattr(loaded, name).detach().cpu().contiguous()
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return {"format": 1, "quick": bool(quick), "seed": int(seed), "device": str(device),
+            "data": str(data), "data_sha256": digest.hexdigest(),
+            "data_subset": list(subset) if subset else None, "version": __version__,
+            "source_sha256": _source_hash()}
+
+
+def _read_shard(directory: Path) -> dict[str, Any]:
+    stamp = directory / "shard.json"
+    try:
+        shard = json.loads(stamp.read_text(encoding="utf-8"))
+        if not isinstance(shard, dict) or "fingerprint" not in shard:
+            raise ValueError("no fingerprint")
+    except (OSError, ValueError) as error:
+        raise ValueError(f"merge: {directory} is not a finished shard ({stamp}: {error})") \
+            from None
+    return shard
+
+
 def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
                   device: str = "cpu", overwrite: bool = False, only: list[str] | None = None,
-                  name: str | None = None, data: str = "digits") -> ReproduceSummary:
+                  name: str | None = None, data: str = "digits",
+                  shard: tuple[int, int] | None = None, merge: list[str | Path] | None = None,
+                  keep_units: bool = False) -> ReproduceSummary:
     """Run every study (or those named in ``only``) and write the report to ``out_dir``.
 
     ``data`` is the classification dataset of the studies that train on digits (a name or
     path :func:`sparsecnn.data.load_dataset` reads); it is loaded once here, so a missing or
-    damaged dataset is an error before any study runs.
+    damaged dataset is an error before any study runs.  ``shard=(i, n)`` computes only shard
+    ``i``'s units into ``out_dir`` (no report); ``merge`` lists shard directories whose units
+    this run reuses.  Finished units are kept in :func:`units_directory` until the report is
+    written, so the same call resumes an interrupted run (``keep_units`` keeps them after).
     """
     from ..data import load_dataset
 
+    if shard is not None and merge:
+        raise ValueError("shard and merge exclude each other: run the shards, then merge them")
+    plan = ShardPlan(*shard) if shard is not None else None
     loaded = load_dataset(data, seed=seed)
     # a quick run on a large dataset trains on a seeded stratified subset, to stay a smoke test
     subset = None
     if quick and str(data) != "digits":
         subset = (min(QUICK_SUBSET[0], loaded.train_labels.shape[0]),
                   min(QUICK_SUBSET[1], loaded.test_labels.shape[0]))
+    fingerprint = run_fingerprint(quick=quick, seed=seed, device=device, data=str(data),
+                                  loaded=loaded, subset=subset)
+    shard_dirs = [Path(m) for m in merge or []]
+    shards = [_read_shard(m) for m in shard_dirs]
+    for directory, info in zip(shard_dirs, shards, strict=True):
+        if info["fingerprint"] != fingerprint:
+            differ = sorted(k for k in set(info["fingerprint"]) | set(fingerprint)
+                            if info["fingerprint"].get(k) != fingerprint.get(k))
+            raise ValueError(f"merge: {directory} was computed with another configuration "
+                             f"(differs in {', '.join(differ)}); run the merge with the "
+                             "shards' --data/--quick/--seed/--device and the same code")
     studies = discover_studies()
     if only:
         known = {s.name for s in studies}
@@ -80,6 +160,10 @@ def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
             raise ValueError(f"only names unknown studies {unknown}; known: {sorted(known)}")
         studies = [s for s in studies if s.name in only]
     target = Path(out_dir)
+    store_root = target / "units" if plan is not None else units_directory(target)
+    store = UnitStore(store_root, fingerprint, overwrite=overwrite)
+    for directory in shard_dirs:
+        store.import_from(directory / "units")
     started = time.perf_counter()
     meta: dict[str, Any] = {
         "name": name or target.name, "quick": quick, "seed": seed, "device": device,
@@ -89,6 +173,9 @@ def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
         "verdict_scope": SMOKE_TEST if quick else "full run",
         "git_commit": git_commit(), "packages": package_versions(), "machine": machine(),
     }
+    if plan is not None:
+        return _run_shard(studies, plan, store, target, fingerprint, quick, seed, device,
+                          str(data), subset)
     outputs: dict[str, StudyOutput | None] = {}
     errors: dict[str, str] = {}
     timings: dict[str, float] = {}
@@ -99,16 +186,24 @@ def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
         bar = tqdm(total=sum(s.expected_seconds(quick) for s in studies), desc="reproduce",
                    unit="s", dynamic_ncols=True,
                    bar_format="{l_bar}{bar}| {percentage:.0f}% [{elapsed}<{remaining}{postfix}]")
+        units: dict[str, dict[str, int]] = {}
         for study in studies:
             bar.set_postfix_str(study.name)
+            runner = UnitRunner(study.name, store)
             outputs[study.name], timings[study.name] = _run_one(
                 study, StudyContext(quick=quick, seed=seed, device=device,
                                     scratch_dir=Path(scratch), progress=_progress,
-                                    data=str(data), data_subset=subset), errors)
+                                    data=str(data), data_subset=subset, units=runner), errors)
+            units[study.name] = {"loaded": runner.loaded, "computed": runner.computed}
+            if runner.loaded:
+                tqdm.write(f"{study.name}: resumed, {runner.loaded} unit(s) loaded, "
+                           f"{runner.computed} computed")
             bar.update(study.expected_seconds(quick))
         bar.close()
         meta["duration_s"] = time.perf_counter() - started
         meta["study_seconds"] = timings
+        meta["units"] = units
+        meta["merged_shards"] = [str(d) for d in shard_dirs]
         claims = [{**claim.to_dict(), "smoke_test": quick} for s in studies
                   if outputs.get(s.name) for claim in outputs[s.name].claims]
         meta["claims_without_reason"] = claims_missing_reason(outputs)
@@ -135,15 +230,49 @@ def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
                 write_bytes(staging / "figures" / f"{figure.name}.png", figure.png)
         write_json(staging / "results.json", results)
         write_text(staging / "report.html", render_report(meta, studies, outputs, errors))
+    if not keep_units:
+        shutil.rmtree(store_root, ignore_errors=True)
     verdicts: dict[str, int] = {}
     for claim in claims:
         verdicts[claim["verdict"]] = verdicts.get(claim["verdict"], 0) + 1
     return ReproduceSummary(out_dir=target, n_claims=len(claims), verdicts=verdicts,
-                            failed=sorted(errors))
+                            failed=sorted(errors),
+                            units_loaded=sum(u["loaded"] for u in units.values()),
+                            units_computed=sum(u["computed"] for u in units.values()))
 
 
-def _run_one(study: Study, context: StudyContext,
-             errors: dict[str, str]) -> tuple[StudyOutput | None, float]:
+def _run_shard(studies: list[Study], plan: ShardPlan, store: UnitStore, target: Path,
+               fingerprint: dict[str, Any], quick: bool, seed: int, device: str, data: str,
+               subset: tuple[int, int] | None) -> ReproduceSummary:
+    """Compute the units shard ``plan`` owns; ``<target>/shard.json`` marks it finished."""
+    errors: dict[str, str] = {}
+    deferred: list[str] = []
+    loaded = computed = 0
+    with tempfile.TemporaryDirectory() as scratch:
+        for study in tqdm([s for s in studies if s.has_units],
+                          desc=f"shard {plan.index}/{plan.count}", unit="study",
+                          dynamic_ncols=True):
+            runner = UnitRunner(study.name, store, plan)
+            context = StudyContext(quick=quick, seed=seed, device=device,
+                                   scratch_dir=Path(scratch), progress=_progress, data=data,
+                                   data_subset=subset, units=runner)
+            _run_one(study, context, errors, runner)
+            loaded += runner.loaded
+            computed += runner.computed
+            if runner.deferred:
+                deferred.append(study.name)
+    write_json(target / "shard.json", {
+        "fingerprint": fingerprint, "shard": plan.index, "n_shards": plan.count,
+        "units": [f"{s}/{k}" for s, k in store.keys()], "failed": sorted(errors),
+        "errors": errors})
+    return ReproduceSummary(out_dir=target, n_claims=0, verdicts={}, failed=sorted(errors),
+                            units_loaded=loaded, units_computed=computed, deferred=deferred)
+
+
+def _run_one(study: Study, context: StudyContext, errors: dict[str, str],
+             shard_runner: UnitRunner | None = None) -> tuple[StudyOutput | None, float]:
+    """Run one study; in a shard (``shard_runner``) a study that reaches a unit another shard
+    owns stops there without an error (its report is the merge step's)."""
     start = time.perf_counter()
     previous_threads = torch.get_num_threads()
     try:
@@ -156,9 +285,12 @@ def _run_one(study: Study, context: StudyContext,
                             "expected StudyOutput")
         # JSON must be valid before the study counts as done (NaN is refused here).
         to_json({"claims": [c.to_dict() for c in output.claims], "results": output.results})
-    except Exception:  # a failed study is reported, the others still run
-        errors[study.name] = traceback.format_exc()
+    except Exception as error:  # a failed study is reported, the others still run
         output = None
+        # after a deferred unit, any failure is the placeholder's use (numpy may wrap it)
+        if not (shard_runner is not None and (isinstance(error, UnitDeferred)
+                                              or shard_runner.deferred)):
+            errors[study.name] = traceback.format_exc()
     finally:
         torch.set_num_threads(previous_threads)
     return output, time.perf_counter() - start

@@ -89,7 +89,8 @@ def run(context: StudyContext) -> StudyOutput:
     figures and results over them."""
     budget = QUICK if context.quick else FULL
     torch_threads = torch.get_num_threads()
-    seeds = [one_seed(seed, budget, context.progress)
+    seeds = [context.unit(f"seed{seed}", lambda seed=seed: one_seed(seed, budget,
+                                                                    context.progress))
              for seed in context.progress(study_seeds(context.seed, budget.seeds),
                                           desc="robustness seeds")]
     # a non-finite clean accuracy is refused here (mean_sd), before anything is reported
