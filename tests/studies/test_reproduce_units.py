@@ -32,7 +32,8 @@ def _fake(context: StudyContext, study: str, *, fail_at: int | None = None) -> S
         units.append(context.unit(f"seed{seed}", lambda seed=seed: _seed_unit(study, seed)))
     # a data-dependent follow-up, like check 23's extra seeds after a power analysis
     extra = 2 if sum(u["mean"] for u in units) > 0 else 1
-    units += [context.unit(f"extra{k}", lambda k=k: _seed_unit(study, 100 + k)) for k in range(extra)]
+    units += [context.unit(f"extra{k}", lambda k=k: _seed_unit(study, 100 + k))
+              for k in range(extra)]
     mean = sum(u["mean"] for u in units) / len(units)
     return StudyOutput(claims=[Claim(id="fake", paper=1, statement="fake", rule="mean > -1",
                                      measured={"mean": mean}, verdict="holds")],
