@@ -80,5 +80,12 @@ data-fashion-mnist:
 	  exit 1; \
 	fi
 
+# The whole study on Fashion-MNIST (<= 90 min on 2 cores): re-running the same target after an
+# interruption resumes it from the finished study x seed units in runs/fashion-mnist.units/.
+FASHION_MNIST_OUT ?= runs/fashion-mnist
+.PHONY: reproduce-fashion-mnist
+reproduce-fashion-mnist: $(VENV)/.installed data-fashion-mnist
+	$(BIN)/sparsecnn reproduce --data fashion-mnist --out $(FASHION_MNIST_OUT) $(REPRODUCE_ARGS)
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info
