@@ -24,8 +24,45 @@ from scipy import stats
 
 from ..report.study import Claim, Measurement, verdict_with_spread
 
-__all__ = ["is_stats", "mean_sd", "paired", "paired_t_power", "seeds_for_power", "shifted",
+__all__ = ["LARGE_TRAIN_IMAGES", "capped_split", "choose_budget", "is_large", "is_stats",
+           "mean_sd", "paired", "paired_t_power", "seeds_for_power", "shifted",
            "spread_claim", "spread_reason", "spread_rule", "tabulate"]
+
+#: a classification dataset is *large* (literature scale: MNIST, Fashion-MNIST, KMNIST, a user
+#: dataset of similar size) from this many training images on; the budgets of the paper-1 model
+#: studies are chosen by size, never by the dataset's name (digits: ~900, a quick run's subset:
+#: 2000, Fashion-MNIST: 60000)
+LARGE_TRAIN_IMAGES = 20_000
+
+
+def is_large(split: Any) -> bool:
+    """Whether ``split`` (a :class:`sparsecnn.data.DatasetSplit`) has at least
+    :data:`LARGE_TRAIN_IMAGES` training images."""
+    return int(split.train_labels.shape[0]) >= LARGE_TRAIN_IMAGES
+
+
+def choose_budget(context: Any, quick: Any, full: Any, large: Any) -> Any:
+    """The budget of a run: ``quick`` in quick mode (whose large datasets are already cut to
+    a small subset), ``large`` in full mode on a large dataset (:func:`is_large` of the
+    context's split for its seed), ``full`` otherwise -- so the embedded digits keep ``full``."""
+    if context.quick:
+        return quick
+    return large if is_large(context.classification_split(context.seed)) else full
+
+
+def capped_split(context: Any, seed: int, cap: tuple[int, int] | None, dtype: Any = None) -> Any:
+    """The context's split for ``seed``, cut to at most ``cap = (n_train, n_test)`` images by
+    a seeded stratified subset (:func:`sparsecnn.data.split.subset_split`); ``None``: whole."""
+    split = context.classification_split(seed, dtype=dtype)
+    if cap is None:
+        return split
+    from ..data.split import subset_split
+
+    n_train, n_test = int(split.train_labels.shape[0]), int(split.test_labels.shape[0])
+    keep_train = cap[0] if cap[0] < n_train else None
+    keep_test = cap[1] if cap[1] < n_test else None
+    return subset_split(split, keep_train, keep_test, seed)
+
 
 _STATS_KEYS = frozenset({"mean", "sd", "n_seeds", "values"})
 

@@ -1,10 +1,16 @@
-"""Paper 1, trained models on digits (docs/theory.md A.7, A.8; checks 9, 10 and 23).
+"""Paper 1, trained models on digits or a larger dataset (docs/theory.md A.7, A.8; checks 9, 10
+and 23).
 
 * **Check 9** (claim 4 of the abstract): the complete model -- layered thresholding
   ``Gamma_l = ReLU(conv(Gamma_{l-1}, W_l) + b_l)`` plus logistic regression
   ``softmax(V vec(Gamma_L) + c)``, no normalisation, no pooling -- trained by cross-entropy on a
   50/50 stratified digits split reaches mean test accuracy >= 0.95 over the seeds; its softmax
-  outputs sum to 1.
+  outputs sum to 1.  The 0.95 is calibrated on the embedded digits only: on any other dataset
+  (``--data``) the target is relative, the accuracy of a *standard CNN of the same size*
+  trained alike (same convolutions, each followed by batch normalisation, and 2x2 max pooling
+  before the head: :func:`standard_cnn`; same optimizer, epochs, batch, seed, data order):
+  per-seed ``d = accuracy(complete) - accuracy(standard)`` must satisfy ``d >= -0.02``
+  (:data:`BASELINE_MARGIN`) by the spread rule of :mod:`._paper1_common`.
 * **Check 10** (claim 5a, "maintain sparse priors"): the same model trained with every hidden
   bias projected onto ``b <= 0`` after every optimizer step has ``max(b) <= 0`` at every step;
   its fraction of zero hidden activations and its accuracy are compared with the unconstrained
@@ -15,6 +21,20 @@
   identical parameters (the same modules; only inference differs), both trained to a declared
   convergence criterion from the same initialisation, with a power analysis deciding the number
   of seeds (:mod:`._paper1_unfolding`).
+
+Convergence of checks 9/10 (the criterion of check 23, :mod:`._paper1_unfolding`): the mean
+over seeds of the test cross-entropy fell by less than 5 % from epoch ``floor(3E/4)`` to the
+last epoch ``E`` (a diagnostic evaluated at those two epochs only; nothing is selected on it);
+a network that fails it makes its accuracy claims inconclusive.
+
+Budgets (chosen by size, :func:`._paper1_common.choose_budget`): :data:`QUICK` (a quick run,
+whose large datasets are cut to a 2000/1000 subset), :data:`FULL` (the embedded digits and other
+small datasets, whole split), :data:`LARGE` (a dataset with >= 20000 training images such as
+MNIST / Fashion-MNIST / KMNIST at 28x28: checks 9/10 on the *whole* training and test sets,
+2 seeds x 4 epochs of 3 networks -- ~1 min per epoch per network on one core for 60k images;
+check 23 on a seeded stratified subset of 2000 training (1600 fitted, 400 held out) and 2000
+test images with 8/16 channels, because unrolled ML-ISTA is ~20x slower than the plain network).
+The sizes used are in the claims' measurements and the study's results.
 
 Each seed ``s`` uses split ``s`` and initialisation ``s``; numbers are mean +- sd over seeds and
 comparisons use per-seed paired differences (:mod:`._paper1_common`).
@@ -40,11 +60,28 @@ from ..report.study import (
 )
 from ..report.study import verdict as verdict_from
 from ..training import TrainingConfig, train
-from ._paper1_common import mean_sd, paired, shifted, spread_claim, spread_reason, tabulate
-from ._paper1_unfolding import UnfoldBudget, seeds_needed, train_unfolded, unfold_claim
+from ..training.models import MODELS, register_model
+from ._paper1_common import (
+    choose_budget,
+    mean_sd,
+    paired,
+    shifted,
+    spread_claim,
+    spread_reason,
+    tabulate,
+)
+from ._paper1_unfolding import (
+    PLATEAU_TOLERANCE,
+    UnfoldBudget,
+    converged,
+    seeds_needed,
+    train_unfolded,
+    unfold_claim,
+)
 from ._seeding import study_seeds
 
-__all__ = ["FULL", "QUICK", "STUDY", "Budget", "UnfoldBudget", "run"]
+__all__ = ["BASELINE_MARGIN", "FULL", "LARGE", "QUICK", "STUDY", "Budget", "UnfoldBudget",
+           "pair_rule", "run", "standard_cnn"]
 
 
 @dataclass(frozen=True)
@@ -72,8 +109,21 @@ QUICK = Budget(seeds=2, complete_channels=(16, 32), complete_epochs=20,
 FULL = Budget(seeds=5, complete_channels=(32, 64), complete_epochs=30,
               unfold=UnfoldBudget(channels=(16, 32), epochs=24, batch=128, learning_rate=1e-2,
                                   pilot=5, max_seeds=9))
+# Fashion-MNIST at full scale (and any dataset with >= 20000 training images): a 60k-image
+# epoch of the 32/64-channel complete model takes ~1.1 min on one core under load (917 img/s),
+# so 2 seeds x 3 networks x 4 epochs ~ 25 min; Adam at 3e-3 is on its test-loss plateau by
+# epoch 3-4 on Fashion-MNIST (the declared criterion checks it).  Check 23's T = 6 network
+# trains at ~160 img/s on 28x28 (8/16 channels: ~2x that), hence the subset.
+LARGE = Budget(seeds=2, complete_channels=(32, 64), complete_epochs=4,
+               unfold=UnfoldBudget(channels=(8, 16), epochs=8, batch=128, learning_rate=1e-2,
+                                   pilot=2, max_seeds=3, subset=(2000, 2000)))
 
+#: check 9's absolute target, calibrated on the embedded digits only
 ACCURACY_TARGET = 0.95
+#: elsewhere: the complete model within 2 points of the standard CNN trained alike
+BASELINE_MARGIN = 0.02
+#: the registry name of the standard CNN baseline
+STANDARD_CNN = "standard_cnn"
 SPARSITY_MARGIN = 0.0
 ACCURACY_MARGIN = 0.02
 
@@ -94,12 +144,67 @@ def _has_no_normalisation_or_pooling(model: nn.Module) -> bool:
     return not any(isinstance(module, forbidden) for module in model.modules())
 
 
+class _StandardCNN(nn.Module):
+    def __init__(self, in_channels: int, channels: tuple[int, ...], strides: tuple[int, ...],
+                 image_size: tuple[int, int], n_classes: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        height, width = image_size
+        previous = in_channels
+        for out_channels, stride in zip(channels, strides, strict=True):
+            layers += [nn.Conv2d(previous, out_channels, 3, stride=stride, padding=1),
+                       nn.BatchNorm2d(out_channels), nn.ReLU()]
+            height, width = (height - 1) // stride + 1, (width - 1) // stride + 1
+            previous = out_channels
+        layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(previous * (height // 2) * (width // 2), n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+def standard_cnn(config: TrainingConfig, image_shape: tuple[int, ...], n_classes: int
+                 ) -> nn.Module:
+    """Check 9's baseline off the digits: the complete model's convolutions (3x3, padding 1,
+    ``config.channels`` / ``config.strides``) each followed by batch normalisation, then ReLU,
+    then 2x2 max pooling before the linear head -- the standard CNN components the complete
+    model (A.7: no normalisation, no pooling) does without."""
+    return _StandardCNN(image_shape[0], config.channels, config.strides,
+                        (image_shape[1], image_shape[2]), n_classes)
+
+
+if STANDARD_CNN not in MODELS:
+    register_model(STANDARD_CNN, standard_cnn)
+
+
+def pair_rule(data_name: str) -> str:
+    """Which check-9 rule applies: ``"absolute"`` (mean accuracy >= :data:`ACCURACY_TARGET`)
+    on the embedded digits it was calibrated on, ``"baseline"`` (within
+    :data:`BASELINE_MARGIN` of :func:`standard_cnn` trained alike) on any other dataset."""
+    return "absolute" if data_name == "digits" else "baseline"
+
+
+def _test_loss(result: Any) -> dict[int, float]:
+    return {m["epoch"]: m["test_loss"] for m in result.metrics if "test_loss" in m}
+
+
 def _train_pair(budget: Budget, seed: int, context: StudyContext) -> dict[str, Any]:
-    """Check 9/10 for one seed: the complete model and its proper-prior twin."""
+    """Check 9/10 for one seed: the complete model and its proper-prior twin (and off the
+    digits the standard CNN baseline), each evaluated at epochs ``floor(3E/4)`` and ``E``."""
     data = context.classification_split(seed)
     base = TrainingConfig(model="cnn", channels=budget.complete_channels, strides=(1, 2),
                           epochs=budget.complete_epochs, batch_size=64, seed=seed)
-    free = train(base, None, progress=False, dataset=data, eval_every=base.epochs)
+    # evaluation at 3E/4 and E only: the convergence criterion needs those two test losses
+    eval_every = max(1, 3 * base.epochs // 4)
+    free = train(base, None, progress=False, dataset=data, eval_every=eval_every)
+    baseline: dict[str, Any] = {}
+    if pair_rule(context.data) == "baseline":
+        standard = train(TrainingConfig.from_dict({**base.to_dict(), "model": STANDARD_CNN}),
+                         None, progress=False, dataset=data, eval_every=eval_every)
+        baseline = {"standard_accuracy": standard.final["test_accuracy"],
+                    "standard_heldout_loss": _test_loss(standard),
+                    "standard_loss_curve": [m["train_loss_running"] for m in standard.metrics]}
     bias_trace: list[float] = []
 
     def record(event: str, info: dict[str, Any]) -> None:
@@ -108,7 +213,7 @@ def _train_pair(budget: Budget, seed: int, context: StudyContext) -> dict[str, A
 
     proper_config = TrainingConfig.from_dict({**base.to_dict(), "proper_prior": True})
     proper = train(proper_config, None, progress=False, dataset=data,
-                   eval_every=base.epochs, callback=record)
+                   eval_every=eval_every, callback=record)
     free_biases = torch.cat([p.detach().flatten() for name, p in free.model.named_parameters()
                              if name.endswith("bias") and not name.startswith("head")])
     return {
@@ -125,6 +230,9 @@ def _train_pair(budget: Budget, seed: int, context: StudyContext) -> dict[str, A
         "free_loss_curve": [m["train_loss_running"] for m in free.metrics],
         "proper_loss_curve": [m["train_loss_running"] for m in proper.metrics],
         "no_normalisation_or_pooling": _has_no_normalisation_or_pooling(free.model),
+        "free_heldout_loss": _test_loss(free), "proper_heldout_loss": _test_loss(proper),
+        "n_train": int(data.train_labels.shape[0]), "n_test": int(data.test_labels.shape[0]),
+        **baseline,
     }
 
 
@@ -137,14 +245,17 @@ def _figure(pairs: list[dict[str, Any]], unfolded: list[dict[str, Any]], n_unfol
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     groups = [("CNN\n(check 9)", [p["free_accuracy"] for p in pairs]),
+              *([("standard CNN\n(baseline)", [p["standard_accuracy"] for p in pairs])]
+                if "standard_accuracy" in pairs[0] else []),
               ("b <= 0\n(check 10)", [p["proper_accuracy"] for p in pairs]),
               ("ML-ISTA T=0\n(check 23)", [u["T0_accuracy"] for u in unfolded]),
               (f"ML-ISTA T={n_unfold}", [u[f"T{n_unfold}_accuracy"] for u in unfolded])]
     for index, (_, values) in enumerate(groups):
         left.bar(index, np.mean(values), yerr=np.std(values, ddof=1) if len(values) > 1 else 0,
-                 color="tab:blue" if index < 2 else "tab:orange", capsize=4)
+                 color="tab:orange" if "ML-ISTA" in groups[index][0] else "tab:blue", capsize=4)
         left.scatter([index] * len(values), values, color="k", s=8, zorder=3)
-    left.axhline(ACCURACY_TARGET, color="tab:red", linestyle="--", linewidth=1)
+    if pair_rule(data_name) == "absolute":
+        left.axhline(ACCURACY_TARGET, color="tab:red", linestyle="--", linewidth=1)
     left.set_xticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
     low = min(min(v) for _, v in groups)
     left.set_ylim(max(0.0, low - 0.05), 1.0)
@@ -221,6 +332,23 @@ def _training_curves(pairs: list[dict[str, Any]], unfolded: list[dict[str, Any]]
         "not converged).", figure)
 
 
+def _budget_name(budget: Budget) -> str:
+    return {id(QUICK): "quick", id(FULL): "full", id(LARGE): "large"}.get(id(budget), "custom")
+
+
+def _unless_converged(claim: Claim, problems: list[str]) -> Claim:
+    """``claim`` made inconclusive, with the reason, when a compared network failed the
+    declared convergence criterion: no verdict rests on an under-trained model."""
+    if not problems:
+        return claim
+    claim.rule = claim.rule if "converged" in claim.rule else claim.rule + (
+        f"; inconclusive whenever a compared network's mean test loss fell by >= "
+        f"{100 * PLATEAU_TOLERANCE:g} % from epoch floor(3E/4) to E (not converged)")
+    claim.reason = ("The set-up is broken: " + "; ".join(problems) + ". " + claim.reason).strip()
+    claim.verdict = "inconclusive"
+    return claim
+
+
 def _run_unfolded(budget: UnfoldBudget, context: StudyContext
                   ) -> tuple[list[dict[str, Any]], int]:
     """Check 23's seeds: the internal pilot, then as many more as the power analysis asks for
@@ -228,7 +356,7 @@ def _run_unfolded(budget: UnfoldBudget, context: StudyContext
     seeds = study_seeds(context.seed, budget.max_seeds)
     unfolded = [train_unfolded(budget, seed, context) for seed in
                 context.progress(seeds[:budget.pilot], desc="check 23: ML-ISTA pilot")]
-    n_test = int(context.classification_split(seeds[0]).test_labels.shape[0])
+    n_test = unfolded[0]["n_test"]
     n_needed = seeds_needed([u[f"T{budget.n_unfold}_accuracy"] - u["T0_accuracy"]
                              for u in unfolded], n_test)
     more = seeds[budget.pilot:max(budget.pilot, min(n_needed, budget.max_seeds))]
@@ -238,7 +366,7 @@ def _run_unfolded(budget: UnfoldBudget, context: StudyContext
 
 
 def run(context: StudyContext) -> StudyOutput:
-    budget = QUICK if context.quick else FULL
+    budget = choose_budget(context, QUICK, FULL, LARGE)
     seeds = study_seeds(context.seed, budget.seeds)
     data_name = context.data
     pairs = [_train_pair(budget, seed, context)
@@ -249,20 +377,49 @@ def run(context: StudyContext) -> StudyOutput:
     accuracy = mean_sd([p["free_accuracy"] for p in pairs])
     softmax_error = max(p["softmax_sum_error"] for p in pairs)
     architecture_ok = all(p["no_normalisation_or_pooling"] for p in pairs)
-    claims.append(Claim(
-        id="P1-check9-complete-model", paper=1,
-        statement="A CNN without normalisation and pooling is hierarchical sparse coding plus "
-                  "logistic regression (claim 4): the complete model (layered thresholding + "
-                  f"softmax), trained by cross-entropy on {data_name}, reaches mean test accuracy "
-                  f">= {ACCURACY_TARGET} (docs/theory.md check 9).",
-        **tabulate({"test_accuracy": accuracy, "target": ACCURACY_TARGET,
-                    "channels": list(budget.complete_channels),
-                    "epochs": budget.complete_epochs, "dataset": data_name}),
-        rule=f"holds if mean - {ACCURACY_TARGET} >= sd over seeds, does not hold if mean - "
-             f"{ACCURACY_TARGET} <= -sd, inconclusive otherwise",
-        verdict=verdict_with_spread(accuracy["mean"] - ACCURACY_TARGET, accuracy["sd"]),
-        reason=spread_reason(shifted(accuracy, ACCURACY_TARGET),
-                             f"test accuracy - {ACCURACY_TARGET}")))
+    rule_kind = pair_rule(data_name)
+    networks = ["free", "proper"] + (["standard"] if rule_kind == "baseline" else [])
+    plateau = {key: converged(pairs, key, budget.complete_epochs) for key in networks}
+    not_converged = [f"the {key} network is not converged: its mean test loss fell "
+                     f"{100 * c['relative_fall']:.1f} % over the last quarter of "
+                     f"{budget.complete_epochs} epochs (>= {100 * PLATEAU_TOLERANCE:g} %)"
+                     for key, c in plateau.items() if not c["converged"]]
+    scale = {"channels": list(budget.complete_channels), "epochs": budget.complete_epochs,
+             "dataset": data_name, "n_train": pairs[0]["n_train"], "n_test": pairs[0]["n_test"],
+             **{f"{key}_test_loss_relative_fall_last_quarter": round(c["relative_fall"], 4)
+                for key, c in plateau.items()}}
+    convergence_rule = (f"; inconclusive whenever a compared network's mean test loss fell by "
+                        f">= {100 * PLATEAU_TOLERANCE:g} % from epoch floor(3E/4) to E (not "
+                        "converged)")
+    claim4 = ("A CNN without normalisation and pooling is hierarchical sparse coding plus "
+              "logistic regression (claim 4): the complete model (layered thresholding + "
+              f"softmax), trained by cross-entropy on {data_name}, ")
+    if rule_kind == "absolute":
+        check9 = Claim(
+            id="P1-check9-complete-model", paper=1,
+            statement=claim4 + f"reaches mean test accuracy >= {ACCURACY_TARGET} (a target "
+                      "calibrated on the embedded digits; docs/theory.md check 9).",
+            **tabulate({"test_accuracy": accuracy, "target": ACCURACY_TARGET, **scale}),
+            rule=f"holds if mean - {ACCURACY_TARGET} >= sd over seeds, does not hold if mean - "
+                 f"{ACCURACY_TARGET} <= -sd, inconclusive otherwise" + convergence_rule,
+            verdict=verdict_with_spread(accuracy["mean"] - ACCURACY_TARGET, accuracy["sd"]),
+            reason=spread_reason(shifted(accuracy, ACCURACY_TARGET),
+                                 f"test accuracy - {ACCURACY_TARGET}"))
+    else:
+        check9 = spread_claim(
+            "P1-check9-complete-model",
+            claim4 + f"reaches the test accuracy of a standard CNN of the same size (batch "
+            "normalisation + 2x2 max pooling) trained with the same budget, within "
+            f"{100 * BASELINE_MARGIN:g} points (docs/theory.md check 9).",
+            paired([p["free_accuracy"] for p in pairs],
+                   [p["standard_accuracy"] for p in pairs]),
+            "accuracy(complete model) - accuracy(standard CNN)",
+            {"test_accuracy": accuracy,
+             "standard_cnn_accuracy": mean_sd([p["standard_accuracy"] for p in pairs]),
+             **scale},
+            margin=BASELINE_MARGIN, units={"margin": "accuracy (fraction)"})
+        check9.rule += convergence_rule
+    claims.append(_unless_converged(check9, not_converged))
     claims.append(Claim(
         id="P1-check9-softmax", paper=1, kind="identity",
         statement="The complete model's class probabilities softmax(V Gamma_L + c) sum to 1 "
@@ -298,7 +455,7 @@ def run(context: StudyContext) -> StudyOutput:
         {"proper_zero_fraction": mean_sd([p["proper_zero_fraction"] for p in pairs]),
          "unconstrained_zero_fraction": mean_sd([p["free_zero_fraction"] for p in pairs])},
         margin=SPARSITY_MARGIN))
-    claims.append(spread_claim(
+    claims.append(_unless_converged(spread_claim(
         "P1-check10-accuracy",
         "Expectation: keeping the priors proper costs at most 2 points of test accuracy "
         "(docs/theory.md check 10).",
@@ -306,7 +463,8 @@ def run(context: StudyContext) -> StudyOutput:
         "accuracy(b <= 0) - accuracy(unconstrained)",
         {"proper_accuracy": mean_sd([p["proper_accuracy"] for p in pairs]),
          "unconstrained_accuracy": accuracy},
-        margin=ACCURACY_MARGIN, units={"margin": "accuracy (fraction)"}))
+        margin=ACCURACY_MARGIN, units={"margin": "accuracy (fraction)"}),
+        [p for p in not_converged if "standard" not in p]))
 
     n_unfold = budget.unfold.n_unfold
     t_key = f"T{n_unfold}_accuracy"
@@ -337,6 +495,9 @@ def run(context: StudyContext) -> StudyOutput:
                        figures=[_figure(pairs, unfolded, n_unfold, data_name),
                                 _training_curves(pairs, unfolded, n_unfold)],
                        results={"budget": {**budget.__dict__, "unfold": budget.unfold.__dict__},
+                                "budget_name": _budget_name(budget),
+                                "check9_rule": rule_kind,
+                                "n_train": pairs[0]["n_train"], "n_test": pairs[0]["n_test"],
                                 "seeds": seeds, "ml_ista_seeds_needed": n_needed,
                                 "complete_and_proper": pairs, "ml_ista": unfolded},
                        summary=summary)
