@@ -64,6 +64,12 @@ def test_digits_budgets_are_unchanged() -> None:
         unfold=UnfoldBudget(channels=(16, 32), epochs=24, batch=128, learning_rate=1e-2,
                             pilot=5, max_seeds=9))
     assert paper1_models.FULL.unfold.subset is None
+    # --quick's cap keeps the whole digits split (fewer than 1000 images in each half)
+    digits = StudyContext(quick=True, seed=0, device="cpu", scratch_dir=Path("."))
+    whole = digits.classification_split(0)
+    capped = _paper1_common.capped_split(digits, 0, paper1_models.QUICK.unfold.subset)
+    assert capped.train_labels.shape == whole.train_labels.shape
+    assert capped.test_labels.shape == whole.test_labels.shape
     assert paper1_features.FULL == paper1_features.Budget(
         seeds=5, n_atoms=256, dictionary_steps=30, lista_steps=150)
 
@@ -142,3 +148,24 @@ def test_unfold_budget_rejects_a_bad_subset(subset) -> None:
     with pytest.raises(ValueError, match="subset"):
         UnfoldBudget(channels=(4, 8), epochs=4, batch=16, learning_rate=1e-2, pilot=2,
                      max_seeds=2, subset=subset)
+
+
+@pytest.mark.parametrize(("quick", "large", "expected"), [(True, False, 1.0), (False, False, 2.0),
+                                                          (True, True, 3.0), (False, True, 4.0)])
+def test_study_cost_depends_on_the_dataset_size(quick: bool, large: bool,
+                                                expected: float) -> None:
+    from sparsecnn.report.study import Study
+
+    study = Study("s", 1, "t", run=lambda context: None, cost=(1, 2), cost_large=(3, 4))
+    assert study.expected_seconds(quick, large) == expected
+    # without a large-dataset cost the digits cost stands for every dataset
+    plain = Study("s", 1, "t", run=lambda context: None, cost=(1, 2))
+    assert plain.expected_seconds(quick, large) == (1.0 if quick else 2.0)
+
+
+@pytest.mark.parametrize("cost_large", [(1.0,), (0.0, 5.0), (1.0, float("nan"))])
+def test_study_rejects_a_bad_large_cost(cost_large) -> None:
+    from sparsecnn.report.study import Study
+
+    with pytest.raises(ValueError, match="cost_large"):
+        Study("s", 1, "t", run=lambda context: None, cost_large=cost_large)

@@ -22,22 +22,17 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from ..report.study import Claim, Measurement, verdict_with_spread
+from ..report.study import LARGE_TRAIN_IMAGES, Claim, Measurement, verdict_with_spread
 
 __all__ = ["LARGE_TRAIN_IMAGES", "capped_split", "choose_budget", "is_large", "is_stats",
            "mean_sd", "paired", "paired_t_power", "seeds_for_power", "shifted",
            "spread_claim", "spread_reason", "spread_rule", "tabulate"]
 
-#: a classification dataset is *large* (literature scale: MNIST, Fashion-MNIST, KMNIST, a user
-#: dataset of similar size) from this many training images on; the budgets of the paper-1 model
-#: studies are chosen by size, never by the dataset's name (digits: ~900, a quick run's subset:
-#: 2000, Fashion-MNIST: 60000)
-LARGE_TRAIN_IMAGES = 20_000
-
-
 def is_large(split: Any) -> bool:
     """Whether ``split`` (a :class:`sparsecnn.data.DatasetSplit`) has at least
-    :data:`LARGE_TRAIN_IMAGES` training images."""
+    :data:`~sparsecnn.report.study.LARGE_TRAIN_IMAGES` training images: the budgets of the
+    paper-1 model studies are chosen by size, never by the dataset's name (digits: ~900, a quick
+    run's subset: 2000, Fashion-MNIST: 60000)."""
     return int(split.train_labels.shape[0]) >= LARGE_TRAIN_IMAGES
 
 
