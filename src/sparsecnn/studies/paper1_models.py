@@ -32,8 +32,9 @@ whose large datasets are cut to a 2000/1000 subset), :data:`FULL` (the embedded 
 small datasets, whole split), :data:`LARGE` (a dataset with >= 20000 training images such as
 MNIST / Fashion-MNIST / KMNIST at 28x28: checks 9/10 on the *whole* training and test sets,
 2 seeds x 4 epochs of 3 networks -- ~1 min per epoch per network on one core for 60k images;
-check 23 on a seeded stratified subset of 2000 training (1600 fitted, 400 held out) and 2000
-test images with 8/16 channels, because unrolled ML-ISTA is ~20x slower than the plain network).
+check 23 on a seeded stratified subset of 4000 training (3200 fitted, 800 held out) and 2000
+test images with 8/16 channels for 8 epochs, because unrolled ML-ISTA is ~20x slower than the
+plain network).
 The sizes used are in the claims' measurements and the study's results.
 
 Each seed ``s`` uses split ``s`` and initialisation ``s``; numbers are mean +- sd over seeds and
@@ -116,10 +117,12 @@ FULL = Budget(seeds=5, complete_channels=(32, 64), complete_epochs=30,
 # epoch of the 32/64-channel complete model takes ~1.1 min on one core under load (917 img/s),
 # so 2 seeds x 3 networks x 4 epochs ~ 25 min; Adam at 3e-3 is on its test-loss plateau by
 # epoch 3-4 on Fashion-MNIST (the declared criterion checks it).  Check 23's T = 6 network
-# trains at ~160 img/s on 28x28 (8/16 channels: ~2x that), hence the subset.
+# trains at ~160 img/s on 28x28 (16/32 channels), hence the subset; on 1600 fitted images its
+# held-out loss changed by < 3 % from epoch 3 to 4 (T = 0: +0.5 %, T = 6: -2.1 %, seed 0), so
+# 8 epochs of twice as many images leave the declared criterion a margin.
 LARGE = Budget(seeds=2, complete_channels=(32, 64), complete_epochs=4,
                unfold=UnfoldBudget(channels=(8, 16), epochs=8, batch=128, learning_rate=1e-2,
-                                   pilot=2, max_seeds=3, subset=(2000, 2000)))
+                                   pilot=2, max_seeds=3, subset=(4000, 2000)))
 
 #: check 9's absolute target, calibrated on the embedded digits only
 ACCURACY_TARGET = 0.95
