@@ -16,7 +16,8 @@ power of the paired t-test on the per-seed differences (:func:`paired_t_power`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from scipy import stats
 from ..report.study import LARGE_TRAIN_IMAGES, Claim, Measurement, verdict_with_spread
 
 __all__ = ["LARGE_TRAIN_IMAGES", "capped_split", "choose_budget", "is_large", "is_stats",
+           "torch_threads",
            "mean_sd", "paired", "paired_t_power", "seeds_for_power", "shifted",
            "spread_claim", "spread_reason", "spread_rule", "tabulate"]
 
@@ -43,6 +45,22 @@ def choose_budget(context: Any, quick: Any, full: Any, large: Any) -> Any:
     if context.quick:
         return quick
     return large if is_large(context.classification_split(context.seed)) else full
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (``None``: unchanged), restored after.
+    The large-dataset budgets use the reference machine's 2 cores: their 28x28 convolutions on
+    60000 images are large enough for a second thread to pay, unlike digits' tiny models."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def capped_split(context: Any, seed: int, cap: tuple[int, int] | None, dtype: Any = None) -> Any:
