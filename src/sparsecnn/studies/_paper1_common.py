@@ -26,9 +26,8 @@ from scipy import stats
 from ..report.study import LARGE_TRAIN_IMAGES, Claim, Measurement, verdict_with_spread
 
 __all__ = ["LARGE_TRAIN_IMAGES", "capped_split", "choose_budget", "is_large", "is_stats",
-           "torch_threads",
            "mean_sd", "paired", "paired_t_power", "seeds_for_power", "shifted",
-           "spread_claim", "spread_reason", "spread_rule", "tabulate"]
+           "spread_claim", "spread_reason", "spread_rule", "tabulate", "torch_threads"]
 
 def is_large(split: Any) -> bool:
     """Whether ``split`` (a :class:`sparsecnn.data.DatasetSplit`) has at least
