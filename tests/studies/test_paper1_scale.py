@@ -169,3 +169,11 @@ def test_study_rejects_a_bad_large_cost(cost_large) -> None:
 
     with pytest.raises(ValueError, match="cost_large"):
         Study("s", 1, "t", run=lambda context: None, cost_large=cost_large)
+
+
+@pytest.mark.parametrize("threads", [None, 1, 2])
+def test_torch_threads_restores_the_setting(threads: int | None) -> None:
+    before = torch.get_num_threads()
+    with _paper1_common.torch_threads(threads):
+        assert torch.get_num_threads() == (before if threads is None else threads)
+    assert torch.get_num_threads() == before
