@@ -177,3 +177,13 @@ def test_torch_threads_restores_the_setting(threads: int | None) -> None:
     with _paper1_common.torch_threads(threads):
         assert torch.get_num_threads() == (before if threads is None else threads)
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(("epochs", "judged"), [(1, False), (2, True), (4, True), (30, True)])
+def test_a_budget_too_short_to_judge_is_not_converged(epochs: int, judged: bool) -> None:
+    # evaluations at floor(3E/4) and E; E = 1 has no earlier epoch >= 1 to compare with
+    earlier = 3 * epochs // 4
+    pairs = [{"free_heldout_loss": {e: 1.0 for e in {max(earlier, 1), epochs}}}]
+    check = paper1_models._plateau(pairs, "free", epochs)
+    assert (check["relative_fall"] is not None) is judged
+    assert check["converged"] is judged  # equal losses: no fall, converged when judged

@@ -348,6 +348,15 @@ def _training_curves(pairs: list[dict[str, Any]], unfolded: list[dict[str, Any]]
         "not converged).", figure)
 
 
+def _plateau(pairs: list[dict[str, Any]], key: str, epochs: int) -> dict[str, Any]:
+    """Check 23's convergence criterion on the test loss of network ``key`` of checks 9/10;
+    a budget under 2 epochs has no epoch ``floor(3E/4) >= 1`` to compare with, so it cannot
+    be judged (``relative_fall`` None, not converged)."""
+    if 3 * epochs // 4 < 1:
+        return {"relative_fall": None, "converged": False}
+    return converged(pairs, key, epochs)
+
+
 def _budget_name(budget: Budget) -> str:
     return {id(QUICK): "quick", id(FULL): "full", id(LARGE): "large"}.get(id(budget), "custom")
 
@@ -395,15 +404,19 @@ def run(context: StudyContext) -> StudyOutput:
     architecture_ok = all(p["no_normalisation_or_pooling"] for p in pairs)
     rule_kind = pair_rule(data_name)
     networks = ["free", "proper"] + (["standard"] if rule_kind == "baseline" else [])
-    plateau = {key: converged(pairs, key, budget.complete_epochs) for key in networks}
+    plateau = {key: _plateau(pairs, key, budget.complete_epochs) for key in networks}
     not_converged = [f"the {key} network is not converged: its mean test loss fell "
                      f"{100 * c['relative_fall']:.1f} % over the last quarter of "
                      f"{budget.complete_epochs} epochs (>= {100 * PLATEAU_TOLERANCE:g} %)"
+                     if c["relative_fall"] is not None else
+                     f"the {key} network's convergence cannot be judged: "
+                     f"{budget.complete_epochs} epoch(s) leave no evaluation at epoch "
+                     "floor(3E/4) >= 1"
                      for key, c in plateau.items() if not c["converged"]]
     scale = {"channels": list(budget.complete_channels), "epochs": budget.complete_epochs,
              "dataset": data_name, "n_train": pairs[0]["n_train"], "n_test": pairs[0]["n_test"],
              **{f"{key}_test_loss_relative_fall_last_quarter": round(c["relative_fall"], 4)
-                for key, c in plateau.items()}}
+                for key, c in plateau.items() if c["relative_fall"] is not None}}
     convergence_rule = (f"; inconclusive whenever a compared network's mean test loss fell by "
                         f">= {100 * PLATEAU_TOLERANCE:g} % from epoch floor(3E/4) to E (not "
                         "converged)")
