@@ -303,7 +303,9 @@ def _training_curves(pairs: list[dict[str, Any]], unfolded: list[dict[str, Any]]
 
     panels = [("complete model vs b <= 0 (checks 9, 10)",
                [("unconstrained", "tab:blue", [p["free_loss_curve"] for p in pairs]),
-                ("b <= 0", "tab:green", [p["proper_loss_curve"] for p in pairs])]),
+                ("b <= 0", "tab:green", [p["proper_loss_curve"] for p in pairs]),
+                *([("standard CNN", "tab:gray", [p["standard_loss_curve"] for p in pairs])]
+                  if "standard_loss_curve" in pairs[0] else [])]),
               (f"ML-ISTA T = 0 vs T = {n_unfold} (check 23)",
                [("T = 0", "tab:orange", [u["T0_loss_curve"] for u in unfolded]),
                 (f"T = {n_unfold}", "tab:purple",
