@@ -286,4 +286,4 @@ STUDY = Study(name="paper1_features", paper=1, order=40,
                     "(checks 24, 26)", run=run, threads=1, cost=(10, 75),
               # on a large dataset: quick ~40 s CPU (2000/1000 images, 128 atoms); full: one
               # seed of 5000/2000 images and 256 atoms ~155 s CPU on 1 thread, 3 seeds on 2
-              cost_large=(40, 330))
+              cost_large=(40, 420))
