@@ -284,6 +284,6 @@ def run(context: StudyContext) -> StudyOutput:
 STUDY = Study(name="paper1_features", paper=1, order=40,
               title="One-shot thresholding vs sparse inference as features; LISTA "
                     "(checks 24, 26)", run=run, threads=1, cost=(10, 75),
-              # on a large dataset: quick ~40 s CPU (2000/1000 images, 128 atoms); full: one
+              # on a large dataset: quick ~14 s (2000/1000 images, 128 atoms); full: one
               # seed of 5000/2000 images and 256 atoms ~155 s CPU on 1 thread, 3 seeds on 2
-              cost_large=(40, 420))
+              cost_large=(15, 420))
