@@ -158,7 +158,8 @@ def _one_seed_threads(budget: Budget, seed: int, context: StudyContext) -> dict[
     return result
 
 
-def _within_claim(differences: dict[str, Any], measured: dict[str, Any]) -> Claim:
+def _within_claim(differences: dict[str, Any], measured: dict[str, Any],
+                  data_name: str = "digits") -> Claim:
     mean, sd = differences["mean"], differences["sd"]
     if abs(mean) + sd <= WITHIN_POINTS:
         result = "holds"
@@ -170,7 +171,7 @@ def _within_claim(differences: dict[str, Any], measured: dict[str, Any]) -> Clai
         id="P1-check24-split-relu-vs-lasso", paper=1,
         statement="One-shot split-ReLU features [ReLU(D^T x - lam), ReLU(-D^T x - lam)] are "
                   "competitive with (within 2 points of) the exact LASSO codes on the same "
-                  f"dictionary for logistic regression on {measured['dataset']} (expectation "
+                  f"dictionary for logistic regression on {data_name} (expectation "
                   "(b), C11; "
                   "docs/theory.md check 24).",
         **tabulate({**measured, "difference": differences, "within": WITHIN_POINTS}),
@@ -237,7 +238,7 @@ def run(context: StudyContext) -> StudyOutput:
                   "n_train": results[0]["n_train"], "n_test": results[0]["n_test"],
                   "lasso_zero_fraction": mean_sd([r["lasso_zero_fraction"] for r in results])}
     claims = [
-        _within_claim(paired(relu, lasso), accuracies),
+        _within_claim(paired(relu, lasso), accuracies, context.data),
         spread_claim("P1-check24-split-relu-vs-raw",
                      "Split-ReLU features are at least as good as raw pixels, up to 1 point "
                      "(docs/theory.md check 24).", paired(relu, raw),
