@@ -286,5 +286,5 @@ STUDY = Study(name="paper1_features", paper=1, order=40,
               title="One-shot thresholding vs sparse inference as features; LISTA "
                     "(checks 24, 26)", run=run, threads=1, cost=(10, 75),
               # on a large dataset: quick ~14 s (2000/1000 images, 128 atoms); full: one
-              # seed of 5000/2000 images and 256 atoms ~155 s CPU on 1 thread, 3 seeds on 2
-              cost_large=(15, 420))
+              # seed of 5000/2000 images and 256 atoms: 155 s CPU on 1 thread, 68 s wall on 2;
+              cost_large=(15, 210))
