@@ -222,6 +222,11 @@ class StudyContext:
                             n_train=n_train, n_test=n_test)
 
 
+#: a classification dataset is *large* (literature scale: MNIST, Fashion-MNIST, KMNIST, or a
+#: user dataset of similar size) from this many training images on (digits: ~900)
+LARGE_TRAIN_IMAGES = 20_000
+
+
 @dataclass
 class Study:
     """A named study of one paper; ``order`` sorts studies within the report.
@@ -233,7 +238,10 @@ class Study:
     ``cost``: expected seconds ``(quick, full)`` on the reference machine (2 cores); only the
     ratios between studies matter.  The reproduce progress bar advances by each study's cost,
     so its ETA after the first study is ``elapsed * remaining cost / done cost`` instead of
-    the first study's time times the number of studies.
+    the first study's time times the number of studies.  ``cost_large``: the same ``(quick,
+    full)`` pair for a run on a large classification dataset (at least
+    :data:`LARGE_TRAIN_IMAGES` training images, e.g. Fashion-MNIST), whose studies train on
+    more and larger images; ``None``: the study's cost does not depend on the dataset.
 
     ``has_units``: whether the study splits its work into resumable units (one per seed,
     :meth:`StudyContext.unit`); a study that does not is run whole by the merge step of a
@@ -247,18 +255,24 @@ class Study:
     order: int = 100
     threads: int | None = None
     cost: tuple[float, float] = (10.0, 60.0)
+    cost_large: tuple[float, float] | None = None
     #: False for a study without units (``context.unit``): a shard skips it, the merge step
     #: and a resumed run compute it whole
     has_units: bool = True
 
     def __post_init__(self) -> None:
-        cost = tuple(self.cost)
-        if len(cost) != 2 or not all(isinstance(c, (int, float)) and not isinstance(c, bool)
-                                     and math.isfinite(c) and c > 0 for c in cost):
-            raise ValueError(f"study {self.name!r}: cost must be (quick, full) expected "
-                             f"seconds, two finite numbers > 0; got {self.cost!r}")
-        self.cost = (float(cost[0]), float(cost[1]))
+        for name in ("cost", "cost_large"):
+            value = getattr(self, name)
+            if value is None and name == "cost_large":
+                continue
+            cost = tuple(value)
+            if len(cost) != 2 or not all(isinstance(c, (int, float)) and not isinstance(c, bool)
+                                         and math.isfinite(c) and c > 0 for c in cost):
+                raise ValueError(f"study {self.name!r}: {name} must be (quick, full) expected "
+                                 f"seconds, two finite numbers > 0; got {value!r}")
+            setattr(self, name, (float(cost[0]), float(cost[1])))
 
-    def expected_seconds(self, quick: bool) -> float:
-        """The declared cost of a quick or a full run."""
-        return self.cost[0] if quick else self.cost[1]
+    def expected_seconds(self, quick: bool, large: bool = False) -> float:
+        """The declared cost of a quick or a full run; ``large``: on a large dataset."""
+        cost = self.cost_large if large and self.cost_large is not None else self.cost
+        return cost[0] if quick else cost[1]

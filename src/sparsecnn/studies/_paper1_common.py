@@ -16,16 +16,65 @@ power of the paired t-test on the per-seed differences (:func:`paired_t_power`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from ..report.study import Claim, Measurement, verdict_with_spread
+from ..report.study import LARGE_TRAIN_IMAGES, Claim, Measurement, verdict_with_spread
 
-__all__ = ["is_stats", "mean_sd", "paired", "paired_t_power", "seeds_for_power", "shifted",
-           "spread_claim", "spread_reason", "spread_rule", "tabulate"]
+__all__ = ["LARGE_TRAIN_IMAGES", "capped_split", "choose_budget", "is_large", "is_stats",
+           "mean_sd", "paired", "paired_t_power", "seeds_for_power", "shifted",
+           "spread_claim", "spread_reason", "spread_rule", "tabulate", "torch_threads"]
+
+def is_large(split: Any) -> bool:
+    """Whether ``split`` (a :class:`sparsecnn.data.DatasetSplit`) has at least
+    :data:`~sparsecnn.report.study.LARGE_TRAIN_IMAGES` training images: the budgets of the
+    paper-1 model studies are chosen by size, never by the dataset's name (digits: ~900, a quick
+    run's subset: 2000, Fashion-MNIST: 60000)."""
+    return int(split.train_labels.shape[0]) >= LARGE_TRAIN_IMAGES
+
+
+def choose_budget(context: Any, quick: Any, full: Any, large: Any) -> Any:
+    """The budget of a run: ``quick`` in quick mode (whose large datasets are already cut to
+    a small subset), ``large`` in full mode on a large dataset (:func:`is_large` of the
+    context's split for its seed), ``full`` otherwise -- so the embedded digits keep ``full``."""
+    if context.quick:
+        return quick
+    return large if is_large(context.classification_split(context.seed)) else full
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (``None``: unchanged), restored after.
+    The large-dataset budgets use the reference machine's 2 cores: their 28x28 convolutions on
+    60000 images are large enough for a second thread to pay, unlike digits' tiny models."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def capped_split(context: Any, seed: int, cap: tuple[int, int] | None, dtype: Any = None) -> Any:
+    """The context's split for ``seed``, cut to at most ``cap = (n_train, n_test)`` images by
+    a seeded stratified subset (:func:`sparsecnn.data.split.subset_split`); ``None``: whole."""
+    split = context.classification_split(seed, dtype=dtype)
+    if cap is None:
+        return split
+    from ..data.split import subset_split
+
+    n_train, n_test = int(split.train_labels.shape[0]), int(split.test_labels.shape[0])
+    keep_train = cap[0] if cap[0] < n_train else None
+    keep_test = cap[1] if cap[1] < n_test else None
+    return subset_split(split, keep_train, keep_test, seed)
+
 
 _STATS_KEYS = frozenset({"mean", "sd", "n_seeds", "values"})
 

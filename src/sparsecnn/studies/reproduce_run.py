@@ -42,7 +42,7 @@ from .. import __version__
 from ..io import atomic_directory, to_json, write_bytes, write_json, write_text
 from ..report.html import SMOKE_TEST, claims_missing_reason, render_report
 from ..report.metadata import git_commit, machine, package_versions
-from ..report.study import KINDS, Study, StudyContext, StudyOutput
+from ..report.study import KINDS, LARGE_TRAIN_IMAGES, Study, StudyContext, StudyOutput
 from ..report.units import ShardPlan, UnitDeferred, UnitRunner, UnitStore
 from . import discover_studies
 
@@ -183,7 +183,10 @@ def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
             tempfile.TemporaryDirectory() as scratch:
         # advance by declared cost (expected seconds), so the ETA weighs the studies still to
         # run by their cost rather than by the first study's time
-        bar = tqdm(total=sum(s.expected_seconds(quick) for s in studies), desc="reproduce",
+        # the cost of a study depends on whether the dataset is large (Study.cost_large)
+        large = int(loaded.train_labels.shape[0]) >= LARGE_TRAIN_IMAGES
+        bar = tqdm(total=sum(s.expected_seconds(quick, large) for s in studies),
+                   desc="reproduce",
                    unit="s", dynamic_ncols=True,
                    bar_format="{l_bar}{bar}| {percentage:.0f}% [{elapsed}<{remaining}{postfix}]")
         units: dict[str, dict[str, int]] = {}
@@ -198,7 +201,7 @@ def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
             if runner.loaded:
                 tqdm.write(f"{study.name}: resumed, {runner.loaded} unit(s) loaded, "
                            f"{runner.computed} computed")
-            bar.update(study.expected_seconds(quick))
+            bar.update(study.expected_seconds(quick, large))
         bar.close()
         meta["duration_s"] = time.perf_counter() - started
         meta["study_seconds"] = timings
