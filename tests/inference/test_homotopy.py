@@ -93,6 +93,35 @@ def test_end_point_satisfies_the_kkt_conditions(n_features: int, n_atoms: int, l
         assert np.allclose(residual_correlation[support], lam, atol=scale)
 
 
+@pytest.mark.parametrize("nonneg", [False, True])
+@pytest.mark.parametrize("working_dtype", [np.float32, np.float64])
+def test_benchmark_shaped_end_points_satisfy_the_kkt_conditions(nonneg: bool,
+                                                                working_dtype: type) -> None:
+    """The compiled kernels (NumPy error model: a zero divisor gives inf, no exception) on a
+    P1-shaped problem -- 64 features, 256 unit atoms, long paths -- end where the float64
+    optimality conditions of docs/theory.md A.1/A.3 hold: ``|D^T (x - D a)| <= lam``,
+    ``= lam sign(a_i)`` on the support (``<= lam``, ``= lam`` where ``a_i > 0``, if nonneg)."""
+    rng = np.random.default_rng(11)
+    D = rng.standard_normal((64, 256))
+    D /= np.linalg.norm(D, axis=0)
+    x = rng.standard_normal((40, 64))
+    lam = 0.05 * float(np.abs(x @ D).max())
+    codes, steps, status = homotopy_path_ends(D.T @ D, x @ D, np.full((1, 256), lam), nonneg,
+                                              10_000, working_dtype=working_dtype)
+    assert (status == SOLVED).all() and steps.max() > 20
+    residual_correlation = (x - codes @ D.T) @ D
+    scale = 1e-9 * float(np.abs(x @ D).max())
+    support = codes != 0
+    if nonneg:
+        assert (codes >= 0).all()
+        assert (residual_correlation <= lam + scale).all()
+        np.testing.assert_allclose(residual_correlation[support], lam, atol=scale)
+    else:
+        assert (np.abs(residual_correlation) <= lam + scale).all()
+        np.testing.assert_allclose(residual_correlation[support],
+                                   lam * np.sign(codes[support]), atol=scale)
+
+
 def test_nearly_duplicate_atoms_are_degenerate_and_fall_back_to_fista() -> None:
     """An atom within 1e-6 of another makes ``G_AA`` singular to working precision when both
     join: the path stops (status 2) and FISTA solves those signals."""

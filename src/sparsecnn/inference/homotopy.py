@@ -88,11 +88,20 @@ _FAST_FINITE_MATH = {"nsz", "arcp", "contract", "reassoc", "afn"}
 
 
 def _njit(**options):
-    """``numba.njit(cache=True, nogil=True, **options)``, or without the on-disk cache when
-    numba finds no writable place for it (its search: ``$NUMBA_CACHE_DIR``, the package's
-    ``__pycache__``, ``$XDG_CACHE_HOME/numba`` or ``~/.cache/numba``).  A read-only install
-    with an unwritable ``$HOME`` then compiles on first use in every process instead of
-    failing at import with "cannot cache function" (docs/reliability.md, "Compiled kernels")."""
+    """``numba.njit(cache=True, nogil=True, error_model="numpy", **options)``, or without
+    the on-disk cache when numba finds no writable place for it (its search:
+    ``$NUMBA_CACHE_DIR``, the package's ``__pycache__``, ``$XDG_CACHE_HOME/numba`` or
+    ``~/.cache/numba``).  A read-only install with an unwritable ``$HOME`` then compiles on
+    first use in every process instead of failing at import with "cannot cache function"
+    (docs/reliability.md, "Compiled kernels").
+
+    ``error_model="numpy"``: a division by zero gives inf/nan as in NumPy instead of raising,
+    which drops the zero-divisor branch from every inner-loop division (measured: kernel
+    1.96 s -> 1.71 s on P1, same codes).  The kernels never divide by a zero they need
+    to catch: blocked atoms carry +inf on purpose and every end point is certified in float64
+    afterwards."""
+    options = {"error_model": "numpy", **options}
+
     def decorate(function):
         try:
             return numba.njit(cache=True, nogil=True, **options)(function)
