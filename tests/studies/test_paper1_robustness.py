@@ -128,12 +128,10 @@ def test_proper_prior_training_keeps_every_hidden_bias_nonpositive() -> None:
 def test_feature_world_claims_are_reported_with_their_differences(study_run: Path) -> None:
     claims = _claims(study_run)
     world = {"P1-A8-world-k10-corruptions", "P1-A8-world-k10-pgd",
-             "P1-A8-world-proper-prior-corruptions", "P2-B3-world-constructed-vs-trained"}
+             "P1-A8-world-proper-prior-corruptions"}
     assert world <= set(claims)
-    measured = _numbers(claims["P2-B3-world-constructed-vs-trained"])
-    assert measured["difference"]["mean"] == pytest.approx(
-        measured["pgd_accuracy_constructed"]["mean"] - measured["pgd_accuracy_trained"]["mean"],
-        abs=1e-12)
+    # the constructed network's PGD accuracy is a masked-gradient artefact: not claimed here
+    assert "P2-B3-world-constructed-vs-trained" not in claims
     measured = _numbers(claims["P1-A8-world-k10-corruptions"])  # both fine-tuned alike
     assert measured["difference"]["mean"] == pytest.approx(
         measured["drop_k0"]["mean"] - measured["drop_k10"]["mean"], abs=1e-12)

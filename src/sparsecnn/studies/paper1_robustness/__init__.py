@@ -69,6 +69,7 @@ from .experiment import aggregate as aggregate_seeds
 from .experiment import one_seed
 from .figures import study_figures
 from .models import refit_head, small_cnn, train_classifier
+from .proper_priors import powered_seeds, proper_prior_seed
 
 __all__ = [
     "FULL",
@@ -92,12 +93,24 @@ def run(context: StudyContext) -> StudyOutput:
     seeds = [one_seed(seed, budget, context.progress)
              for seed in context.progress(study_seeds(context.seed, budget.seeds),
                                           desc="robustness seeds")]
+    # the proper-prior claims' extra seeds (after the study's own), as many as their power
+    # analysis asks within the budget's cap; each trains only the two compared models
+    next_seed = context.seed + budget.seeds
+    proper = {
+        "digits": powered_seeds([s["models"] for s in seeds], next_seed, budget.proper_max_seeds,
+                                budget.n_eval,
+                                lambda seed: proper_prior_seed(seed, budget, world=False)),
+        "world": powered_seeds([s["feature_world"]["models"] for s in seeds], next_seed,
+                               budget.world_proper_max_seeds, budget.world_eval,
+                               lambda seed: proper_prior_seed(seed, budget, world=True))}
     # a non-finite clean accuracy is refused here (mean_sd), before anything is reported
     aggregate = aggregate_seeds(seeds)
-    claims = build_claims(seeds)
+    claims = build_claims(seeds, proper)
     figures = study_figures(seeds, aggregate, budget)
     results = {"budget": budget.__dict__, "aggregate": aggregate,
-               "per_seed": [_without_scores(s) for s in seeds], "torch_threads": torch_threads}
+               "per_seed": [_without_scores(s) for s in seeds], "torch_threads": torch_threads,
+               "proper_prior_power": {name: {"extra_seeds": models[len(seeds):], "power": power}
+                                      for name, (models, power) in proper.items()}}
     holds = sum(c.verdict == "holds" for c in claims)
     summary = (f"{len(claims)} robustness/anomaly claims over {budget.seeds} seed(s): {holds} "
                "hold.  Clean accuracy: " + ", ".join(
