@@ -128,12 +128,15 @@ def test_proper_prior_training_keeps_every_hidden_bias_nonpositive() -> None:
 def test_feature_world_claims_are_reported_with_their_differences(study_run: Path) -> None:
     claims = _claims(study_run)
     world = {"P1-A8-world-k10-corruptions", "P1-A8-world-k10-pgd",
-             "P1-A8-world-proper-prior-corruptions", "P2-B3-world-constructed-vs-trained"}
+             "P1-A8-world-proper-prior-corruptions"}
     assert world <= set(claims)
-    measured = _numbers(claims["P2-B3-world-constructed-vs-trained"])
-    assert measured["difference"]["mean"] == pytest.approx(
-        measured["pgd_accuracy_constructed"]["mean"] - measured["pgd_accuracy_trained"]["mean"],
-        abs=1e-12)
+    # the constructed network's PGD accuracy is a masked-gradient artefact: not claimed here
+    assert "P2-B3-world-constructed-vs-trained" not in claims
+    for claim_id in ("P1-A8-proper-prior-corruptions", "P1-A8-world-proper-prior-corruptions"):
+        # the power analysis is declared in the rule, and an inconclusive verdict says why
+        assert "internal pilot" in claims[claim_id]["rule"]
+        if claims[claim_id]["verdict"] == "inconclusive":
+            assert claims[claim_id]["reason"], claim_id
     measured = _numbers(claims["P1-A8-world-k10-corruptions"])  # both fine-tuned alike
     assert measured["difference"]["mean"] == pytest.approx(
         measured["drop_k0"]["mean"] - measured["drop_k10"]["mean"], abs=1e-12)
@@ -150,16 +153,12 @@ def test_feature_world_claims_are_reported_with_their_differences(study_run: Pat
 
 
 @pytest.mark.parametrize("claim_id", [
-    "P1-A8-k10-pgd",
-    # known open: after the swap the world network is still under-trained or dead (quick: plain
-    # 0.575, k=10 0.45 with 3/4 head inputs dead; full seed 0: k=10 dead, 0.283); strict, so
-    # the fix of that set-up turns this into a failure that asks for the marker's removal
-    pytest.param("P1-A8-world-k10-pgd", marks=pytest.mark.xfail(
-        strict=True, reason="feature-world k-step set-up not fixed yet (issue 13, A.8)"))])
+    "P1-A8-k10-pgd", "P1-A8-world-k10-pgd"])
 def test_kstep_setup_is_alive_and_its_pgd_is_not_masked(study_run: Path, claim_id: str) -> None:
     # the set-up the guards watch is fixed: no compared network is dead (the swapped world
-    # network once had constant logits), fine-tuning lifts the swap-only clean accuracy, and
-    # the attack passes the masking check (the guard did not fire)
+    # network had constant logits until its AND level's read-out was calibrated), fine-tuning
+    # lifts the swap-only clean accuracy, and the attack passes the masking check (the guard
+    # did not fire)
     claim = _claims(study_run)[claim_id]
     numbers = _numbers(claim)
     assert not claim["reason"].startswith("broken set-up"), claim["reason"]

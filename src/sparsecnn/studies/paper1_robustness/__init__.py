@@ -22,14 +22,22 @@ the two front ends, the median minimal *targeted* L2 perturbation (bisection ove
 seeded random targets, on test images both front ends classify correctly).
 
 On the ``"default"`` feature world (docs/theory.md B.3's 28x28 example): the constructed network's
-certified L-inf radius beside its accuracy under the structured worst-case perturbation, random
-sign noise and PGD, and the smallest structured perturbation that flips an image.
-Beside it, on the same world per seed, the B.3 architecture trained by Adam
-(:mod:`._feature_world_models`): plain, with its forward pass swapped by ``from_cnn`` (k-step
-ISTA on the convertible layers, calibrated and fine-tuned, :mod:`.kstep`; the fraction of dead
-head inputs reported) and trained with proper priors, each
-under the five corruptions and PGD L-inf; the constructed network is evaluated on the same
-images.  Their claims use the digits rules (paired seed differences, same-clean-accuracy guard).
+certified L-inf radius beside its accuracy under the structured worst-case perturbation and
+random sign noise, and the smallest structured perturbation that flips an image (no gradient
+attack: its input gradient is exactly 0, so PGD would never move the input; the masking-checked
+comparison with the trained network is the paper-2 study's
+``P2-B7-constructed-vs-trained-attacks``).  Beside it, on the same world per seed, the B.3
+architecture trained by Adam (:mod:`._feature_world_models`): plain, with its forward pass
+swapped by ``from_cnn`` (k-step ISTA on the convertible layers; the kept AND level's read-out
+calibrated to the one-shot CNN's pre-activation mean and spread, then fine-tuned, :mod:`.kstep`,
+docs/theory.md A.8 protocol; the fraction of dead head inputs reported) and trained with proper
+priors, each under the five corruptions and PGD L-inf.  Their claims use the digits rules
+(paired seed differences, same-clean-accuracy guard).
+
+The proper-prior corruption claims (digits and world, :mod:`.proper_priors`) are powered: the
+study's seeds are an internal pilot, extra seeds (only the two compared models each) are run
+up to what a paired t-test needs for 1 accuracy point at power 0.8, capped by the budget, and
+the claim reports the power and the minimal detectable effect.
 
 Anomaly identification (:mod:`.anomaly_protocol`): the declared score is the relative
 reconstruction error under true sparse inference on check 27's dictionary, against max-softmax,
@@ -43,7 +51,8 @@ seed the standard deviation is 0 and the sign of the difference decides).
 
 The package: :mod:`.budget` (work per mode), :mod:`.models` (the models and their fitting),
 :mod:`.check27`, :mod:`.anomaly_protocol`, :mod:`.experiment` (one seed, the aggregate over
-seeds), :mod:`.kstep` (the k-step swap), :mod:`.claims` (:mod:`.anomaly_claims`,
+seeds), :mod:`.kstep` (the k-step swap), :mod:`.proper_priors` (the powered proper-prior
+seeds), :mod:`.claims` (:mod:`.anomaly_claims`,
 :mod:`.kstep_claims`), :mod:`.figures` (:mod:`.kstep_figures`); the
 study itself (:data:`STUDY`, :func:`run`) is here.
 """
@@ -69,6 +78,7 @@ from .experiment import aggregate as aggregate_seeds
 from .experiment import one_seed
 from .figures import study_figures
 from .models import refit_head, small_cnn, train_classifier
+from .proper_priors import powered_seeds, proper_prior_seed
 
 __all__ = [
     "FULL",
@@ -93,12 +103,24 @@ def run(context: StudyContext) -> StudyOutput:
                                                                     context.progress))
              for seed in context.progress(study_seeds(context.seed, budget.seeds),
                                           desc="robustness seeds")]
+    # the proper-prior claims' extra seeds (after the study's own), as many as their power
+    # analysis asks within the budget's cap; each trains only the two compared models
+    next_seed = context.seed + budget.seeds
+    proper = {
+        "digits": powered_seeds([s["models"] for s in seeds], next_seed, budget.proper_max_seeds,
+                                budget.n_eval,
+                                lambda seed: proper_prior_seed(seed, budget, world=False)),
+        "world": powered_seeds([s["feature_world"]["models"] for s in seeds], next_seed,
+                               budget.world_proper_max_seeds, budget.world_eval,
+                               lambda seed: proper_prior_seed(seed, budget, world=True))}
     # a non-finite clean accuracy is refused here (mean_sd), before anything is reported
     aggregate = aggregate_seeds(seeds)
-    claims = build_claims(seeds)
+    claims = build_claims(seeds, proper)
     figures = study_figures(seeds, aggregate, budget)
     results = {"budget": budget.__dict__, "aggregate": aggregate,
-               "per_seed": [_without_scores(s) for s in seeds], "torch_threads": torch_threads}
+               "per_seed": [_without_scores(s) for s in seeds], "torch_threads": torch_threads,
+               "proper_prior_power": {name: {"extra_seeds": models[len(seeds):], "power": power}
+                                      for name, (models, power) in proper.items()}}
     holds = sum(c.verdict == "holds" for c in claims)
     summary = (f"{len(claims)} robustness/anomaly claims over {budget.seeds} seed(s): {holds} "
                "hold.  Clean accuracy: " + ", ".join(

@@ -48,12 +48,17 @@ class Budget:
     pgd_restarts: int = 1
     # the world judges the largest k only: its sweep is the reference and the judged k
     world_swap_steps: tuple[int, ...] = (0, 10)
+    # the proper-prior claims (proper_priors.py): at most this many seeds in all, the study's
+    # own seeds included (a cap below 2 runs no extra seed: no power analysis)
+    proper_max_seeds: int = 8
+    world_proper_max_seeds: int = 5
 
 
 QUICK = Budget(seeds=1, epochs=6, n_eval=100, n_minimal=30, pgd_steps=3, lca_steps=30,
                dictionary_steps=15, n_ood=100, n_feature_world=80, tolerance=0.05,
-               swap_steps=(0, 10), world_train=600, world_epochs=4, world_eval=40,
-               finetune_epochs=3, world_finetune_epochs=1, n_attack=30, check27_images=40)
+               swap_steps=(0, 10), world_train=1500, world_epochs=4, world_eval=40,
+               finetune_epochs=3, world_finetune_epochs=1, n_attack=30, check27_images=40,
+               proper_max_seeds=1, world_proper_max_seeds=1)
 FULL = Budget(seeds=5, epochs=12, n_eval=250, n_minimal=50, pgd_steps=6, lca_steps=30,
               dictionary_steps=30, n_ood=250, n_feature_world=200, tolerance=0.03,
               world_train=1500, world_epochs=4)

@@ -135,8 +135,6 @@ def _world_figure(seeds: list[dict[str, Any]]) -> Any:
     for key, label in (("accuracy_structured", "structured worst case"),
                        ("accuracy_random_sign", "random sign noise")):
         axis.plot(rhos, world[key], marker="o", label=label)
-    axis.plot(np.asarray(world["pgd_multiples_of_radius"]) * world["certified_radius"],
-              world["accuracy_pgd_linf"], marker="s", ls="--", label="PGD L-inf (3 steps)")
     axis.axvline(world["certified_radius"], color="k", ls="--", lw=0.8, label="certified radius")
     if world["structured_flip_radius_min"] is not None:
         axis.axvline(world["structured_flip_radius_min"], color="r", ls=":", lw=0.8,
@@ -173,7 +171,8 @@ def study_figures(seeds: list[dict[str, Any]], aggregate: dict[str, Any],
             "dictionary-learning objective.", _check27_figure(seeds)),
         Figure.from_matplotlib(
             "robustness_feature_world", "Feature world (default preset): the constructed "
-            "network's accuracy vs L-inf perturbation size, with its certified radius.",
+            "network's accuracy vs L-inf perturbation size, with its certified radius (no "
+            "gradient attack: the network's input gradient is 0).",
             _world_figure(seeds), paper=2),
         Figure.from_matplotlib(
             "robustness_feature_world_models", "Feature world (default preset): test accuracy "

@@ -3,18 +3,30 @@ feature world, with a PGD strong enough to trust and its gradient-masking check.
 
 Swap: ``from_cnn(cnn, n_iter=k)`` replaces every ReLU layer ``ReLU(W^T x + b)`` by ``k`` steps
 of non-negative ISTA on ``E+(a) = 1/2 ||x - D a||^2 + lam^T a`` (A.8.2).  The swap alone keeps
-the one-shot CNN's weights, whose codes are an order of magnitude smaller after ``k`` steps
-(the head then sees the wrong scale: clean accuracy 0.2-0.7 on digits, a dead AND level on the
-feature world).  So every variant -- ``k = 0`` included, as the reference of the k-step claims
--- gets the same declared tuning budget: the swap, on the feature world a per-channel
-output-scale calibration of the first swapped layer (below), then ``finetune_epochs`` of Adam
-at :data:`FINETUNE_LEARNING_RATE` on every parameter, on the same seeded minibatches.
+the one-shot CNN's weights, whose codes change scale after ``k`` steps: one step from 0 at step
+``1/L`` is the one-shot code divided by ``L`` (A.8.2), and ``k`` steps approach the lasso
+minimiser, smaller than the one-shot code where atoms overlap (explaining away).  The layers
+after the swapped one were fitted to one-shot magnitudes: on digits the head then sees the
+wrong scale (clean accuracy 0.2-0.7), on the feature world the AND level's bias (fitted to
+one-shot magnitudes, about 8x larger inputs at k = 10) puts every pre-activation below 0, so the
+AND ReLU outputs 0 on every image: constant logits, zero gradient, a dead network that
+fine-tuning cannot revive.  So every variant -- ``k = 0`` included, as the reference of the
+k-step claims -- gets the same declared tuning budget: the swap, on the feature world the
+*read-out calibration* of the first un-swapped rectified layer (below), then
+``finetune_epochs`` of Adam at :data:`FINETUNE_LEARNING_RATE` on every parameter, on the same
+seeded minibatches.
 
-Calibration: the channel ``c`` of the first layer's codes is multiplied by ``s_c =
-mean(one-shot code_c) / mean(k-step code_c)`` over the training images, folded into the next
-layer's input weights (``W_next[:, c] *= s_c``), so the next layer sees the one-shot CNN's
-scale; for ``k = 0`` every ``s_c = 1``.  It only rescales what the next layer reads, and the
-fine-tuning that follows may undo it.
+Read-out calibration (docs/theory.md A.8.2): let ``z_j(x)`` be channel ``j``'s largest
+pre-activation over positions of the first layer ``ReLU(V * h + c)`` that the swap kept (on the
+world: the dilated AND convolution, read by a global max-pool), ``z^0_j`` in the one-shot CNN
+and ``z^k_j`` in the swapped one.  Over the training images, ``V_j`` and ``c_j`` are replaced by
+``g_j V_j`` and ``g_j c_j + t_j`` with ``g_j = sd(z^0_j) / sd(z^k_j)`` and ``t_j = mean(z^0_j) -
+g_j mean(z^k_j)``, so that ``z^k_j`` has the one-shot CNN's mean and spread over the training
+images: the unit fires on the same share of images as before the swap.  For ``k = 0``,
+``z^k = z^0``, so ``g = 1``, ``t = 0``: the reference is unchanged.  A channel constant in
+either network (sd 0) keeps ``g_j = 1`` and gets the shift only.  Matching the mean codes of the
+swapped layer instead (a per-channel gain on its read-out) does not revive the world network:
+the AND unit reads a pattern of codes, not their mean, and its margin is what the swap destroys.
 
 PGD (L-inf): ``steps`` steps from zero and from ``restarts`` seeded random starts; an image
 counts as robust only if it is classified correctly after every run, and its loss is the
@@ -33,11 +45,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...nn import SparseConv2d, SparseLinear
 from ...robustness import accuracy, pgd
 from .budget import FINETUNE_LEARNING_RATE, STRONG_EPSILONS_LINF, WORLD_BATCH_SIZE, Budget
 from .models import swap, train_classifier
 
-__all__ = ["dead_fraction", "fine_tuned_swaps", "strong_pgd"]
+__all__ = ["calibrate_readout", "dead_fraction", "fine_tuned_swaps", "strong_pgd"]
 
 
 def strong_pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -84,25 +97,42 @@ def dead_fraction(model: nn.Module, images: torch.Tensor) -> float:
     return float((codes.abs().amax(0) == 0).double().mean())
 
 
-def _first_coder_and_next(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+def _first_kept_readout(model: nn.Module) -> int:
+    """Index in ``model.features`` of the first layer with weights, after a swapped layer,
+    that is followed by a plain ``nn.ReLU`` (the swap kept it)."""
     layers = list(model.features)
-    index = next(i for i, m in enumerate(layers) if hasattr(m, "weight"))
-    following = next(m for m in layers[index + 1:] if hasattr(m, "weight"))
-    return nn.Sequential(*layers[:index + 2]), following
+    swapped = [i for i, m in enumerate(layers) if isinstance(m, SparseConv2d | SparseLinear)]
+    if not swapped:
+        raise ValueError("model has no swapped layer (expected the output of from_cnn)")
+    for i in range(swapped[0] + 1, len(layers) - 1):
+        if hasattr(layers[i], "weight") and type(layers[i + 1]) is nn.ReLU:
+            return i
+    raise ValueError("model.features has no kept Conv2d/Linear + ReLU after its swapped layer")
 
 
-def _calibrate(plain: nn.Module, swapped: nn.Module, images: torch.Tensor) -> list[float]:
-    """Fold ``s_c`` (module docstring) into the next layer of ``swapped``; returns ``s``."""
-    one_shot, _ = _first_coder_and_next(plain)
-    coder, following = _first_coder_and_next(swapped)
+def _largest_preactivation(model: nn.Module, index: int, images: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        reference = one_shot(images).mean(dim=(0, 2, 3))
-        codes = coder(images).mean(dim=(0, 2, 3))
-        # a channel silent in either network keeps its weights: there is no scale to match
-        scale = torch.where((codes > 0) & (reference > 0), reference / codes.clamp_min(1e-12),
-                            torch.ones_like(codes))
-        following.weight.mul_(scale.view(1, -1, *([1] * (following.weight.ndim - 2))))
-    return [float(s) for s in scale]
+        z = nn.Sequential(*list(model.features)[:index + 1])(images)
+    return z.flatten(2).amax(2) if z.ndim > 2 else z
+
+
+def calibrate_readout(plain: nn.Module, swapped: nn.Module, images: torch.Tensor
+                      ) -> dict[str, list[float]]:
+    """The read-out calibration (module docstring), folded into ``swapped`` in place; returns
+    the gains ``g`` and shifts ``t``."""
+    index = _first_kept_readout(swapped)
+    reference = _largest_preactivation(plain, index, images).double()
+    current = _largest_preactivation(swapped, index, images).double()
+    ref_sd, cur_sd = reference.std(0), current.std(0)
+    gain = torch.where((ref_sd > 0) & (cur_sd > 0), ref_sd / cur_sd.clamp_min(1e-300),
+                       torch.ones_like(ref_sd))
+    shift = reference.mean(0) - gain * current.mean(0)
+    layer = list(swapped.features)[index]
+    with torch.no_grad():
+        shape = (-1, *([1] * (layer.weight.ndim - 1)))
+        layer.weight.mul_(gain.to(layer.weight.dtype).view(shape))
+        layer.bias.mul_(gain.to(layer.bias.dtype)).add_(shift.to(layer.bias.dtype))
+    return {"gain": gain.tolist(), "shift": shift.tolist()}
 
 
 def fine_tuned_swaps(plain: nn.Module, train_images: torch.Tensor, train_labels: torch.Tensor,
@@ -110,10 +140,11 @@ def fine_tuned_swaps(plain: nn.Module, train_images: torch.Tensor, train_labels:
                      evaluate: Callable[[nn.Module], dict[str, Any]], *, world: bool = False
                      ) -> dict[str, dict[str, Any]]:
     """``{"cnn_k{k}_tuned": evaluation}`` for every ``k`` of ``budget.swap_steps``: the swap,
-    the calibration and the fine-tuning (module docstring), then ``evaluate(model)`` plus the
-    clean accuracy before fine-tuning, the calibration scales, the dead fraction and, for
-    ``k = 0`` and the largest ``k``, :func:`strong_pgd` on the first ``budget.n_attack``
-    images (``budget.world_swap_steps`` on the world)."""
+    the read-out calibration (world) and the fine-tuning (module docstring), then
+    ``evaluate(model)`` plus the clean accuracy after the swap and after the calibration, the
+    calibration gains and shifts, the dead fraction and, for ``k = 0`` and the largest ``k``,
+    :func:`strong_pgd` on the first ``budget.n_attack`` images (``budget.world_swap_steps``
+    on the world)."""
     epochs = budget.world_finetune_epochs if world else budget.finetune_epochs
     steps = budget.world_swap_steps if world else budget.swap_steps
     batch = {"batch_size": WORLD_BATCH_SIZE} if world else {}
@@ -121,16 +152,19 @@ def fine_tuned_swaps(plain: nn.Module, train_images: torch.Tensor, train_labels:
     for k in steps:
         model = swap(plain, k)
         before = accuracy(model, images, labels)
-        # digits: the next layer is itself swapped (its dictionary is not a read-out to
-        # rescale) and fine-tuning alone revives it; the world's next layer is a plain conv
-        scales = _calibrate(plain, model, train_images) if world else []
+        # digits: every rectified layer is swapped (no kept read-out to calibrate) and
+        # fine-tuning alone revives the head; the world's AND level is kept and dies unless
+        # calibrated
+        calibration = calibrate_readout(plain, model, train_images) if world else {}
+        calibrated = accuracy(model, images, labels) if world else before
         model.train().requires_grad_(True)
         # the same seed for every k: the same minibatches, so only k differs between variants
         train_classifier(model, train_images, train_labels, epochs=epochs, seed=seed + 1,
                          learning_rate=FINETUNE_LEARNING_RATE, **batch)
         evaluation = evaluate(model)
         evaluation.update({
-            "k": k, "clean_accuracy_swap_only": before, "calibration_scales": scales,
+            "k": k, "clean_accuracy_swap_only": before, "readout_calibration": calibration,
+            "clean_accuracy_calibrated": calibrated,
             "dead_fraction": dead_fraction(model, images),
             "finetune_epochs": epochs, "finetune_learning_rate": FINETUNE_LEARNING_RATE})
         # the strong attack only where a claim is judged (k = 0 and the largest k): it is the
