@@ -46,10 +46,17 @@ class BlackBoxResult:
         return self.margin <= 0
 
 
-def margins(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``f_y(x) - max_{k != y} f_k(x)`` per input, without gradients."""
+def margins(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+            targets: torch.Tensor | None = None) -> torch.Tensor:
+    """``f_y(x) - max_{k != y} f_k(x)`` per input, without gradients; with ``targets`` the
+    targeted margin ``max_{k != t} f_k(x) - f_t(x)`` (<= 0: the target class is reached, a tie
+    counting as reached like the untargeted convention)."""
     with torch.no_grad():
         logits = model(inputs)
+    if targets is not None:
+        target = logits.gather(1, targets[:, None])[:, 0]
+        rest = logits.scatter(1, targets[:, None], float("-inf"))
+        return (rest.amax(1) - target).to(torch.float64)
     true = logits.gather(1, labels[:, None])[:, 0]
     others = logits.scatter(1, labels[:, None], float("-inf"))
     return (true - others.amax(1)).to(torch.float64)
@@ -103,13 +110,17 @@ def _window_fraction(p_init: float, iteration: int, n_queries: int) -> float:
 
 def square_attack_linf(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                        epsilon: float, *, queries: int = 500, p_init: float = 0.3,
-                       seed: int = 0, bounds: Bounds = (0.0, 1.0)) -> BlackBoxResult:
+                       seed: int = 0, bounds: Bounds = (0.0, 1.0),
+                       targets: torch.Tensor | None = None) -> BlackBoxResult:
     """Square Attack, L-inf (module docstring): ``queries`` margin evaluations per image
     (including the initialisation); an image stops once fooled (margin <= 0).  ``p_init`` is the
     initial fraction of pixels redrawn per step (the paper's default 0.05 is tuned for 10,000
-    queries on ImageNet; 0.3 suits a few hundred queries on small images)."""
+    queries on ImageNet; 0.3 suits a few hundred queries on small images).  With ``targets``
+    the targeted margin of :func:`margins` is minimised instead (fooled = target reached)."""
     images, labels, epsilon, bounds, generator = _prepare(model, images, labels, epsilon,
                                                           bounds, seed)
+    if targets is not None:
+        targets = check_labels(targets, images.shape[0], "targets")
     queries = check_positive_int(queries, "queries")
     p_init = check_positive_float(p_init, "p_init")
     if p_init > 1:
@@ -119,7 +130,7 @@ def square_attack_linf(model: nn.Module, images: torch.Tensor, labels: torch.Ten
     # initialisation: one +-eps sign per (channel, column), i.e. vertical stripes
     stripes = _signs((n, channels, 1, width), generator, dtype).expand(-1, -1, height, -1)
     current = clip(images + epsilon * stripes, bounds)
-    margin = margins(model, current, labels)
+    margin = margins(model, current, labels, targets)
     spent = torch.ones(n, dtype=torch.int64)
     for iteration in range(1, queries):
         active = torch.nonzero(margin > 0).flatten()
@@ -133,7 +144,8 @@ def square_attack_linf(model: nn.Module, images: torch.Tensor, labels: torch.Ten
         window = _signs((active.numel(), channels, 1, 1), generator, dtype) * epsilon
         delta[:, :, top:top + size, left:left + size] = window
         proposal = clip(images[active] + delta, bounds)
-        proposal_margin = margins(model, proposal, labels[active])
+        proposal_margin = margins(model, proposal, labels[active],
+                                  None if targets is None else targets[active])
         spent[active] += 1
         better = proposal_margin < margin[active]
         chosen = active[better]

@@ -18,7 +18,7 @@ from ...report.study import Claim, verdict
 from .._paper1_common import mean_sd, paired, spread_claim, tabulate
 from .anomaly_claims import anomaly_claims
 from .budget import CLEAN_BUDGET
-from .check27 import SPARSE_RANGE, front_end_problem
+from .check27 import SPARSE_RANGE, c9_measurements, c9_rule, front_end_problem, unfooled_problem
 from .kstep_claims import kstep_claims
 from .proper_priors import ALPHA, POWER, SMALLEST_EFFECT
 
@@ -52,12 +52,13 @@ def _spread_claim(claim_id: str, paper: int, statement: str, differences: dict[s
         verdict=claim.verdict if budget_ok else "inconclusive", reason=reason)
 
 
-def _in_regime(claim: Claim, problem: str) -> Claim:
+def _in_regime(claim: Claim, problem: str, extra_rule: str = "") -> Claim:
     """Check 27's declared regime (:func:`.check27.front_end_problem`) in the rule; a set-up
     out of it makes the claim inconclusive with the problem as its reason."""
-    rule = (claim.rule + f"; inconclusive whenever a front end's zero fraction on test digits "
-            f"is outside [{SPARSE_RANGE[0]}, {SPARSE_RANGE[1]}], dictionary learning has not "
-            "converged or LCA has not reached its tolerance (not the claim's regime)")
+    rule = (claim.rule + extra_rule + f"; inconclusive whenever a front end's zero fraction on "
+            f"test digits is outside [{SPARSE_RANGE[0]}, {SPARSE_RANGE[1]}], dictionary "
+            "learning has not converged or LCA has not reached its tolerance (not the claim's "
+            "regime)")
     if not problem:
         return dataclasses.replace(claim, rule=rule)
     return dataclasses.replace(claim, rule=rule, verdict="inconclusive",
@@ -101,11 +102,10 @@ def build_claims(seeds: list[dict[str, Any]],
          "relu_clean_accuracy": mean_sd([f["relu_front_end"]["clean_accuracy"]
                                           for f in front]),
          "images_per_seed": [f["n_attacked"] for f in front],
-         "lca_success_rate": mean_sd([f["lca_front_end"]["success_rate"] for f in front]),
-         "relu_success_rate": mean_sd([f["relu_front_end"]["success_rate"] for f in front]),
-         **regime},
+         **c9_measurements(front), **regime},
         units={"lca_median_l2": "L2 norm of the image perturbation (pixels in [0, 1])"},
-        clean_gap=front_gap), problem))
+        clean_gap=front_gap), "; ".join(p for p in (problem, unfooled_problem(front)) if p),
+        extra_rule=c9_rule()))
     relu_drop = [f["relu_front_end"]["noise_drop"] for f in front]
     lca_drop = [f["lca_front_end"]["noise_drop"] for f in front]
     claims.append(_in_regime(_spread_claim(
