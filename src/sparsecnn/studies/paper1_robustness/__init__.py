@@ -109,10 +109,14 @@ def run(context: StudyContext) -> StudyOutput:
     proper = {
         "digits": powered_seeds([s["models"] for s in seeds], next_seed, budget.proper_max_seeds,
                                 budget.n_eval,
-                                lambda seed: proper_prior_seed(seed, budget, world=False)),
+                                lambda seed: context.unit(
+                                    f"proper-digits-seed{seed}",
+                                    lambda: proper_prior_seed(seed, budget, world=False))),
         "world": powered_seeds([s["feature_world"]["models"] for s in seeds], next_seed,
                                budget.world_proper_max_seeds, budget.world_eval,
-                               lambda seed: proper_prior_seed(seed, budget, world=True))}
+                               lambda seed: context.unit(
+                                   f"proper-world-seed{seed}",
+                                   lambda: proper_prior_seed(seed, budget, world=True)))}
     # a non-finite clean accuracy is refused here (mean_sd), before anything is reported
     aggregate = aggregate_seeds(seeds)
     claims = build_claims(seeds, proper)
