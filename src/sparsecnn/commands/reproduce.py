@@ -81,7 +81,7 @@ def command(quick: bool, out_dir: Path | None, name: str | None, seed: int, devi
                                 data=data, shard=None if shard is None else (shard, n_shards),
                                 merge=list(merge), keep_units=keep_units)
     except KeyboardInterrupt:
-        store = target / "units" if shard is not None else units_directory(target)
+        store = units_directory(target, shard=shard is not None)
         kept = len(list(store.glob("*/*.json"))) if store.is_dir() else 0
         click.echo(f"interrupted: {kept} finished unit(s) kept in {store}; resume with the "
                    f"same command and --out {target}", err=True)

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io import write_json
+from ..io import write_json, write_text
 
 __all__ = ["Deferred", "ShardPlan", "UnitDeferred", "UnitRunner", "UnitStore",
            "UnitStoreMismatch", "decode", "encode", "round_trip"]
@@ -261,8 +261,10 @@ class UnitStore:
                           "computing the unit again", RuntimeWarning, stacklevel=2)
             return False, None
 
-    def save(self, study: str, key: str, encoded: Any) -> None:
-        write_json(self.path(study, key), {"study": study, "key": key, "value": encoded})
+    def save(self, study: str, key: str, encoded_text: str) -> None:
+        """Write a unit whose encoded value is already JSON text (serialised once)."""
+        write_text(self.path(study, key), f'{{"study": {json.dumps(study)}, "key": '
+                                          f'{json.dumps(key)}, "value": {encoded_text}}}')
 
     def keys(self) -> list[tuple[str, str]]:
         """Every stored ``(study, key)``."""
@@ -313,9 +315,9 @@ class UnitRunner:
         if self.shard is not None and not self.shard.owns(self.study, index):
             self.deferred += 1
             return Deferred(f"{self.study}/{key}")
-        encoded = encode(compute(), f"study {self.study}, unit {key!r}")
-        text = json.dumps(encoded, allow_nan=False)
+        text = json.dumps(encode(compute(), f"study {self.study}, unit {key!r}"),
+                          allow_nan=False)
         if self.store is not None:
-            self.store.save(self.study, key, encoded)
+            self.store.save(self.study, key, text)
         self.computed += 1
         return decode(json.loads(text))

@@ -42,9 +42,10 @@ from .. import __version__
 from ..io import atomic_directory, to_json, write_bytes, write_json, write_text
 from ..report.html import SMOKE_TEST, claims_missing_reason, render_report
 from ..report.metadata import git_commit, machine, package_versions
-from ..report.study import KINDS, LARGE_TRAIN_IMAGES, Study, StudyContext, StudyOutput
+from ..report.study import KINDS, Study, StudyContext, StudyOutput
 from ..report.units import ShardPlan, UnitDeferred, UnitRunner, UnitStore
 from . import discover_studies
+from ._paper1_common import is_large
 
 __all__ = ["QUICK_SUBSET", "ReproduceSummary", "run_fingerprint", "run_reproduce",
            "units_directory"]
@@ -73,10 +74,11 @@ def _progress(iterable: Any, **kwargs: Any) -> Any:
     return tqdm(iterable, **kwargs)
 
 
-def units_directory(out_dir: str | Path) -> Path:
-    """Where a run writing ``out_dir`` keeps its finished units: ``<out_dir>.units``."""
+def units_directory(out_dir: str | Path, *, shard: bool = False) -> Path:
+    """Where a run writing ``out_dir`` keeps its finished units: ``<out_dir>.units``, or
+    ``<out_dir>/units`` for a shard (whose directory holds nothing else but ``shard.json``)."""
     target = Path(out_dir)
-    return target.with_name(f"{target.name}.units")
+    return target / "units" if shard else target.with_name(f"{target.name}.units")
 
 
 def _source_hash() -> str:
@@ -160,7 +162,7 @@ def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
             raise ValueError(f"only names unknown studies {unknown}; known: {sorted(known)}")
         studies = [s for s in studies if s.name in only]
     target = Path(out_dir)
-    store_root = target / "units" if plan is not None else units_directory(target)
+    store_root = units_directory(target, shard=plan is not None)
     store = UnitStore(store_root, fingerprint, overwrite=overwrite)
     for directory in shard_dirs:
         store.import_from(directory / "units")
@@ -184,7 +186,7 @@ def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
         # advance by declared cost (expected seconds), so the ETA weighs the studies still to
         # run by their cost rather than by the first study's time
         # the cost of a study depends on whether the dataset is large (Study.cost_large)
-        large = int(loaded.train_labels.shape[0]) >= LARGE_TRAIN_IMAGES
+        large = is_large(loaded)
         bar = tqdm(total=sum(s.expected_seconds(quick, large) for s in studies),
                    desc="reproduce",
                    unit="s", dynamic_ncols=True,
