@@ -64,6 +64,7 @@ from typing import Any
 
 import torch
 
+from ...data import DatasetSplit
 from ...report.study import Claim, LiteratureRow, Study, StudyContext, StudyOutput
 from ...robustness.figures import (
     MODEL_LABELS,
@@ -71,8 +72,9 @@ from ...robustness.figures import (
     plot_corruption_curves,
     plot_roc_curves,
 )
+from .._paper1_common import capped_split, choose_budget
 from .._seeding import study_seeds
-from .budget import FULL, QUICK, Budget
+from .budget import FULL, LARGE, QUICK, Budget
 from .claims import build_claims
 from .experiment import aggregate as aggregate_seeds
 from .experiment import one_seed
@@ -82,6 +84,7 @@ from .proper_priors import powered_seeds, proper_prior_seed
 
 __all__ = [
     "FULL",
+    "LARGE",
     "QUICK",
     "STUDY",
     "Budget",
@@ -97,10 +100,15 @@ __all__ = [
 def run(context: StudyContext) -> StudyOutput:
     """Every seed of the budget (``context.seed``, ``context.seed + 1``, ...), then the claims,
     figures and results over them."""
-    budget = QUICK if context.quick else FULL
+    budget = choose_budget(context, QUICK, FULL, LARGE)
     torch_threads = torch.get_num_threads()
+
+    def split(seed: int) -> DatasetSplit:
+        return capped_split(context, seed, budget.train_cap)
+
     seeds = [context.unit(f"seed{seed}", lambda seed=seed: one_seed(seed, budget,
-                                                                    context.progress))
+                                                                    context.progress,
+                                                                    split(seed)))
              for seed in context.progress(study_seeds(context.seed, budget.seeds),
                                           desc="robustness seeds")]
     # the proper-prior claims' extra seeds (after the study's own), as many as their power
@@ -111,12 +119,12 @@ def run(context: StudyContext) -> StudyOutput:
                                 budget.n_eval,
                                 lambda seed: context.unit(
                                     f"proper-digits-seed{seed}",
-                                    lambda: proper_prior_seed(seed, budget, world=False))),
+                                    lambda: proper_prior_seed(seed, budget, split(seed)))),
         "world": powered_seeds([s["feature_world"]["models"] for s in seeds], next_seed,
                                budget.world_proper_max_seeds, budget.world_eval,
                                lambda seed: context.unit(
                                    f"proper-world-seed{seed}",
-                                   lambda: proper_prior_seed(seed, budget, world=True)))}
+                                   lambda: proper_prior_seed(seed, budget, None)))}
     # a non-finite clean accuracy is refused here (mean_sd), before anything is reported
     aggregate = aggregate_seeds(seeds)
     claims = build_claims(seeds, proper)
@@ -168,4 +176,4 @@ def _without_scores(seed: dict[str, Any]) -> dict[str, Any]:
 
 STUDY = Study(name="paper1_robustness", paper=1, order=50,
               title="Robustness (corruptions, attacks, certificates) and anomaly "
-                    "identification", run=run, cost=(100, 180))
+                    "identification", run=run, threads=1, cost=(100, 180))

@@ -3,7 +3,8 @@
 
 THE score of the claims, declared before running: the relative reconstruction error
 ``||x_c - D a*||^2 / ||x_c||^2`` of the exact non-negative lasso codes ``a*`` of the centred
-image ``x_c = x - m`` on check 27's learned dictionary (true inference, learned without
+image ``x_c = P(x) - m`` (``P``: check 27's average pooling of images larger than 16x16, the
+identity on digits) on check 27's learned dictionary (true inference, learned without
 labels on the in-distribution training images; :func:`sparsecnn.anomaly.inference_scores`).
 Reported beside it: the energy under true inference, the CNN's one-shot per-layer scores, and
 the baselines max-softmax, energy score ``-logsumexp`` and Mahalanobis on penultimate
@@ -32,6 +33,7 @@ from ...anomaly import (
 from ...data import DatasetSplit
 from ...robustness import CORRUPTIONS, accuracy, corrupt
 from ...training import small_cnn, train_classifier
+from .check27 import CentredCoder
 
 __all__ = ["BASELINES", "SCORE", "anomaly_experiment"]
 
@@ -49,12 +51,15 @@ def _corrupted(images: torch.Tensor, seed: int) -> torch.Tensor:
     return out
 
 
-def anomaly_experiment(nine: DatasetSplit, held_images: torch.Tensor, dictionary: torch.Tensor,
-                       mean: torch.Tensor, lam: float, epochs: int, n_ood: int, seed: int
-                       ) -> dict[str, Any]:
+def anomaly_experiment(nine: DatasetSplit, held_images: torch.Tensor, coder: CentredCoder,
+                       epochs: int, n_ood: int, seed: int) -> dict[str, Any]:
     """One seed: a CNN trained on ``nine`` (the in-distribution classes), every score on
-    ``n_ood`` in-distribution test images and on each OOD set, and their detection table."""
-    model = train_classifier(small_cnn(nine.n_classes, seed), nine.train_images,
+    ``n_ood`` in-distribution test images and on each OOD set, and their detection table;
+    the sparse-coding scores code ``coder.centred(x)`` (check 27's signal: the centred, and for
+    large images pooled, image) on ``coder``'s dictionary at its ``lam``."""
+    channels, height, width = nine.image_shape
+    model = train_classifier(small_cnn(nine.n_classes, seed, (height, width), channels),
+                             nine.train_images,
                              nine.train_labels, epochs=epochs, seed=seed)
     inside = nine.test_images[:n_ood]
     sets = out_of_distribution_sets(inside, n=n_ood, seed=seed, held_out=held_images)
@@ -70,9 +75,8 @@ def anomaly_experiment(nine: DatasetSplit, held_images: torch.Tensor, dictionary
         with torch.no_grad():
             values["mahalanobis"] = mahalanobis_scores(model.features(images).flatten(1),
                                                        means, precision)
-        centred = images.flatten(1).to(torch.float64) - mean.flatten()
-        values.update({f"sparse_coding.{k}": v
-                       for k, v in inference_scores(dictionary, lam, centred).items()})
+        values.update({f"sparse_coding.{k}": v for k, v in inference_scores(
+            coder.dictionary, coder.lam, coder.centred(images)).items()})
         return values
 
     in_scores = scores(inside)

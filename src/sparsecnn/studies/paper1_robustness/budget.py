@@ -7,9 +7,21 @@ from dataclasses import dataclass
 
 from ...robustness.evaluation import EPSILONS_L2, EPSILONS_LINF
 
-__all__ = ["CLEAN_BUDGET", "EPSILONS_L2", "EPSILONS_LINF", "FINETUNE_LEARNING_RATE", "FULL",
-           "JUDGED_EPSILON", "NOISE_SEVERITY", "QUICK", "STRONG_EPSILONS_LINF",
-           "WORLD_BATCH_SIZE", "WORLD_LEARNING_RATE", "Budget"]
+__all__ = [
+    "CLEAN_BUDGET",
+    "EPSILONS_L2",
+    "EPSILONS_LINF",
+    "FINETUNE_LEARNING_RATE",
+    "FULL",
+    "JUDGED_EPSILON",
+    "LARGE",
+    "NOISE_SEVERITY",
+    "QUICK",
+    "STRONG_EPSILONS_LINF",
+    "WORLD_BATCH_SIZE",
+    "WORLD_LEARNING_RATE",
+    "Budget",
+]
 
 NOISE_SEVERITY = 4  # gaussian_noise severity 4 is sigma = 0.3 (docs/theory.md check 27)
 WORLD_LEARNING_RATE = 1e-2  # Adam on the feature world (B.3 architecture)
@@ -52,6 +64,8 @@ class Budget:
     # own seeds included (a cap below 2 runs no extra seed: no power analysis)
     proper_max_seeds: int = 8
     world_proper_max_seeds: int = 5
+    # a large dataset's declared stratified subset (n_train, n_test) per seed; None: whole
+    train_cap: tuple[int, int] | None = None
 
 
 QUICK = Budget(seeds=1, epochs=6, n_eval=100, n_minimal=30, pgd_steps=3, lca_steps=30,
@@ -63,3 +77,9 @@ FULL = Budget(seeds=5, epochs=12, n_eval=250, n_minimal=50, pgd_steps=6, lca_ste
               dictionary_steps=30, n_ood=250, n_feature_world=200, tolerance=0.03,
               world_train=1500, world_epochs=4)
 
+#: a large dataset (at least 20 000 training images, e.g. Fashion-MNIST's 60k 28x28): every
+#: seed's models on a declared stratified subset of 10 000 training and 2 000 test images
+LARGE = Budget(seeds=3, epochs=6, n_eval=250, n_minimal=50, pgd_steps=6, lca_steps=30,
+               dictionary_steps=30, n_ood=250, n_feature_world=200, tolerance=0.03,
+               world_train=1500, world_epochs=4, finetune_epochs=2, check27_images=30,
+               proper_max_seeds=6, train_cap=(10_000, 2_000))

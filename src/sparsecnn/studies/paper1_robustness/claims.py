@@ -18,7 +18,14 @@ from ...report.study import Claim, verdict
 from .._paper1_common import mean_sd, paired, spread_claim, tabulate
 from .anomaly_claims import anomaly_claims
 from .budget import CLEAN_BUDGET
-from .check27 import SPARSE_RANGE, c9_measurements, c9_rule, front_end_problem, unfooled_problem
+from .check27 import (
+    MIN_ACTIVE_ATOMS,
+    MIN_ZERO_FRACTION,
+    c9_measurements,
+    c9_rule,
+    front_end_problem,
+    unfooled_problem,
+)
 from .kstep_claims import kstep_claims
 from .proper_priors import ALPHA, POWER, SMALLEST_EFFECT
 
@@ -56,7 +63,8 @@ def _in_regime(claim: Claim, problem: str, extra_rule: str = "") -> Claim:
     """Check 27's declared regime (:func:`.check27.front_end_problem`) in the rule; a set-up
     out of it makes the claim inconclusive with the problem as its reason."""
     rule = (claim.rule + extra_rule + f"; inconclusive whenever a front end's zero fraction on "
-            f"test digits is outside [{SPARSE_RANGE[0]}, {SPARSE_RANGE[1]}], dictionary "
+            f"the test images is outside [{MIN_ZERO_FRACTION}, 1 - {MIN_ACTIVE_ATOMS} / atoms] "
+            "(sparse, with at least 5 active atoms on average), dictionary "
             "learning has not converged or LCA has not reached its tolerance (not the claim's "
             "regime)")
     if not problem:

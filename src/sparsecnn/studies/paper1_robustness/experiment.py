@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...data import DatasetSplit, load_digits_split
+from ...data import DatasetSplit
 from ...robustness import (
     CORRUPTIONS,
     attack_curve,
@@ -29,7 +29,7 @@ from .budget import (
 )
 from .check27 import check27
 from .kstep import dead_fraction, fine_tuned_swaps
-from .models import small_cnn, train_classifier
+from .models import cnn_for, train_classifier
 
 __all__ = ["aggregate", "one_seed"]
 
@@ -60,7 +60,7 @@ def _nine_classes(data: DatasetSplit, held_out: int) -> tuple[DatasetSplit, torc
         return labels - (labels > held_out).long()
 
     train, test = keep(data.train_labels), keep(data.test_labels)
-    split = DatasetSplit(f"digits-without-{held_out}", data.train_images[train],
+    split = DatasetSplit(f"{data.name}-without-{held_out}", data.train_images[train],
                          remap(data.train_labels[train]), data.test_images[test],
                          remap(data.test_labels[test]), data.n_classes - 1)
     return split, data.test_images[~test]
@@ -158,18 +158,19 @@ def _feature_world_cnns(seed: int, budget: Budget) -> dict[str, Any]:
     return models
 
 
-def one_seed(seed: int, budget: Budget, progress: Callable[..., Any]) -> dict[str, Any]:
-
-    data = load_digits_split(seed=seed, dtype=torch.float32)
+def one_seed(seed: int, budget: Budget, progress: Callable[..., Any],
+             data: DatasetSplit) -> dict[str, Any]:
+    """One seed (the package docstring) on ``data``, the seed's split of the study's dataset
+    (digits: scikit-learn's digits split by ``seed``)."""
     images, labels = data.test_images[:budget.n_eval], data.test_labels[:budget.n_eval]
-    held_out = 9 - seed % 10
+    held_out = data.n_classes - 1 - seed % data.n_classes
     nine, held_images = _nine_classes(data, held_out)
     result: dict[str, Any] = {"seed": seed, "held_out_class": held_out, "models": {}}
     steps = progress(["train", "swap", "proper", "front", "world", "world_cnn", "anomaly"],
                      desc=f"robustness seed {seed}", leave=False)
     for step in steps:
         if step == "train":
-            plain = train_classifier(small_cnn(10, seed), data.train_images,
+            plain = train_classifier(cnn_for(data, seed), data.train_images,
                                      data.train_labels, epochs=budget.epochs, seed=seed)
         elif step == "swap":
             result["models"]["cnn_k0"] = _evaluate(plain, images, labels, budget, seed)
@@ -177,7 +178,7 @@ def one_seed(seed: int, budget: Budget, progress: Callable[..., Any]) -> dict[st
                 plain, data.train_images, data.train_labels, images, labels, budget, seed,
                 lambda model: _evaluate(model, images, labels, budget, seed)))
         elif step == "proper":
-            proper = train_classifier(small_cnn(10, seed), data.train_images,
+            proper = train_classifier(cnn_for(data, seed), data.train_images,
                                       data.train_labels, epochs=budget.epochs, seed=seed,
                                       proper_prior=True)
             evaluation = _evaluate(proper, images, labels, budget, seed)
@@ -195,8 +196,7 @@ def one_seed(seed: int, budget: Budget, progress: Callable[..., Any]) -> dict[st
             result["feature_world"]["models"] = _feature_world_cnns(seed, budget)
         else:
             coder = fronts["lca_front_end"].features
-            result["anomaly"] = anomaly_experiment(nine, held_images, coder.dictionary,
-                                                   coder.mean, coder.lam, budget.epochs,
+            result["anomaly"] = anomaly_experiment(nine, held_images, coder, budget.epochs,
                                                    budget.n_ood, seed)
     return result
 

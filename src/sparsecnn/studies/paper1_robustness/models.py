@@ -8,10 +8,18 @@ import warnings
 
 from torch import nn
 
+from ...data import DatasetSplit
 from ...nn import UnmappedLayerWarning, from_cnn
 from ...training import refit_head, small_cnn, train_classifier
 
-__all__ = ["refit_head", "small_cnn", "swap", "train_classifier"]
+__all__ = ["cnn_for", "refit_head", "small_cnn", "swap", "train_classifier"]
+
+
+def cnn_for(data: DatasetSplit, seed: int) -> nn.Module:
+    """The study's small CNN for ``data``'s image shape and classes, initialised from
+    ``seed``."""
+    channels, height, width = data.image_shape
+    return small_cnn(data.n_classes, seed, (height, width), channels)
 
 
 def swap(model: nn.Module, n_iter: int) -> nn.Module:

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from scipy import optimize
 
-from ...data import load_digits_split
+from ...data import DatasetSplit
 from ...robustness import CORRUPTIONS, corruption_curves
 from .._paper1_common import mean_sd, paired_t_power, seeds_for_power
 from .budget import WORLD_BATCH_SIZE, WORLD_LEARNING_RATE, Budget
-from .models import small_cnn, train_classifier
+from .models import cnn_for, train_classifier
 
 __all__ = ["ALPHA", "POWER", "SMALLEST_EFFECT", "minimal_detectable_effect", "power_summary",
            "powered_seeds", "proper_prior_seed", "seeds_to_run"]
@@ -49,11 +49,12 @@ def _drops(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, s
             "mean_corruption_accuracy": float(np.mean([curves[c][1:] for c in CORRUPTIONS]))}
 
 
-def proper_prior_seed(seed: int, budget: Budget, *, world: bool) -> dict[str, Any]:
+def proper_prior_seed(seed: int, budget: Budget, data: DatasetSplit | None) -> dict[str, Any]:
     """Clean and mean corruption accuracy of the plain and the proper-prior CNN of ``seed``
-    (digits, or the feature world with ``world``), trained and evaluated as
-    :func:`.experiment.one_seed` does: ``{"cnn_k0": {...}, "cnn_proper_prior": {...}}``."""
-    if world:
+    on ``data`` (the seed's split of the study's dataset; ``None``: the seed's feature world),
+    trained and evaluated as :func:`.experiment.one_seed` does:
+    ``{"cnn_k0": {...}, "cnn_proper_prior": {...}}``."""
+    if data is None:
         from ...features import preset
         from .._feature_world_models import feature_world_cnn
 
@@ -68,11 +69,10 @@ def proper_prior_seed(seed: int, budget: Budget, *, world: bool) -> dict[str, An
                                      learning_rate=WORLD_LEARNING_RATE, proper_prior=proper)
             out[name] = _drops(model, test.images, test.labels, seed)
         return out
-    data = load_digits_split(seed=seed, dtype=torch.float32)
     images, labels = data.test_images[:budget.n_eval], data.test_labels[:budget.n_eval]
     out = {}
     for name, proper in (("cnn_k0", False), ("cnn_proper_prior", True)):
-        model = train_classifier(small_cnn(10, seed), data.train_images, data.train_labels,
+        model = train_classifier(cnn_for(data, seed), data.train_images, data.train_labels,
                                  epochs=budget.epochs, seed=seed, proper_prior=proper)
         out[name] = _drops(model, images, labels, seed)
     return out
