@@ -140,8 +140,60 @@ def test_cli_shard_merge_and_resume_hint(tmp_path: Path, fake_studies) -> None:
     (["--shard", "2", "--n-shards", "2", "--out", "x"],
      "Invalid value for --shard: must be in [0, 1] for --n-shards 2, got 2"),
     (["--shard", "0", "--n-shards", "2"], "--shard needs --out"),
+    (["--jobs", "2", "--shard", "0", "--n-shards", "2", "--out", "x"],
+     "--jobs runs its own shards and merge: it excludes --shard and --merge"),
+    (["--jobs", "0"], "Invalid value for '--jobs'"),
 ])
 def test_cli_shard_errors(tmp_path: Path, fake_studies, arguments: list[str],
                           message: str) -> None:
     result = CliRunner().invoke(cli, ["reproduce", "--quick", *arguments])
     assert result.exit_code == 2 and message in result.output
+
+
+# -- --jobs: real shard processes (a subprocess cannot see the fake studies above) ------------
+
+def test_jobs_give_the_one_process_report(tmp_path: Path) -> None:
+    # the dictionary-learning study has units and fixes its thread count: two shard processes
+    # and the merge must give exactly the one-process results, and leave no shard behind
+    arguments = ["reproduce", "--quick", "--only", "paper1_dictlearn", "--overwrite"]
+    runner = CliRunner()
+    single = runner.invoke(cli, [*arguments, "--out", str(tmp_path / "one")])
+    assert single.exit_code == 0, single.output
+    parallel = runner.invoke(cli, [*arguments, "--jobs", "2", "--out", str(tmp_path / "two")])
+    assert parallel.exit_code == 0, parallel.output
+    one, two = (json.loads((tmp_path / name / "results.json").read_text())
+                for name in ("one", "two"))
+    assert two["claims"] == one["claims"]
+    assert two["studies"]["paper1_dictlearn"]["results"] == \
+        one["studies"]["paper1_dictlearn"]["results"]
+    # every unit came from a shard process: the merge computed none
+    assert two["meta"]["units"]["paper1_dictlearn"]["computed"] == 0
+    assert two["meta"]["units"]["paper1_dictlearn"]["loaded"] > 0
+    assert not (tmp_path / "two.jobs").exists()
+
+
+def test_jobs_report_a_failed_shard_with_its_log(tmp_path: Path) -> None:
+    from sparsecnn.studies.parallel_run import run_in_processes
+
+    with pytest.raises(RuntimeError, match=r"(?s)shard 0 of 2 failed \(exit status 2; log "
+                                           r".*shard-0\.log\):\n.*only names unknown studies "
+                                           r"\['no_such_study'\]"):
+        run_in_processes(tmp_path / "out", 2, quick=True, only=["no_such_study"])
+    assert not (tmp_path / "out").exists()  # no report from failed shards
+
+
+def test_jobs_check_the_dataset_before_starting_processes(tmp_path: Path) -> None:
+    from sparsecnn.studies.parallel_run import run_in_processes
+
+    with pytest.raises(ValueError, match="no-such-dataset"):
+        run_in_processes(tmp_path / "out", 2, data=str(tmp_path / "no-such-dataset"))
+    assert not (tmp_path / "out.jobs").exists()
+
+
+@pytest.mark.parametrize("jobs", [1, 0, True, 2.0])
+def test_jobs_refuse_fewer_than_two_processes(tmp_path: Path, jobs: object) -> None:
+    from sparsecnn.studies.parallel_run import run_in_processes
+
+    with pytest.raises(ValueError, match=r"jobs must be an int >= 2 \(one process needs no "
+                                         r"shards\); got"):
+        run_in_processes(tmp_path / "out", jobs)  # type: ignore[arg-type]

@@ -50,14 +50,19 @@ class _ReproduceCommand(click.Command):
                    "unit none of them has.")
 @click.option("--keep-units", is_flag=True,
               help="Keep the finished units (<out>.units/) after the report is written.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes: N > 1 runs N shards at once (in <out>.jobs/), then the merge; "
+                   "the report is the same as with one process.")
 def command(quick: bool, out_dir: Path | None, name: str | None, seed: int, device: str,
             only: tuple[str, ...], overwrite: bool, data: str, shard: int | None,
-            n_shards: int | None, merge: tuple[Path, ...], keep_units: bool) -> None:
+            n_shards: int | None, merge: tuple[Path, ...], keep_units: bool,
+            jobs: int) -> None:
     """Run the reproduction study of both papers and write runs/<name>/report.html and
     results.json (every claim beside its measured numbers and verdict).
 
     Finished units (one study x seed each) are kept in <out>.units/ until the report is
     written: after an interruption, the same command with the same --out resumes."""
+    from ..studies.parallel_run import jobs_directory, run_in_processes
     from ..studies.reproduce_run import run_reproduce, units_directory
 
     if (shard is None) != (n_shards is None):
@@ -68,6 +73,9 @@ def command(quick: bool, out_dir: Path | None, name: str | None, seed: int, devi
     if shard is not None and (out_dir is None or merge):
         raise click.UsageError("--shard needs --out (the shard's directory) and excludes "
                                "--merge")
+    if jobs > 1 and (shard is not None or merge):
+        raise click.UsageError("--jobs runs its own shards and merge: it excludes --shard and "
+                               "--merge")
     if name is None:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         name = f"{stamp}-{'quick' if quick else 'full'}"
@@ -76,18 +84,29 @@ def command(quick: bool, out_dir: Path | None, name: str | None, seed: int, devi
     if shard is None or not _is_shard_directory(target):
         require_replaceable(target, overwrite)
     try:
-        summary = run_reproduce(target, quick=quick, seed=seed, device=device,
-                                overwrite=overwrite, only=list(only) or None, name=name,
-                                data=data, shard=None if shard is None else (shard, n_shards),
-                                merge=list(merge), keep_units=keep_units)
+        if jobs > 1:
+            summary = run_in_processes(target, jobs, quick=quick, seed=seed, device=device,
+                                       overwrite=overwrite, only=list(only) or None,
+                                       name=name, data=data, keep_units=keep_units)
+        else:
+            summary = run_reproduce(target, quick=quick, seed=seed, device=device,
+                                    overwrite=overwrite, only=list(only) or None, name=name,
+                                    data=data,
+                                    shard=None if shard is None else (shard, n_shards),
+                                    merge=list(merge), keep_units=keep_units)
     except KeyboardInterrupt:
-        store = units_directory(target, shard=shard is not None)
-        kept = len(list(store.glob("*/*.json"))) if store.is_dir() else 0
+        store = (jobs_directory(target) if jobs > 1
+                 else units_directory(target, shard=shard is not None))
+        kept = len(list(store.glob("**/units/*/*.json" if jobs > 1 else "*/*.json"))) \
+            if store.is_dir() else 0
         click.echo(f"interrupted: {kept} finished unit(s) kept in {store}; resume with the "
                    f"same command and --out {target}", err=True)
         raise SystemExit(130) from None
     except (OutputExistsError, ValueError) as error:
         raise click.UsageError(str(error)) from None
+    except RuntimeError as error:  # a shard process of --jobs failed: its log says why
+        click.echo(f"error: {error}", err=True)
+        raise SystemExit(1) from None
     if shard is not None:
         deferred = ", ".join(summary.deferred or []) or "none"
         click.echo(f"shard {shard}/{n_shards}: {summary.units_computed} unit(s) computed, "

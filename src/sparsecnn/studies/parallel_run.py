@@ -1,0 +1,115 @@
+"""A reproduce run spread over processes on one machine: ``jobs`` shard processes
+(:func:`~.reproduce_run.run_reproduce` with ``shard=(i, jobs)``, each computing the units it
+owns), then the merge step in this process, which runs the studies without units, imports every
+shard's units and writes the report.
+
+The report equals a one-process run's: a unit is a deterministic function of the run's
+configuration (every study that has units fixes its torch thread count, so the number of
+processes cannot change a reduction order), and the merge refuses shards of another
+configuration.  The shards live in ``<out>.jobs/shard-<i>/`` with their logs beside them; an
+interrupted run resumes with the same command (each shard resumes its units), and the directory
+is removed once the report is written unless ``keep_units``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .reproduce_run import ReproduceSummary, run_reproduce
+
+__all__ = ["jobs_directory", "run_in_processes"]
+
+_POLL_SECONDS = 0.5
+_LOG_TAIL = 3000  # characters of a failed shard's log quoted in the error
+
+
+def jobs_directory(out_dir: str | Path) -> Path:
+    """Where a parallel run keeps its shards: ``<out>.jobs`` beside the output directory."""
+    target = Path(out_dir)
+    return target.with_name(f"{target.name}.jobs")
+
+
+def _shard_command(index: int, jobs: int, directory: Path, *, quick: bool, seed: int,
+                   device: str, data: str, only: list[str] | None, overwrite: bool
+                   ) -> list[str]:
+    command = [sys.executable, "-m", "sparsecnn", "reproduce", "--shard", str(index),
+               "--n-shards", str(jobs), "--out", str(directory), "--seed", str(seed),
+               "--device", device, "--data", data]
+    if quick:
+        command.append("--quick")
+    if overwrite:
+        command.append("--overwrite")
+    for name in only or []:
+        command += ["--only", name]
+    return command
+
+
+def run_in_processes(out_dir: str | Path, jobs: int, *, quick: bool = False, seed: int = 0,
+                     device: str = "cpu", overwrite: bool = False,
+                     only: list[str] | None = None, name: str | None = None,
+                     data: str = "digits", keep_units: bool = False) -> ReproduceSummary:
+    """The report of :func:`~.reproduce_run.run_reproduce` with the same arguments, computed by
+    ``jobs`` shard processes and a merge step (module docstring).  A shard that fails raises
+    ``RuntimeError`` quoting the end of its log; an interruption stops every shard and keeps
+    their finished units."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 2:
+        raise ValueError(f"jobs must be an int >= 2 (one process needs no shards); got {jobs!r}")
+    from ..data import load_dataset
+
+    load_dataset(data, seed=seed)  # a missing or damaged dataset: one error, no processes
+    root = jobs_directory(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    shards = [root / f"shard-{index}" for index in range(jobs)]
+    processes: list[subprocess.Popen] = []
+    logs = []
+    started = time.perf_counter()
+    try:
+        for index, directory in enumerate(shards):
+            log = open(root / f"shard-{index}.log", "w", encoding="utf-8")
+            logs.append(log)
+            processes.append(subprocess.Popen(
+                _shard_command(index, jobs, directory, quick=quick, seed=seed, device=device,
+                               data=data, only=only, overwrite=overwrite),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+        with tqdm(total=jobs, desc=f"shards ({jobs} processes, logs in {root})",
+                  unit="shard", dynamic_ncols=True) as bar:
+            running = set(range(jobs))
+            while running:
+                time.sleep(_POLL_SECONDS)
+                for index in sorted(running):
+                    if processes[index].poll() is None:
+                        continue
+                    running.discard(index)
+                    bar.update(1)
+                    tqdm.write(f"shard {index}/{jobs} finished after "
+                               f"{time.perf_counter() - started:.0f} s "
+                               f"(exit status {processes[index].returncode})")
+    except BaseException:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            process.wait()
+        raise
+    finally:
+        for log in logs:
+            log.close()
+    failed = [index for index, process in enumerate(processes) if process.returncode != 0]
+    if failed:
+        index = failed[0]
+        text = (root / f"shard-{index}.log").read_text(encoding="utf-8", errors="replace")
+        raise RuntimeError(f"shard {index} of {jobs} failed (exit status "
+                           f"{processes[index].returncode}; log {root}/shard-{index}.log):\n"
+                           f"{text[-_LOG_TAIL:]}")
+    summary = run_reproduce(out_dir, quick=quick, seed=seed, device=device, overwrite=overwrite,
+                            only=only, name=name, data=data, merge=shards,
+                            keep_units=keep_units)
+    if not keep_units:
+        shutil.rmtree(root, ignore_errors=True)
+    return summary
