@@ -18,6 +18,9 @@ BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 TORCH_INDEX ?= auto
 REPRODUCE_ARGS ?=
+# processes of a reproduce run (`--jobs`): the reference machine's 2 cores; the report is the
+# same with any number (JOBS=1 runs everything in one process)
+JOBS ?= 2
 # Spinning OpenMP threads make small torch operations 5-20x slower on a shared 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
@@ -44,7 +47,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 reproduce: $(VENV)/.installed
-	$(BIN)/sparsecnn reproduce $(REPRODUCE_ARGS)
+	$(BIN)/sparsecnn reproduce --jobs $(JOBS) $(REPRODUCE_ARGS)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -81,11 +84,12 @@ data-fashion-mnist:
 	fi
 
 # The whole study on Fashion-MNIST (<= 90 min on 2 cores): re-running the same target after an
-# interruption resumes it from the finished study x seed units in runs/fashion-mnist.units/.
+# interruption resumes it from the finished study x seed units in runs/fashion-mnist.jobs/.
 FASHION_MNIST_OUT ?= runs/fashion-mnist
 .PHONY: reproduce-fashion-mnist
 reproduce-fashion-mnist: $(VENV)/.installed data-fashion-mnist
-	$(BIN)/sparsecnn reproduce --data fashion-mnist --out $(FASHION_MNIST_OUT) $(REPRODUCE_ARGS)
+	$(BIN)/sparsecnn reproduce --data fashion-mnist --jobs $(JOBS) --out $(FASHION_MNIST_OUT) \
+	  $(REPRODUCE_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
