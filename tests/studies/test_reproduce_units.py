@@ -197,3 +197,20 @@ def test_jobs_refuse_fewer_than_two_processes(tmp_path: Path, jobs: object) -> N
     with pytest.raises(ValueError, match=r"jobs must be an int >= 2 \(one process needs no "
                                          r"shards\); got"):
         run_in_processes(tmp_path / "out", jobs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"", ""),
+    (b"shard 0/2:   0%| 0/4\rshard 0/2:  25%| 1/4 [00:10<00:30]\r",
+     "shard 0/2:  25%| 1/4 [00:10<00:30]"),
+    (b"models seed 0: 50%\r\x1b[A\nshard 0/2:  50%| 2/4\n\n", "shard 0/2:  50%| 2/4"),
+    ("caf\u00e9 \u2588\u2588 3/4\r".encode(), "caf\u00e9 \u2588\u2588 3/4"),
+])
+def test_latest_progress_reads_the_last_bar_of_a_shard_log(tmp_path: Path, content: bytes,
+                                                           expected: str) -> None:
+    from sparsecnn.studies.parallel_run import latest_progress
+
+    log = tmp_path / "shard-0.log"
+    log.write_bytes(content)
+    assert latest_progress(log) == expected
+    assert latest_progress(tmp_path / "missing.log") == ""

@@ -23,10 +23,28 @@ from tqdm.auto import tqdm
 
 from .reproduce_run import ReproduceSummary, run_reproduce
 
-__all__ = ["jobs_directory", "run_in_processes"]
+__all__ = ["jobs_directory", "latest_progress", "run_in_processes"]
 
 _POLL_SECONDS = 0.5
+_STATUS_SECONDS = 60.0  # how often the shards' latest progress lines are printed
 _LOG_TAIL = 3000  # characters of a failed shard's log quoted in the error
+
+
+def latest_progress(log: Path) -> str:
+    """The last progress line a shard wrote to ``log`` (tqdm redraws its bars with carriage
+    returns, so the line after the last one), without cursor codes; "" before the first."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - 4096))
+            tail = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    pieces = [p.replace("\x1b[A", "").strip()
+              for p in tail.replace("\n", "\r").split("\r")]
+    pieces = [p for p in pieces if p]
+    return pieces[-1] if pieces else ""
 
 
 def jobs_directory(out_dir: str | Path) -> Path:
@@ -80,8 +98,14 @@ def run_in_processes(out_dir: str | Path, jobs: int, *, quick: bool = False, see
         with tqdm(total=jobs, desc=f"shards ({jobs} processes, logs in {root})",
                   unit="shard", dynamic_ncols=True) as bar:
             running = set(range(jobs))
+            status_at = time.perf_counter() + _STATUS_SECONDS
             while running:
                 time.sleep(_POLL_SECONDS)
+                if time.perf_counter() >= status_at:  # each shard's own bar has its ETA
+                    status_at += _STATUS_SECONDS
+                    for index in sorted(running):
+                        tqdm.write(f"shard {index}: "
+                                   f"{latest_progress(root / f'shard-{index}.log')[:160]}")
                 for index in sorted(running):
                     if processes[index].poll() is None:
                         continue
