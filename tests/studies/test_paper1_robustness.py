@@ -204,3 +204,26 @@ def test_feature_world_cnn_rejects_a_non_world() -> None:
 
     with pytest.raises(TypeError, match="world must be a FeatureWorld; got int"):
         feature_world_cnn(3, 0)
+
+
+@pytest.mark.parametrize("world", [False, True])
+def test_extra_proper_prior_seeds_follow_the_study_recipe(study_run: Path, world: bool) -> None:
+    # the powered claims' extra seeds train and evaluate only the two compared models, by a
+    # recipe separate from the study's own seeds: run for the study's seed 0 it must give the
+    # numbers the study measured, or the pilot and the extra seeds would measure different things
+    from sparsecnn.studies.paper1_robustness import QUICK
+    from sparsecnn.studies.paper1_robustness.proper_priors import proper_prior_seed
+
+    results = json.loads((study_run / "results.json").read_text())
+    seed = results["studies"]["paper1_robustness"]["results"]["per_seed"][0]
+    measured = seed["feature_world"]["models"] if world else seed["models"]
+    split = None if world else load_digits_split(seed=0, dtype=torch.float32)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # the study's thread count
+    try:
+        again = proper_prior_seed(0, QUICK, split)
+    finally:
+        torch.set_num_threads(previous)
+    for name in ("cnn_k0", "cnn_proper_prior"):
+        for key in ("clean_accuracy", "mean_corruption_accuracy"):
+            assert again[name][key] == measured[name][key], (name, key)
