@@ -196,9 +196,8 @@ def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
             bar.set_postfix_str(study.name)
             runner = UnitRunner(study.name, store)
             outputs[study.name], timings[study.name] = _run_one(
-                study, StudyContext(quick=quick, seed=seed, device=device,
-                                    scratch_dir=Path(scratch), progress=_progress,
-                                    data=str(data), data_subset=subset, units=runner), errors)
+                study, _context(quick, seed, device, Path(scratch), str(data), subset, runner),
+                errors)
             units[study.name] = {"loaded": runner.loaded, "computed": runner.computed}
             if runner.loaded:
                 tqdm.write(f"{study.name}: resumed, {runner.loaded} unit(s) loaded, "
@@ -258,10 +257,8 @@ def _run_shard(studies: list[Study], plan: ShardPlan, store: UnitStore, target: 
                           desc=f"shard {plan.index}/{plan.count}", unit="study",
                           dynamic_ncols=True):
             runner = UnitRunner(study.name, store, plan)
-            context = StudyContext(quick=quick, seed=seed, device=device,
-                                   scratch_dir=Path(scratch), progress=_progress, data=data,
-                                   data_subset=subset, units=runner)
-            _run_one(study, context, errors, runner)
+            _run_one(study, _context(quick, seed, device, Path(scratch), data, subset, runner),
+                     errors, runner)
             loaded += runner.loaded
             computed += runner.computed
             if runner.deferred:
@@ -272,6 +269,13 @@ def _run_shard(studies: list[Study], plan: ShardPlan, store: UnitStore, target: 
         "errors": errors})
     return ReproduceSummary(out_dir=target, n_claims=0, verdicts={}, failed=sorted(errors),
                             units_loaded=loaded, units_computed=computed, deferred=deferred)
+
+
+def _context(quick: bool, seed: int, device: str, scratch: Path, data: str,
+             subset: tuple[int, int] | None, runner: UnitRunner) -> StudyContext:
+    """A study's context in a run or a shard: the same settings, its own unit runner."""
+    return StudyContext(quick=quick, seed=seed, device=device, scratch_dir=scratch,
+                        progress=_progress, data=data, data_subset=subset, units=runner)
 
 
 def _run_one(study: Study, context: StudyContext, errors: dict[str, str],
