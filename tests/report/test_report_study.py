@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -27,6 +27,33 @@ def test_verdict_maps_pass_fail_unknown() -> None:
 ])
 def test_verdict_with_spread(mean: float, sd: float, margin: float, expected: str) -> None:
     assert verdict_with_spread(mean, sd, margin=margin) == expected
+
+
+@pytest.mark.parametrize(("mean", "sd", "n", "expected"), [
+    # two seeds: t_0.975,1 = 12.71, the interval is 8.98 sd wide on each side
+    (0.3, 0.1, 2, "inconclusive"), (0.9, 0.1, 2, "holds"), (-0.9, 0.1, 2, "does not hold"),
+    # ten seeds: the half-width 0.715 sd is inside one sd, so the one-sd band decides
+    (0.1, 0.1, 10, "holds"), (0.09, 0.1, 10, "inconclusive"),
+])
+def test_verdict_with_spread_needs_the_interval_with_few_seeds(mean: float, sd: float, n: int,
+                                                               expected: str) -> None:
+    assert verdict_with_spread(mean, sd, n=n) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1, 1, allow_nan=False), min_size=2, max_size=12),
+       st.floats(-0.5, 0.5, allow_nan=False))
+def test_a_settled_spread_verdict_is_a_significant_paired_t_test(values: list[float],
+                                                                 margin: float) -> None:
+    # "holds" / "does not hold" must mean the two-sided one-sample t-test of mean(d) + margin
+    # = 0 rejects at 5 % (scipy, independently) and the mean is beyond one sd
+    array = np.asarray(values) + margin
+    mean, sd = float(np.mean(values)), float(np.std(values, ddof=1))
+    verdict_ = verdict_with_spread(mean, sd, margin=margin, n=len(values))
+    if verdict_ != "inconclusive" and sd > 1e-9:
+        assert stats.ttest_1samp(array, 0.0).pvalue <= 0.05 + 1e-9
+        assert abs(mean + margin) >= sd - 1e-12
+        assert (mean + margin > 0) == (verdict_ == "holds")
 
 
 def test_claim_refuses_an_unknown_verdict_or_paper() -> None:

@@ -3,7 +3,8 @@
 Across seeds a number is reported as mean and sample standard deviation (``ddof = 1``; 0 for
 one seed).  A comparison "A >= B - margin" uses the per-seed paired differences ``A - B`` and
 :func:`sparsecnn.report.study.verdict_with_spread`: it holds when the mean difference plus the
-margin is at least one sd above 0, does not hold when it is at least one sd below, and is
+margin is at least ``b = max(sd, t_0.975,n-1 sd / sqrt(n))`` above 0 (one sd, and the 95 %
+interval of the mean above 0), does not hold when it is at least ``b`` below, and is
 inconclusive in between.
 
 Claims report their per-seed statistics as :class:`~sparsecnn.report.study.Measurement` rows
@@ -127,8 +128,10 @@ def shifted(stats: dict[str, Any], by: float) -> dict[str, Any]:
 
 def spread_rule(what: str, margin: float) -> str:
     shifted = f"mean + {margin:g}" if margin else "mean"
-    return (f"d = {what} per seed (paired); holds if {shifted} >= sd(d), does not hold if "
-            f"{shifted} <= -sd(d), inconclusive otherwise (one seed: sd = 0)")
+    return (f"d = {what} per seed (paired); holds if {shifted} >= b, does not hold if "
+            f"{shifted} <= -b, inconclusive otherwise, where b = max(sd(d), t_0.975,n-1 sd(d) / "
+            "sqrt(n)): one sd and the 95 % interval of the mean on the same side (one seed: "
+            "b = 0, the sign decides)")
 
 
 def spread_reason(differences: dict[str, Any], what: str, margin: float = 0.0) -> str:
@@ -136,7 +139,7 @@ def spread_reason(differences: dict[str, Any], what: str, margin: float = 0.0) -
     when it holds."""
     mean, sd, n = differences["mean"], differences["sd"], differences["n_seeds"]
     shifted = mean + margin
-    verdict = verdict_with_spread(mean, sd, margin=margin)
+    verdict = verdict_with_spread(mean, sd, margin=margin, n=n)
     threshold = f"{-margin:+.3g}" if margin else "0"
     if verdict == "holds":
         return ""
@@ -149,6 +152,11 @@ def spread_reason(differences: dict[str, Any], what: str, margin: float = 0.0) -
     if verdict == "does not hold":
         return (f"d = {what} has mean {mean:+.3g} and sd {sd:.3g} over {n} seeds: the mean is "
                 f"{-shifted:.3g} below the threshold {threshold}, at least one sd{ci}.")
+    if abs(shifted) >= sd:  # beyond one sd, but the interval of the mean reaches the threshold
+        return (f"d = {what} has mean {mean:+.3g} and sd {sd:.3g} over {n} seeds: the mean is "
+                f"{abs(shifted):.3g} {'above' if shifted > 0 else 'below'} the threshold "
+                f"{threshold}, more than one sd, but{ci} reaches it: {n} seeds are too few "
+                "to settle the sign.")
     return (f"d = {what} has mean {mean:+.3g} and sd {sd:.3g} over {n} seeds: the band "
             f"[{mean - sd:+.3g}, {mean + sd:+.3g}] straddles the threshold {threshold}{ci}; "
             "the effect, if any, is smaller than the seed-to-seed spread.")
@@ -164,7 +172,7 @@ def spread_claim(claim_id: str, statement: str, differences: dict[str, Any], wha
                  **tabulate({**measured, "difference": differences, "margin": margin}, units),
                  rule=spread_rule(what, margin),
                  verdict=verdict_with_spread(differences["mean"], differences["sd"],
-                                             margin=margin),
+                                             margin=margin, n=differences["n_seeds"]),
                  units=units or {}, reason=spread_reason(differences, what, margin))
 
 

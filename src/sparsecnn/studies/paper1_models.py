@@ -128,8 +128,11 @@ FULL = Budget(seeds=5, complete_channels=(32, 64), complete_epochs=30,
 # 8 epochs of twice as many images leave the declared criterion a margin.
 # A full Fashion-MNIST run at 4 epochs then found the standard CNN (batch norm, max-pooling)
 # still falling (mean test loss -9.5 % from epoch 3 to 4): its guard made check 9 inconclusive,
-# so the budget is 8 epochs (evaluations at 6 and 8), about 2 x 11 min for checks 9/10.
-LARGE = Budget(seeds=2, complete_channels=(32, 64), complete_epochs=8,
+# so the budget is 8 epochs (evaluations at 6 and 8), about 11 min per seed for checks 9/10.
+# The 8-epoch run (commit 0630eec) left check 9 on 2 seeds with a 95 % interval of +-0.057
+# around its difference (t_0.975,1 = 12.7): under the interval rule two seeds settle nothing
+# short of a 6-point effect, so 3 seeds (t = 4.3).
+LARGE = Budget(seeds=3, complete_channels=(32, 64), complete_epochs=8,
                unfold=UnfoldBudget(channels=(8, 16), epochs=8, batch=128, learning_rate=1e-2,
                                    pilot=2, max_seeds=3, subset=(4000, 2000)),
                threads=2)
@@ -439,9 +442,11 @@ def run(context: StudyContext) -> StudyOutput:
             statement=claim4 + f"reaches mean test accuracy >= {ACCURACY_TARGET} (a target "
                       "calibrated on the embedded digits; docs/theory.md check 9).",
             **tabulate({"test_accuracy": accuracy, "target": ACCURACY_TARGET, **scale}),
-            rule=f"holds if mean - {ACCURACY_TARGET} >= sd over seeds, does not hold if mean - "
-                 f"{ACCURACY_TARGET} <= -sd, inconclusive otherwise" + convergence_rule,
-            verdict=verdict_with_spread(accuracy["mean"] - ACCURACY_TARGET, accuracy["sd"]),
+            rule=f"holds if mean - {ACCURACY_TARGET} >= b, does not hold if mean - "
+                 f"{ACCURACY_TARGET} <= -b, inconclusive otherwise, b = max(sd, t_0.975,n-1 "
+                 "sd / sqrt(n)) over seeds" + convergence_rule,
+            verdict=verdict_with_spread(accuracy["mean"] - ACCURACY_TARGET, accuracy["sd"],
+                                        n=accuracy["n_seeds"]),
             reason=spread_reason(shifted(accuracy, ACCURACY_TARGET),
                                  f"test accuracy - {ACCURACY_TARGET}"))
     else:
@@ -548,4 +553,4 @@ STUDY = Study(name="paper1_models", paper=1, order=30,
                     "ML-ISTA (checks 9, 10, 23)", run=run, threads=1,
               # on a large dataset (Fashion-MNIST): quick ~130 s CPU (2000/1000 images); full:
               # 2 seeds x 3 networks x ~224 s (2 threads) + check 23's 3 seeds x ~94 s CPU
-              cost=(14, 60), cost_large=(130, 1500))
+              cost=(14, 60), cost_large=(130, 2200))

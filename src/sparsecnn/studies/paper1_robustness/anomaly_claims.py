@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ...report.study import Claim, verdict
+from ...report.study import Claim, spread_band, verdict
 from .._paper1_common import mean_sd, paired, spread_claim, tabulate
 from .anomaly_protocol import BASELINES, SCORE
 
@@ -23,7 +23,8 @@ def anomaly_claims(per_seed: list[dict[str, Any]]) -> list[Claim]:
 
     per_set = {o: mean_sd([t[o][SCORE]["auroc"] for t in tables]) for o in ood_sets}
     failing = {o: v for o, v in per_set.items()
-               if not (v["mean"] - 0.5 >= v["sd"] and v["mean"] > 0.5)}
+               if not (v["mean"] - 0.5 >= spread_band(v["sd"], v["n_seeds"])
+                       and v["mean"] > 0.5)}
     baselines = {b: mean_sd(mean_auroc(b)) for b in BASELINES}
     context = {"auroc_mean_over_sets": {
         **baselines, "sparse_coding_energy": mean_sd(mean_auroc("sparse_coding.energy")),
@@ -42,10 +43,11 @@ def anomaly_claims(per_seed: list[dict[str, Any]]) -> list[Claim]:
                         for name in per_seed[0]["in_distribution_median_relative_error"]},
                     **context}),
         rule=f"score {SCORE} declared before running; holds iff for every OOD set the mean "
-             "AUROC over seeds exceeds 0.5 by at least its sd; does not hold otherwise",
+             "AUROC over seeds exceeds 0.5 by at least b = max(sd, t_0.975,n-1 sd / sqrt(n)) "
+             "(one sd and the 95 % interval above chance); does not hold otherwise",
         verdict=verdict(not failing),
         reason="" if not failing else (
-            "AUROC not above chance by one sd on "
+            "AUROC not above chance by one sd and its 95 % interval on "
             + ", ".join(f"{o.replace('_', ' ')} ({v['mean']:.3f} +- {v['sd']:.3f})"
                         for o, v in failing.items())
             + f" over {len(per_seed)} seed(s)."))]
