@@ -90,6 +90,7 @@ __all__ = [
     "front_end_problem",
     "max_epsilon",
     "minimum_over_attacks",
+    "pooled",
     "pooling_factor",
     "sparse_range",
     "square_minimal_l2",
@@ -157,15 +158,24 @@ def max_epsilon(pixels: int) -> float:
 
 
 def pooling_factor(height: int, width: int) -> int:
-    """The smallest integer ``f >= 1`` with ``ceil(height / f) * ceil(width / f) <=``
-    :data:`MAX_CODED_PIXELS` (``f x f`` average pooling, partial windows dropped by
-    ``floor``: 28x28 -> 2, 8x8 -> 1)."""
+    """The smallest integer ``f >= 1`` with ``(height // f) * (width // f) <=``
+    :data:`MAX_CODED_PIXELS` (``f x f`` average pooling drops partial windows: 28x28 -> 2,
+    8x8 -> 1)."""
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive; got {height}x{width}")
     factor = 1
     while (height // factor) * (width // factor) > MAX_CODED_PIXELS:
         factor += 1
     return factor
+
+
+def pooled(x: torch.Tensor, pool: int) -> torch.Tensor:
+    """``P(x)``: ``pool`` x ``pool`` average pooling of images ``x`` (``(N, C, H, W)``; the
+    identity at ``pool = 1``), flattened to ``(N, d)`` in float64."""
+    signal = x.to(torch.float64)
+    if pool > 1:
+        signal = nn.functional.avg_pool2d(signal, pool)
+    return signal.flatten(1)
 
 
 class CentredCoder(nn.Module):
@@ -181,10 +191,7 @@ class CentredCoder(nn.Module):
 
     def centred(self, x: torch.Tensor) -> torch.Tensor:
         """``P(x) - m``, flattened, in float64: the signal the dictionary codes."""
-        signal = x.to(torch.float64)
-        if self.pool > 1:
-            signal = nn.functional.avg_pool2d(signal, self.pool)
-        return signal.flatten(1) - self.mean
+        return pooled(x, self.pool) - self.mean
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centred = self.centred(x)
@@ -240,8 +247,7 @@ def check27(train: DatasetSplit, data: DatasetSplit, images: torch.Tensor,
     perturbations on up to ``n_minimal`` test images both classify correctly, and their
     accuracy drop under Gaussian noise sigma = 0.3 on ``images``."""
     pool = pooling_factor(*train.image_shape[1:])
-    signals = CentredCoder(torch.zeros(1, 1), torch.zeros(()), 0.0, False, pool).centred(
-        train.train_images)  # P(x): the zero mean leaves the pooled images
+    signals = pooled(train.train_images, pool)
     mean = signals.mean(0)
     atoms = OVERCOMPLETENESS * signals.shape[1]
     dictionary, learning = _dictionary(signals - mean, atoms, dictionary_steps, seed)
