@@ -163,10 +163,30 @@ def test_a_key_used_twice_is_an_error(tmp_path: Path) -> None:
 def test_shards_own_every_unit_exactly_once_and_balance(count: int) -> None:
     plans = [ShardPlan(i, count) for i in range(count)]
     for study in ("a", "paper1_models", "paper1_robustness"):
-        owners = [[p.index for p in plans if p.owns(study, call)] for call in range(20)]
+        owners = [[p.index for p in plans if p.owns(study, call, f"seed{call}")]
+                  for call in range(20)]
         assert all(len(o) == 1 for o in owners)
         load = np.bincount([o[0] for o in owners], minlength=count)
         assert load.max() - load.min() <= 1
+
+
+def test_claimed_units_have_exactly_one_owner_whoever_asks_first(tmp_path: Path) -> None:
+    # shards sharing a claims directory: the first to ask owns a unit, every later ask (any
+    # shard, the same one included) is refused, and another study's key is a separate claim
+    plans = [ShardPlan(i, 2, claims=str(tmp_path / "claims")) for i in range(2)]
+    order = [0, 1, 1, 0, 1, 1, 1, 0]
+    owner = {}
+    for call, index in enumerate(order):
+        key = f"seed{call % 5}"
+        if plans[index].owns("study", call, key):
+            assert key not in owner
+            owner[key] = index
+    assert owner == {"seed0": 0, "seed1": 1, "seed2": 1, "seed3": 0, "seed4": 1}
+    assert plans[1].owns("other", 0, "seed0")
+    assert sorted(p.name for p in (tmp_path / "claims" / "study").iterdir()) == \
+        [f"seed{i}" for i in range(5)]
+    with pytest.raises(ValueError, match="unit key must match"):
+        plans[0].owns("study", 9, "../escape")
 
 
 @pytest.mark.parametrize(("index", "count", "message"), [

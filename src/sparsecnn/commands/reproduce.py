@@ -50,13 +50,16 @@ class _ReproduceCommand(click.Command):
                    "unit none of them has.")
 @click.option("--keep-units", is_flag=True,
               help="Keep the finished units (<out>.units/) after the report is written.")
+@click.option("--claims", type=click.Path(file_okay=False, path_type=Path), default=None,
+              hidden=True, help="With --shard: own the units first claimed in this directory "
+                                "(the shard processes of --jobs share it).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes: N > 1 runs N shards at once (in <out>.jobs/), then the merge; "
                    "the report is the same as with one process.")
 def command(quick: bool, out_dir: Path | None, name: str | None, seed: int, device: str,
             only: tuple[str, ...], overwrite: bool, data: str, shard: int | None,
             n_shards: int | None, merge: tuple[Path, ...], keep_units: bool,
-            jobs: int) -> None:
+            claims: Path | None, jobs: int) -> None:
     """Run the reproduction study of both papers and write runs/<name>/report.html and
     results.json (every claim beside its measured numbers and verdict).
 
@@ -93,7 +96,7 @@ def command(quick: bool, out_dir: Path | None, name: str | None, seed: int, devi
                                     overwrite=overwrite, only=list(only) or None, name=name,
                                     data=data,
                                     shard=None if shard is None else (shard, n_shards),
-                                    merge=list(merge), keep_units=keep_units)
+                                    merge=list(merge), keep_units=keep_units, claims=claims)
     except KeyboardInterrupt:
         store = (jobs_directory(target) if jobs > 1
                  else units_directory(target, shard=shard is not None))

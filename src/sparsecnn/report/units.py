@@ -26,6 +26,7 @@ import base64
 import hashlib
 import json
 import math
+import os
 import re
 import shutil
 import warnings
@@ -150,10 +151,17 @@ def round_trip(value: Any, where: str = "result") -> Any:
 class ShardPlan:
     """Shard ``index`` of ``count``: owns the ``i``-th unit a study asks for when
     ``(i + offset(study)) % count == index``, with a per-study offset from a hash of its name,
-    so every unit has exactly one owner and consecutive units go to different shards."""
+    so every unit has exactly one owner and consecutive units go to different shards.
+
+    With ``claims`` (a directory every shard of one machine shares, as ``reproduce --jobs``
+    runs them) ownership is first come, first served instead: a shard owns a unit when it is
+    the one that creates ``claims/<study>/<key>`` (``O_CREAT | O_EXCL``, atomic on a local file
+    system), so a shard that finished its units takes the next unclaimed one rather than wait
+    for a fixed share; still exactly one owner per unit."""
 
     index: int
     count: int
+    claims: str | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.count, int) and self.count >= 1):
@@ -162,7 +170,18 @@ class ShardPlan:
             raise ValueError(f"shard must be an integer in [0, {self.count - 1}], got "
                              f"{self.index!r}")
 
-    def owns(self, study: str, call_index: int) -> bool:
+    def owns(self, study: str, call_index: int, key: str) -> bool:
+        if self.claims is not None:
+            for name, value in (("study", study), ("unit key", key)):
+                if not _KEY_PATTERN.match(value):
+                    raise ValueError(f"{name} must match {_KEY_PATTERN.pattern}, got {value!r}")
+            folder = Path(self.claims) / study
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                os.close(os.open(folder / key, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            except FileExistsError:
+                return False
+            return True
         offset = int(hashlib.sha256(study.encode()).hexdigest()[:8], 16)
         return (call_index + offset) % self.count == self.index
 
@@ -312,7 +331,7 @@ class UnitRunner:
             if found:
                 self.loaded += 1
                 return value
-        if self.shard is not None and not self.shard.owns(self.study, index):
+        if self.shard is not None and not self.shard.owns(self.study, index, key):
             self.deferred += 1
             return Deferred(f"{self.study}/{key}")
         text = json.dumps(encode(compute(), f"study {self.study}, unit {key!r}"),

@@ -1,14 +1,16 @@
 """A reproduce run spread over processes on one machine: ``jobs`` shard processes
-(:func:`~.reproduce_run.run_reproduce` with ``shard=(i, jobs)``, each computing the units it
-owns), then the merge step in this process, which runs the studies without units, imports every
-shard's units and writes the report.
+(:func:`~.reproduce_run.run_reproduce` with ``shard=(i, jobs)``) sharing one unit store and a
+claims directory, so each takes the next unit no one has claimed (first come, first served:
+no shard idles while another still has a fixed share to do), then the merge step in this
+process, which runs the studies without units, reads the shared units and writes the report.
 
 The report equals a one-process run's: a unit is a deterministic function of the run's
-configuration (every study that has units fixes its torch thread count, so the number of
-processes cannot change a reduction order), and the merge refuses shards of another
-configuration.  The shards live in ``<out>.jobs/shard-<i>/`` with their logs beside them; an
-interrupted run resumes with the same command (each shard resumes its units), and the directory
-is removed once the report is written unless ``keep_units``.
+configuration (every study that has units fixes its torch thread count, so which process
+computes it cannot change a reduction order), and the store refuses units of another
+configuration.  Everything lives in ``<out>.jobs/`` (``shared/units/``, ``claims/``, one log per
+shard); an interrupted run resumes with the same command (finished units are loaded, unfinished
+claims are dropped and claimed again), and the directory is removed once the report is written
+unless ``keep_units``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .reproduce_run import ReproduceSummary, run_reproduce
+from ..report.units import UnitStore
+from .reproduce_run import ReproduceSummary, configuration, run_reproduce, units_directory
 
 __all__ = ["jobs_directory", "latest_progress", "run_in_processes"]
 
@@ -53,16 +56,14 @@ def jobs_directory(out_dir: str | Path) -> Path:
     return target.with_name(f"{target.name}.jobs")
 
 
-def _shard_command(index: int, jobs: int, directory: Path, *, quick: bool, seed: int,
-                   device: str, data: str, only: list[str] | None, overwrite: bool
-                   ) -> list[str]:
+def _shard_command(index: int, jobs: int, directory: Path, claims: Path, *, quick: bool,
+                   seed: int, device: str, data: str, only: list[str] | None) -> list[str]:
+    # never --overwrite: the store was prepared here, a shard clearing it would race the others
     command = [sys.executable, "-m", "sparsecnn", "reproduce", "--shard", str(index),
-               "--n-shards", str(jobs), "--out", str(directory), "--seed", str(seed),
-               "--device", device, "--data", data]
+               "--n-shards", str(jobs), "--out", str(directory), "--claims", str(claims),
+               "--seed", str(seed), "--device", device, "--data", data]
     if quick:
         command.append("--quick")
-    if overwrite:
-        command.append("--overwrite")
     for name in only or []:
         command += ["--only", name]
     return command
@@ -78,22 +79,23 @@ def run_in_processes(out_dir: str | Path, jobs: int, *, quick: bool = False, see
     their finished units."""
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 2:
         raise ValueError(f"jobs must be an int >= 2 (one process needs no shards); got {jobs!r}")
-    from ..data import load_dataset
-
-    load_dataset(data, seed=seed)  # a missing or damaged dataset: one error, no processes
+    # a missing or damaged dataset, or units of another configuration: one error, no process
+    _, _, fingerprint = configuration(data, quick=quick, seed=seed, device=device)
     root = jobs_directory(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    shards = [root / f"shard-{index}" for index in range(jobs)]
+    shared, claims = root / "shared", root / "claims"
+    # the shards open this store; created here, before any of them, so none sees it half made
+    UnitStore(units_directory(shared, shard=True), fingerprint, overwrite=overwrite)
+    shutil.rmtree(claims, ignore_errors=True)  # an interrupted run's unfinished claims
     processes: list[subprocess.Popen] = []
     logs = []
     started = time.perf_counter()
     try:
-        for index, directory in enumerate(shards):
+        for index in range(jobs):
             log = open(root / f"shard-{index}.log", "w", encoding="utf-8")
             logs.append(log)
             processes.append(subprocess.Popen(
-                _shard_command(index, jobs, directory, quick=quick, seed=seed, device=device,
-                               data=data, only=only, overwrite=overwrite),
+                _shard_command(index, jobs, shared, claims, quick=quick, seed=seed,
+                               device=device, data=data, only=only),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
         with tqdm(total=jobs, desc=f"shards ({jobs} processes, logs in {root})",
                   unit="shard", dynamic_ncols=True) as bar:
@@ -132,7 +134,7 @@ def run_in_processes(out_dir: str | Path, jobs: int, *, quick: bool = False, see
                            f"{processes[index].returncode}; log {root}/shard-{index}.log):\n"
                            f"{text[-_LOG_TAIL:]}")
     summary = run_reproduce(out_dir, quick=quick, seed=seed, device=device, overwrite=overwrite,
-                            only=only, name=name, data=data, merge=shards,
+                            only=only, name=name, data=data, merge=[shared],
                             keep_units=keep_units)
     if not keep_units:
         shutil.rmtree(root, ignore_errors=True)

@@ -47,8 +47,8 @@ from ..report.units import ShardPlan, UnitDeferred, UnitRunner, UnitStore
 from . import discover_studies
 from ._paper1_common import is_large
 
-__all__ = ["QUICK_SUBSET", "ReproduceSummary", "run_fingerprint", "run_reproduce",
-           "units_directory"]
+__all__ = ["QUICK_SUBSET", "ReproduceSummary", "configuration", "run_fingerprint",
+           "run_reproduce", "units_directory"]
 
 #: (training, test) images a ``--quick`` run keeps of a dataset other than the embedded digits
 QUICK_SUBSET = (2000, 1000)
@@ -118,25 +118,13 @@ def _read_shard(directory: Path) -> dict[str, Any]:
     return shard
 
 
-def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
-                  device: str = "cpu", overwrite: bool = False, only: list[str] | None = None,
-                  name: str | None = None, data: str = "digits",
-                  shard: tuple[int, int] | None = None, merge: list[str | Path] | None = None,
-                  keep_units: bool = False) -> ReproduceSummary:
-    """Run every study (or those named in ``only``) and write the report to ``out_dir``.
-
-    ``data`` is the classification dataset of the studies that train on digits (a name or
-    path :func:`sparsecnn.data.load_dataset` reads); it is loaded once here, so a missing or
-    damaged dataset is an error before any study runs.  ``shard=(i, n)`` computes only shard
-    ``i``'s units into ``out_dir`` (no report); ``merge`` lists shard directories whose units
-    this run reuses.  Finished units are kept in :func:`units_directory` until the report is
-    written, so the same call resumes an interrupted run (``keep_units`` keeps them after).
-    """
+def configuration(data: str, *, quick: bool, seed: int, device: str
+                  ) -> tuple[Any, tuple[int, int] | None, dict[str, Any]]:
+    """``(loaded, subset, fingerprint)`` of a run: the dataset loaded for ``seed`` (a missing or
+    damaged one raises here), the ``(n_train, n_test)`` subset a quick run keeps of a dataset
+    other than digits (``None``: all of it), and the :func:`run_fingerprint` its units carry."""
     from ..data import load_dataset
 
-    if shard is not None and merge:
-        raise ValueError("shard and merge exclude each other: run the shards, then merge them")
-    plan = ShardPlan(*shard) if shard is not None else None
     loaded = load_dataset(data, seed=seed)
     # a quick run on a large dataset trains on a seeded stratified subset, to stay a smoke test
     subset = None
@@ -145,6 +133,34 @@ def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
                   min(QUICK_SUBSET[1], loaded.test_labels.shape[0]))
     fingerprint = run_fingerprint(quick=quick, seed=seed, device=device, data=str(data),
                                   loaded=loaded, subset=subset)
+    return loaded, subset, fingerprint
+
+
+def run_reproduce(out_dir: str | Path, *, quick: bool = False, seed: int = 0,
+                  device: str = "cpu", overwrite: bool = False, only: list[str] | None = None,
+                  name: str | None = None, data: str = "digits",
+                  shard: tuple[int, int] | None = None, merge: list[str | Path] | None = None,
+                  keep_units: bool = False, claims: str | Path | None = None
+                  ) -> ReproduceSummary:
+    """Run every study (or those named in ``only``) and write the report to ``out_dir``.
+
+    ``data`` is the classification dataset of the studies that train on digits (a name or
+    path :func:`sparsecnn.data.load_dataset` reads); it is loaded once here, so a missing or
+    damaged dataset is an error before any study runs.  ``shard=(i, n)`` computes only shard
+    ``i``'s units into ``out_dir`` (no report); ``merge`` lists shard directories whose units
+    this run reuses.  Finished units are kept in :func:`units_directory` until the report is
+    written, so the same call resumes an interrupted run (``keep_units`` keeps them after).
+    ``claims`` (shards on one machine sharing ``out_dir``, :mod:`.parallel_run`): a shard owns
+    the units it claims first in that directory instead of a fixed share
+    (:class:`~sparsecnn.report.units.ShardPlan`).
+    """
+    if shard is not None and merge:
+        raise ValueError("shard and merge exclude each other: run the shards, then merge them")
+    if claims is not None and shard is None:
+        raise ValueError("claims go with shard: only a shard claims units")
+    plan = (ShardPlan(*shard, claims=None if claims is None else str(claims))
+            if shard is not None else None)
+    loaded, subset, fingerprint = configuration(data, quick=quick, seed=seed, device=device)
     shard_dirs = [Path(m) for m in merge or []]
     shards = [_read_shard(m) for m in shard_dirs]
     for directory, info in zip(shard_dirs, shards, strict=True):
