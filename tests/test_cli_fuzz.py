@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sparsecnn.features
+import sparsecnn.studies.parallel_run
 import sparsecnn.studies.reproduce_run
 import sparsecnn.training
 from sparsecnn.cli import cli
@@ -96,6 +97,7 @@ def stub_expensive_work(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(interpret, "train_default_model", _accepted)
     monkeypatch.setattr(sparsecnn.training, "train_classifier", _accepted)
     monkeypatch.setattr(sparsecnn.studies.reproduce_run, "run_reproduce", _accepted)
+    monkeypatch.setattr(sparsecnn.studies.parallel_run, "run_in_processes", _accepted)
     monkeypatch.setattr(sparsecnn.features, "construct", _accepted)
     monkeypatch.setattr(bench, "run_suite", _accepted)
 

@@ -85,8 +85,12 @@ def test_attack_claim_is_judged_from_trusted_attacks() -> None:
     assert rows["difference"].mean == pytest.approx(0.3 - 0.875)
     assert rows["difference"].n == 2 and rows["difference"].low is not None
     assert claim.measured["masking_check_passed"]["constructed_pgd"] is False
-    better = _attack_claim(_attacks(constructed=0.95), [0, 1], 60)
+    better = _attack_claim(_attacks(constructed=0.95, trained=(0.5, 0.49)), [0, 1], 60)
     assert better.verdict == "holds" and better.reason == ""
+    # d = (0.05, 0.10): the mean 0.075 is two sd above 0, but two seeds' 95 % interval
+    # (t_0.975,1 = 12.7) reaches 0, so the rule settles nothing
+    close = _attack_claim(_attacks(constructed=0.95), [0, 1], 60)
+    assert close.verdict == "inconclusive" and "2 seeds are too few" in close.reason
 
 
 def test_one_trusted_pgd_per_trained_network_is_enough() -> None:

@@ -173,9 +173,9 @@ def test_jobs_give_the_one_process_report(tmp_path: Path) -> None:
 
 
 def test_jobs_report_a_failed_shard_with_its_log(tmp_path: Path) -> None:
-    from sparsecnn.studies.parallel_run import run_in_processes
+    from sparsecnn.studies.parallel_run import ShardFailed, run_in_processes
 
-    with pytest.raises(RuntimeError, match=r"(?s)shard 0 of 2 failed \(exit status 2; log "
+    with pytest.raises(ShardFailed, match=r"(?s)shard 0 of 2 failed \(exit status 2; log "
                                            r".*shard-0\.log\):\n.*only names unknown studies "
                                            r"\['no_such_study'\]"):
         run_in_processes(tmp_path / "out", 2, quick=True, only=["no_such_study"])

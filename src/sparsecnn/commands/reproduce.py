@@ -65,7 +65,7 @@ def command(quick: bool, out_dir: Path | None, name: str | None, seed: int, devi
 
     Finished units (one study x seed each) are kept in <out>.units/ until the report is
     written: after an interruption, the same command with the same --out resumes."""
-    from ..studies.parallel_run import jobs_directory, run_in_processes
+    from ..studies.parallel_run import ShardFailed, jobs_directory, run_in_processes
     from ..studies.reproduce_run import run_reproduce, units_directory
 
     if (shard is None) != (n_shards is None):
@@ -107,7 +107,7 @@ def command(quick: bool, out_dir: Path | None, name: str | None, seed: int, devi
         raise SystemExit(130) from None
     except (OutputExistsError, ValueError) as error:
         raise click.UsageError(str(error)) from None
-    except RuntimeError as error:  # a shard process of --jobs failed: its log says why
+    except ShardFailed as error:  # a shard process of --jobs failed: its log says why
         click.echo(f"error: {error}", err=True)
         raise SystemExit(1) from None
     if shard is not None:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..report.units import UnitStore
 from .reproduce_run import ReproduceSummary, configuration, run_reproduce, units_directory
 
-__all__ = ["jobs_directory", "latest_progress", "run_in_processes"]
+__all__ = ["ShardFailed", "jobs_directory", "latest_progress", "run_in_processes"]
 
 _POLL_SECONDS = 0.5
 _STATUS_SECONDS = 60.0  # how often the shards' latest progress lines are printed
@@ -48,6 +48,10 @@ def latest_progress(log: Path) -> str:
               for p in tail.replace("\n", "\r").split("\r")]
     pieces = [p for p in pieces if p]
     return pieces[-1] if pieces else ""
+
+
+class ShardFailed(RuntimeError):
+    """A shard process of a parallel run exited with an error (the message quotes its log)."""
 
 
 def jobs_directory(out_dir: str | Path) -> Path:
@@ -75,7 +79,7 @@ def run_in_processes(out_dir: str | Path, jobs: int, *, quick: bool = False, see
                      data: str = "digits", keep_units: bool = False) -> ReproduceSummary:
     """The report of :func:`~.reproduce_run.run_reproduce` with the same arguments, computed by
     ``jobs`` shard processes and a merge step (module docstring).  A shard that fails raises
-    ``RuntimeError`` quoting the end of its log; an interruption stops every shard and keeps
+    :class:`ShardFailed` quoting the end of its log; an interruption stops every shard and keeps
     their finished units."""
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 2:
         raise ValueError(f"jobs must be an int >= 2 (one process needs no shards); got {jobs!r}")
@@ -130,7 +134,7 @@ def run_in_processes(out_dir: str | Path, jobs: int, *, quick: bool = False, see
     if failed:
         index = failed[0]
         text = (root / f"shard-{index}.log").read_text(encoding="utf-8", errors="replace")
-        raise RuntimeError(f"shard {index} of {jobs} failed (exit status "
+        raise ShardFailed(f"shard {index} of {jobs} failed (exit status "
                            f"{processes[index].returncode}; log {root}/shard-{index}.log):\n"
                            f"{text[-_LOG_TAIL:]}")
     summary = run_reproduce(out_dir, quick=quick, seed=seed, device=device, overwrite=overwrite,
