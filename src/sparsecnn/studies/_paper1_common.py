@@ -155,8 +155,8 @@ def spread_reason(differences: dict[str, Any], what: str, margin: float = 0.0) -
     if abs(shifted) >= sd:  # beyond one sd, but the interval of the mean reaches the threshold
         return (f"d = {what} has mean {mean:+.3g} and sd {sd:.3g} over {n} seeds: the mean is "
                 f"{abs(shifted):.3g} {'above' if shifted > 0 else 'below'} the threshold "
-                f"{threshold}, more than one sd, but{ci} reaches it: {n} seeds are too few "
-                "to settle the sign.")
+                f"{threshold}, more than one sd, but its 95 % interval [{interval.low:+.3g}, "
+                f"{interval.high:+.3g}] reaches it: {n} seeds are too few to settle the sign.")
     return (f"d = {what} has mean {mean:+.3g} and sd {sd:.3g} over {n} seeds: the band "
             f"[{mean - sd:+.3g}, {mean + sd:+.3g}] straddles the threshold {threshold}{ci}; "
             "the effect, if any, is smaller than the seed-to-seed spread.")
