@@ -139,3 +139,17 @@ def test_engine_without_spams_runs_the_other_solvers(tmp_path: Path) -> None:
     for table in tables:
         row = next(line for line in table.splitlines() if "homotopy float32" in line)
         assert float(row.split()[6]) < 1e-6  # F/F* - 1 of the exact path
+
+
+@pytest.mark.parametrize("name", bench.available_suites())
+def test_quick_arguments_are_options_of_the_suite_script(name: str) -> None:
+    """Every option ``--quick`` passes to a suite is one its script declares (its
+    ``--help``), so a renamed option fails here rather than in a user's quick run."""
+    suite = bench.SUITES[name]
+    completed = subprocess.run(
+        [sys.executable, str(bench.BENCHMARKS / suite.script), "--help"],
+        capture_output=True, text=True, check=False, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    declared = set(completed.stdout.replace(",", " ").replace("[", " ").split())
+    for option in (argument for argument in suite.quick if argument.startswith("--")):
+        assert option in declared, f"{suite.script} has no {option}"

@@ -17,6 +17,7 @@ from sparsecnn.inference.homotopy import (
     NO_PATH_START,
     SOLVED,
     STEP_BUDGET_EXHAUSTED,
+    _first_minimum,
     homotopy_path_ends,
 )
 
@@ -179,6 +180,21 @@ def test_float32_event_search_gives_the_float64_end_points(nonneg: bool) -> None
     double = homotopy_path_ends(*arguments, working_dtype=np.float64)
     assert (single[2] == SOLVED).all() and (double[2] == SOLVED).all()
     np.testing.assert_allclose(single[0], double[0], atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 256, 259])
+def test_event_search_minimum_is_numpys_first_argmin(dtype: type, n: int) -> None:
+    """The event scan's minimum (eight interleaved running minima, then a scan) is the first
+    smallest entry, as ``np.argmin`` defines it: with ties in different lanes, +inf entries
+    (blocked atoms) and all entries +inf."""
+    rng = np.random.default_rng(n)
+    for trial in range(50):
+        values = rng.integers(0, 4, size=n).astype(dtype)  # few distinct values: many ties
+        values[rng.random(n) < 0.3] = np.inf
+        if trial == 0:
+            values[:] = np.inf
+        assert _first_minimum(values) == int(np.argmin(values))
 
 
 def test_working_dtype_is_checked() -> None:
